@@ -1,0 +1,229 @@
+//! What a running job is handed: [`JobContext`] and [`State`].
+
+use crate::backend::{Backend, Lease};
+use crate::envelope::JobId;
+use crate::job::Failure;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Shared application state, handed to the worker with `.state(value)` and
+/// injected into any job that takes a `State<T>` parameter.
+///
+/// Cloning is cheap: the value is behind an `Arc`.
+pub struct State<T: ?Sized>(pub Arc<T>);
+
+impl<T> State<T> {
+    /// Wraps a value, for calling a job function directly in a test.
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+}
+
+impl<T: ?Sized> Clone for State<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized> Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for State<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("State").field(&&*self.0).finish()
+    }
+}
+
+/// The state values a worker was given, by type.
+#[derive(Clone, Default)]
+pub struct StateMap {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    names: Vec<&'static str>,
+}
+
+impl StateMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value, replacing any of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+        self.names.push(std::any::type_name::<T>());
+    }
+
+    /// The value of type `T`, if one was given.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.values.get(&TypeId::of::<T>()).and_then(|v| Arc::clone(v).downcast::<T>().ok())
+    }
+}
+
+impl fmt::Debug for StateMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(&self.names).finish()
+    }
+}
+
+/// Extends the lease of the job it belongs to; the worker provides it.
+pub(crate) type Heartbeat = Arc<dyn Fn() -> crate::job::BoxFuture<'static, bool> + Send + Sync>;
+
+/// The running job's own details, injected into any job with a `JobContext` parameter.
+#[derive(Clone)]
+pub struct JobContext {
+    id: JobId,
+    name: Arc<str>,
+    queue: Arc<str>,
+    attempt: u32,
+    max_attempts: u32,
+    state: Arc<StateMap>,
+    cancel: watch::Receiver<bool>,
+    heartbeat: Option<Heartbeat>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: JobId,
+        name: Arc<str>,
+        queue: Arc<str>,
+        attempt: u32,
+        max_attempts: u32,
+        state: Arc<StateMap>,
+        cancel: watch::Receiver<bool>,
+        heartbeat: Option<Heartbeat>,
+    ) -> Self {
+        Self { id, name, queue, attempt, max_attempts, state, cancel, heartbeat }
+    }
+
+    /// A context for running a job inline, outside any worker, with `state`.
+    pub fn inline(name: &str, state: Arc<StateMap>) -> Self {
+        // The sender is dropped: an inline job is never cancelled.
+        let (_tx, cancel) = watch::channel(false);
+        Self::new(JobId::new(), name.into(), "inline".into(), 1, 1, state, cancel, None)
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// The job's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue the job came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The number of attempts allowed in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Whether this is the last attempt the job will get.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// A state value by type, as `State<T>` parameters receive it.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<State<T>> {
+        self.state.get::<T>().map(State)
+    }
+
+    /// Extends the job's lease now. The worker already extends leases of long
+    /// jobs on its own; call this from a job that holds the worker's runtime
+    /// busy for long stretches. Returns `false` when the lease was lost: another
+    /// worker may now own the job, and this one should stop.
+    pub async fn heartbeat(&self) -> bool {
+        match &self.heartbeat {
+            Some(beat) => beat().await,
+            None => true,
+        }
+    }
+
+    /// Whether the worker asked this job to stop (shutdown grace period over, or timeout).
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Completes when the worker asks this job to stop; use it in `tokio::select!`.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancel.clone();
+        // An error means the sender is gone: nobody can cancel any more.
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job parameter that the worker injects rather than deserializes.
+///
+/// Implemented for [`State<T>`] and [`JobContext`]; implement it for your own
+/// types to inject them the same way.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be injected into a job",
+    label = "injected parameters must implement `FromContext`",
+    note = "`State<T>` and `JobContext` are injected; any other parameter must be a serializable job argument"
+)]
+pub trait FromContext: Sized {
+    /// The value for this attempt, or a failure when it cannot be had.
+    fn from_context(ctx: &JobContext) -> Result<Self, Failure>;
+}
+
+impl FromContext for JobContext {
+    fn from_context(ctx: &JobContext) -> Result<Self, Failure> {
+        Ok(ctx.clone())
+    }
+}
+
+impl<T: Send + Sync + 'static> FromContext for State<T> {
+    fn from_context(ctx: &JobContext) -> Result<Self, Failure> {
+        ctx.state::<T>().ok_or_else(|| {
+            Failure::retryable(format!(
+                "no state of type `{}`: give it to the worker with `.state(value)`",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+pub(crate) fn lease_heartbeat(backend: Arc<dyn Backend>, lease: Lease, extend_by: Duration) -> Heartbeat {
+    Arc::new(move || {
+        let backend = Arc::clone(&backend);
+        let lease = lease.clone();
+        Box::pin(async move {
+            matches!(
+                backend.extend(std::slice::from_ref(&lease), extend_by).await.as_deref(),
+                Ok([crate::backend::LeaseStatus::Held])
+            )
+        })
+    })
+}

@@ -1,0 +1,233 @@
+//! What `#[job]` generates against: job definitions, options and outcomes.
+
+use crate::context::JobContext;
+use serde_json::value::RawValue;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed, sendable future, as job runners return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Decodes a job's arguments and starts it: the runner `#[job]` generates.
+///
+/// An `Err` means the arguments do not match the job's signature; the worker
+/// dead-letters such a job without running it.
+pub type RunFn =
+    fn(&RawValue, JobContext) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error>;
+
+/// A registered job: only constant data, so that it can be registered at link time.
+#[derive(Debug)]
+pub struct JobDef {
+    /// The job's name, as it travels in envelopes.
+    pub name: &'static str,
+    /// Where the job is defined (`module::path`, `file:line`), for error messages.
+    pub location: &'static str,
+    /// The job's options from its attribute.
+    pub options: JobOptions,
+    /// Decodes the arguments and runs the job.
+    pub run: RunFn,
+}
+
+/// A job's options, from `#[job(...)]`; per-call overrides go on the [`Enqueue`](crate::Enqueue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobOptions {
+    /// The queue the job goes on. Default `"default"`.
+    pub queue: &'static str,
+    /// Priority: higher runs first. Default 0.
+    pub priority: i32,
+    /// How many times a failed job is tried again. Default 3.
+    pub retries: u32,
+    /// The delay between attempts.
+    pub backoff: Backoff,
+    /// After this long from enqueue, the job is never run. Default none.
+    pub ttl: Option<Duration>,
+    /// One attempt fails after this long. Default none.
+    pub timeout: Option<Duration>,
+    /// Whether a job with equal arguments that is queued or completed is not enqueued again.
+    pub unique: bool,
+}
+
+impl JobOptions {
+    /// The defaults: queue `"default"`, priority 0, 3 retries, exponential backoff
+    /// from 1 s doubling to at most 1 h with full jitter, no TTL, no timeout, not unique.
+    pub const DEFAULT: JobOptions = JobOptions {
+        queue: "default",
+        priority: 0,
+        retries: 3,
+        backoff: Backoff::DEFAULT,
+        ttl: None,
+        timeout: None,
+        unique: false,
+    };
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How to randomise a backoff delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jitter {
+    /// "Full jitter": a uniformly random delay between zero and the computed delay.
+    Full,
+    /// Exactly the computed delay.
+    None,
+}
+
+/// The delay before a failed job is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backoff {
+    /// `base * 2^(attempt - 1)`, at most `max`.
+    Exponential {
+        /// The first delay.
+        base: Duration,
+        /// The largest delay.
+        max: Duration,
+        /// Randomisation.
+        jitter: Jitter,
+    },
+    /// The same delay every time.
+    Fixed(Duration),
+    /// Retry at once.
+    None,
+}
+
+impl Backoff {
+    /// Exponential from 1 s, doubling, at most 1 h, with full jitter.
+    pub const DEFAULT: Backoff = Backoff::Exponential {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(3600),
+        jitter: Jitter::Full,
+    };
+
+    /// The delay after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match *self {
+            Backoff::None => Duration::ZERO,
+            Backoff::Fixed(d) => d,
+            Backoff::Exponential { base, max, jitter } => {
+                let shift = attempt.saturating_sub(1).min(62);
+                let factor = 1u64 << shift;
+                let ms = u64::try_from(base.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(factor);
+                let capped = ms.min(u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
+                match jitter {
+                    Jitter::None => Duration::from_millis(capped),
+                    Jitter::Full => Duration::from_millis(fastrand::u64(0..=capped)),
+                }
+            }
+        }
+    }
+}
+
+/// Why a job attempt failed, and whether it may be tried again.
+///
+/// Any error that implements `Display` becomes a retryable `Failure` when a
+/// job returns it. To skip the remaining retries, return
+/// `Failure::permanent(e)` or use [`ResultExt::permanent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    message: String,
+    permanent: bool,
+}
+
+impl Failure {
+    /// A failure that may be retried.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), permanent: false }
+    }
+
+    /// A failure that must not be retried: the job goes to the dead-letter queue at once.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), permanent: true }
+    }
+
+    /// Whether the retries are skipped.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Turns a job's error into a [`Failure`]; implemented for every `Display` type.
+pub trait IntoFailure {
+    /// The failure; permanent only when `self` is a permanent [`Failure`].
+    fn into_failure(self) -> Failure;
+}
+
+impl<E: fmt::Display + 'static> IntoFailure for E {
+    fn into_failure(self) -> Failure {
+        match (&self as &dyn std::any::Any).downcast_ref::<Failure>() {
+            Some(f) => f.clone(),
+            None => Failure::retryable(self),
+        }
+    }
+}
+
+/// What a job function may return: `()`, or a `Result` whose error is `Display`.
+#[diagnostic::on_unimplemented(
+    message = "a job must return `()` or `Result<T, E>` where `E: Display`",
+    label = "this return type cannot report a job's outcome"
+)]
+pub trait IntoJobResult {
+    /// The outcome of the attempt.
+    fn into_job_result(self) -> Result<(), Failure>;
+}
+
+impl IntoJobResult for () {
+    fn into_job_result(self) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+impl<T, E: IntoFailure> IntoJobResult for Result<T, E> {
+    fn into_job_result(self) -> Result<(), Failure> {
+        self.map(|_| ()).map_err(IntoFailure::into_failure)
+    }
+}
+
+/// Marks errors as permanent: `client.fetch(url).await.permanent()?`.
+pub trait ResultExt<T> {
+    /// The error, if any, as a permanent [`Failure`] that skips the retries.
+    fn permanent(self) -> Result<T, Failure>;
+}
+
+impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
+    fn permanent(self) -> Result<T, Failure> {
+        self.map_err(Failure::permanent)
+    }
+}
+
+/// A serialized job argument: owned, serializable and sendable.
+///
+/// `#[job]` checks every argument that is not injected against this trait, at
+/// the argument's own type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a job argument",
+    label = "job arguments must be owned, `Serialize + DeserializeOwned + Send + 'static`",
+    note = "use an owned type (`String` for `&str`, `Vec<T>` for `&[T]`), or derive serde's traits on your type"
+)]
+pub trait JobArg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> JobArg for T {}
+
+/// A `#[job]` function: the type that `#[job]` generates implements this.
+pub trait Job: Send + Sync + 'static {
+    /// The job's registered definition.
+    const DEF: &'static JobDef;
+}

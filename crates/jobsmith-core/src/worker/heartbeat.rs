@@ -1,0 +1,51 @@
+//! Keeping running jobs' leases alive, and sampling queue depth for metrics.
+
+use super::run::Shared;
+use crate::backend::LeaseStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extends the leases of all running jobs, in one call, every third of the lease.
+pub(super) async fn heartbeat(shared: Arc<Shared>) {
+    let every = shared.lease / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let leases = shared.running_leases();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared.backend.extend(&leases, shared.lease).await {
+            Ok(statuses) => {
+                for (lease, status) in leases.iter().zip(statuses) {
+                    if status == LeaseStatus::Lost {
+                        tracing::warn!(id = %lease.id, queue = %lease.queue, "lease lost while the job runs; asking it to stop");
+                        shared.cancel(lease);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not extend leases; will try again"),
+        }
+    }
+}
+
+/// Samples queue depth and the oldest ready job's age into gauges.
+pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(stats) = shared.backend.stats(&queues).await else { continue };
+        for s in stats {
+            let q = s.queue.clone();
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "ready").set(s.ready as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "scheduled").set(s.scheduled as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "in_flight").set(s.in_flight as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "dead").set(s.dead as f64);
+            metrics::gauge!("jobsmith_queue_oldest_age_seconds", "queue" => q)
+                .set(s.oldest_ready_age.map_or(0.0, |d| d.as_secs_f64()));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The worker: reserves jobs in batches and runs every registered job.
+//!
+//! [`Worker`] is the builder; `run.rs` is the reserve loop, `execute.rs` runs
+//! one job and decides its outcome, `settle.rs` reports outcomes to the
+//! backend in batches, and `heartbeat.rs` keeps long jobs' leases alive.
+
+mod catch;
+mod execute;
+mod heartbeat;
+mod run;
+mod settle;
+
+use crate::app::App;
+use crate::context::StateMap;
+use crate::error::Result;
+use crate::job::BoxFuture;
+use crate::registry::Registry;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs jobs from an [`App`]'s backend. Built by [`App::worker`].
+///
+/// ```no_run
+/// # async fn f(app: jobsmith_core::App) -> jobsmith_core::Result<()> {
+/// app.worker()
+///     .queues(["email", "default"])
+///     .concurrency(32)
+///     .grace_period(std::time::Duration::from_secs(20))
+///     .run()
+///     .await
+/// # }
+/// ```
+#[must_use = "a worker does nothing until `.run()` is awaited"]
+pub struct Worker {
+    pub(crate) app: App,
+    pub(crate) queues: Option<Vec<String>>,
+    pub(crate) concurrency: usize,
+    pub(crate) batch: usize,
+    pub(crate) state: StateMap,
+    pub(crate) grace: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) registry: Option<Registry>,
+    pub(crate) stop: Option<BoxFuture<'static, ()>>,
+    pub(crate) until_idle: bool,
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Jobs started (attempts).
+    pub started: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed and were scheduled to retry.
+    pub retried: u64,
+    /// Jobs moved to the dead-letter queue.
+    pub dead: u64,
+    /// Jobs dropped because their TTL had passed.
+    pub expired: u64,
+    /// Jobs handed back at shutdown without counting an attempt.
+    pub released: u64,
+    /// Settlements the backend refused because the lease was lost.
+    pub lost_leases: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(app: App) -> Self {
+        Self {
+            app,
+            queues: None,
+            concurrency: 16,
+            batch: 64,
+            state: StateMap::new(),
+            grace: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+            registry: None,
+            stop: None,
+            until_idle: false,
+        }
+    }
+
+    /// Only these queues, taken in turn. Default: every queue a registered job names.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How many jobs run at once. Default 16.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// At most this many jobs per reserve call. Default 64.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Shared state, injected into jobs that take a `State<T>` parameter. Call once per type.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// How long running jobs may take to finish after a stop signal before
+    /// they are cancelled and released. Default 30 s.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// How long a reservation lasts without a heartbeat; the worker extends
+    /// it every third of this while a job runs. Default 30 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Runs exactly these jobs instead of every linked one.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Stops when `signal` completes, instead of on SIGINT or SIGTERM.
+    pub fn stop_on(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.stop = Some(Box::pin(signal));
+        self
+    }
+
+    /// Stops once its queues hold nothing ready, scheduled or in flight and
+    /// no job is running: for examples, tests and one-off drains.
+    pub fn until_idle(mut self) -> Self {
+        self.until_idle = true;
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM (or the [`stop_on`](Self::stop_on)
+    /// signal), then stops reserving, lets running jobs finish within the
+    /// grace period and releases the rest.
+    pub async fn run(self) -> Result<()> {
+        self.run_report().await.map(drop)
+    }
+
+    /// Like [`run`](Self::run), returning what the worker did.
+    pub async fn run_report(self) -> Result<WorkerReport> {
+        run::run(self).await
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("app", &self.app)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("batch", &self.batch)
+            .field("state", &self.state)
+            .field("grace", &self.grace)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,293 @@
+//! The reserve loop and graceful shutdown.
+
+use super::execute::execute;
+use super::settle::{settler, Settle};
+use super::{heartbeat, Worker, WorkerReport};
+use crate::backend::{Backend, Lease, LeaseStatus};
+use crate::context::StateMap;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// A counter in the worker's report.
+#[derive(Debug, Default)]
+pub(super) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(super) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) started: Counter,
+    pub(super) succeeded: Counter,
+    pub(super) retried: Counter,
+    pub(super) dead: Counter,
+    pub(super) expired: Counter,
+    pub(super) released: Counter,
+    pub(super) lost: Counter,
+}
+
+/// What the worker's tasks share.
+pub(super) struct Shared {
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) registry: Registry,
+    pub(super) state: Arc<StateMap>,
+    pub(super) lease: Duration,
+    pub(super) counters: Counters,
+    running: Mutex<HashMap<String, (Lease, watch::Sender<bool>)>>,
+    settle_tx: mpsc::UnboundedSender<Settle>,
+    unsettled: AtomicUsize,
+}
+
+impl Shared {
+    pub(super) fn track(&self, lease: &Lease, cancel: watch::Sender<bool>) {
+        self.running_map().insert(lease.token.clone(), (lease.clone(), cancel));
+    }
+
+    pub(super) fn untrack(&self, lease: &Lease) {
+        self.running_map().remove(&lease.token);
+    }
+
+    pub(super) fn send(&self, settle: Settle) {
+        self.unsettled.fetch_add(1, Ordering::SeqCst);
+        if self.settle_tx.send(settle).is_err() {
+            self.unsettled.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn settled(&self, n: usize) {
+        self.unsettled.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    pub(super) fn running_leases(&self) -> Vec<Lease> {
+        self.running_map().values().map(|(l, _)| l.clone()).collect()
+    }
+
+    pub(super) fn cancel(&self, lease: &Lease) {
+        if let Some((_, tx)) = self.running_map().get(&lease.token) {
+            tx.send_replace(true);
+        }
+    }
+
+    /// Counts a settlement's lease status; true when it took effect.
+    pub(super) fn count(&self, status: LeaseStatus, what: &str) -> bool {
+        if status == LeaseStatus::Lost {
+            tracing::warn!("{what} refused: the lease was lost and the job may run elsewhere");
+            metrics::counter!("jobsmith_leases_lost_total").increment(1);
+            self.counters.lost.inc();
+            return false;
+        }
+        true
+    }
+
+    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Lease, watch::Sender<bool>)>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn report(&self) -> WorkerReport {
+        let c = &self.counters;
+        WorkerReport {
+            started: c.started.get(),
+            succeeded: c.succeeded.get(),
+            retried: c.retried.get(),
+            dead: c.dead.get(),
+            expired: c.expired.get(),
+            released: c.released.get(),
+            lost_leases: c.lost.get(),
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn os_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
+    let registry = match worker.registry {
+        Some(r) => r,
+        None => Registry::global()?.clone(),
+    };
+    if registry.is_empty() {
+        return Err(Error::NoJobs);
+    }
+    let queues: Vec<String> = match worker.queues {
+        Some(q) => q,
+        None => {
+            let mut q: Vec<String> = registry.defs().map(|d| d.options.queue.to_owned()).collect();
+            q.sort();
+            q.dedup();
+            q
+        }
+    };
+    let backend = Arc::clone(worker.app.backend());
+    tracing::info!(
+        backend = backend.name(),
+        jobs = %registry.names().collect::<Vec<_>>().join(", "),
+        queues = %queues.join(", "),
+        concurrency = worker.concurrency,
+        "worker starting"
+    );
+
+    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        backend: Arc::clone(&backend),
+        registry,
+        state: Arc::new(worker.state),
+        lease: worker.lease,
+        counters: Counters::default(),
+        running: Mutex::new(HashMap::new()),
+        settle_tx,
+        unsettled: AtomicUsize::new(0),
+    });
+    let settler_task = tokio::spawn(settler(Arc::clone(&shared), settle_rx));
+    let heartbeat_task = tokio::spawn(heartbeat::heartbeat(Arc::clone(&shared)));
+    let sampler_task = tokio::spawn(heartbeat::sample_depth(Arc::clone(&shared), queues.clone()));
+
+    let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
+    let semaphore = Arc::new(Semaphore::new(worker.concurrency));
+    let mut jobs = JoinSet::new();
+    let wait = if worker.until_idle { Duration::from_millis(100) } else { Duration::from_secs(5) };
+    let mut retry_delay = Duration::from_millis(50);
+    let mut rotation = 0usize;
+
+    'reserve: loop {
+        while jobs.try_join_next().is_some() {}
+        let first = tokio::select! {
+            () = &mut stop => break 'reserve,
+            permit = Arc::clone(&semaphore).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break 'reserve,
+            },
+        };
+        let mut permits = vec![first];
+        while permits.len() < worker.batch {
+            match Arc::clone(&semaphore).try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        rotation = rotation.wrapping_add(1);
+        let mut order = queues.clone();
+        if !order.is_empty() {
+            let k = rotation % order.len();
+            order.rotate_left(k);
+        }
+        let reserved = tokio::select! {
+            () = &mut stop => break 'reserve,
+            r = backend.reserve(&order, permits.len(), worker.lease, wait) => r,
+        };
+        let deliveries = match reserved {
+            Ok(d) => {
+                retry_delay = Duration::from_millis(50);
+                d
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = retry_delay.as_millis() as u64, "reserve failed; reconnecting");
+                let jitter = Duration::from_millis(fastrand::u64(0..=retry_delay.as_millis() as u64 / 2));
+                tokio::select! {
+                    () = &mut stop => break 'reserve,
+                    () = tokio::time::sleep(retry_delay + jitter) => {}
+                }
+                retry_delay = (retry_delay * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            if worker.until_idle && jobs.is_empty() && shared.unsettled.load(Ordering::SeqCst) == 0 {
+                let idle = backend
+                    .stats(&queues)
+                    .await
+                    .map(|s| s.iter().all(|q| q.ready + q.scheduled + q.in_flight == 0))
+                    .unwrap_or(false);
+                if idle {
+                    break 'reserve;
+                }
+            }
+            continue;
+        }
+        for (delivery, permit) in deliveries.into_iter().zip(permits) {
+            let shared = Arc::clone(&shared);
+            jobs.spawn(async move {
+                execute(shared, delivery).await;
+                drop(permit);
+            });
+        }
+    }
+
+    // Stop: no more reserves. Running jobs get the grace period.
+    tracing::info!(running = jobs.len(), grace_ms = worker.grace.as_millis() as u64, "worker stopping");
+    let finished = tokio::time::timeout(worker.grace, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !finished {
+        for lease in shared.running_leases() {
+            shared.cancel(&lease);
+        }
+        jobs.shutdown().await;
+    }
+    // Whatever is still tracked never settled: hand it back, uncounted.
+    let leftover = shared.running_leases();
+    if !leftover.is_empty() {
+        match backend.release(&leftover).await {
+            Ok(statuses) => {
+                for s in statuses {
+                    if s == LeaseStatus::Held {
+                        shared.counters.released.inc();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not release unfinished jobs; they return when their leases run out"),
+        }
+    }
+    heartbeat_task.abort();
+    sampler_task.abort();
+    // Let the settler flush what is queued, within the grace period.
+    let report_shared = Arc::clone(&shared);
+    drop(shared);
+    let flushed = tokio::time::timeout(worker.grace.max(Duration::from_secs(1)), async {
+        while report_shared.unsettled.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .is_ok();
+    settler_task.abort();
+    if !flushed {
+        tracing::warn!("some outcomes were not reported before the grace period ended; those jobs run again");
+    }
+    let report = report_shared.report();
+    tracing::info!(?report, "worker stopped");
+    Ok(report)
+}

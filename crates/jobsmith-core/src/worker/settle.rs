@@ -1,0 +1,129 @@
+//! Reporting outcomes to the backend, batched: acks go in one call per batch.
+
+use super::run::Shared;
+use crate::backend::{Lease, LeaseStatus};
+use crate::envelope::Envelope;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The outcome of one delivery, to be told to the backend.
+#[derive(Debug)]
+pub(super) enum Settle {
+    /// Succeeded.
+    Ack(Lease, &'static str),
+    /// Failed; run again at the envelope's `run_at`.
+    Retry(Lease, Envelope, &'static str),
+    /// Failed for good, with the reason.
+    Dead(Lease, String),
+    /// Its TTL had passed; dropped unrun.
+    Expire(Lease, String),
+}
+
+/// How many outcomes one flush takes at most.
+const MAX_BATCH: usize = 512;
+
+/// Receives outcomes until every sender is gone, flushing them in batches.
+pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Settle>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        flush(&shared, &mut batch).await;
+        shared.settled(n);
+    }
+}
+
+async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
+    let mut acks = Vec::new();
+    let mut names = Vec::new();
+    for settle in batch.drain(..) {
+        match settle {
+            Settle::Ack(lease, name) => {
+                acks.push(lease);
+                names.push(name);
+            }
+            Settle::Retry(lease, env, name) => {
+                let status = persist(|| shared.backend.retry(&lease, &env)).await;
+                if shared.count(status, "retry") {
+                    metrics::counter!("jobsmith_jobs_retried_total", "job" => name).increment(1);
+                    shared.counters.retried.inc();
+                }
+            }
+            Settle::Dead(lease, reason) => {
+                let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
+                if shared.count(status, "dead-letter") {
+                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue.clone()).increment(1);
+                    shared.counters.dead.inc();
+                }
+            }
+            Settle::Expire(lease, name) => {
+                let status = persist(|| shared.backend.expire(&lease)).await;
+                if shared.count(status, "expire") {
+                    metrics::counter!("jobsmith_jobs_expired_total", "job" => name).increment(1);
+                    shared.counters.expired.inc();
+                }
+            }
+        }
+    }
+    if acks.is_empty() {
+        return;
+    }
+    let statuses = persist(|| shared.backend.ack(&acks)).await;
+    for (status, name) in statuses.iter().zip(names) {
+        if shared.count(*status, "ack") {
+            metrics::counter!("jobsmith_jobs_succeeded_total", "job" => name).increment(1);
+            shared.counters.succeeded.inc();
+        }
+    }
+}
+
+/// Retries an operation through connection errors, with capped exponential backoff.
+///
+/// A non-transient error is logged and reported as a lost lease: the job's
+/// lease then runs out and it is delivered again, so nothing is lost.
+async fn persist<T, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<T>>,
+    T: Lost,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "could not settle a job; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not settle a job; it will be delivered again when its lease runs out");
+                return T::lost();
+            }
+        }
+    }
+}
+
+/// What an operation that gave up reports.
+trait Lost {
+    fn lost() -> Self;
+}
+
+impl Lost for LeaseStatus {
+    fn lost() -> Self {
+        LeaseStatus::Lost
+    }
+}
+
+impl Lost for Vec<LeaseStatus> {
+    fn lost() -> Self {
+        Vec::new()
+    }
+}
