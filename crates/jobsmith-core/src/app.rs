@@ -70,14 +70,27 @@ impl App {
     /// Enqueues one job, returning its id.
     pub async fn enqueue(&self, job: Enqueue) -> Result<JobId> {
         let env = job.into_envelope()?;
+        let queue = env.queue.clone();
         let ids = self.backend.enqueue(vec![env]).await?;
+        metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
         ids.into_iter().next().ok_or_else(|| Error::Backend("enqueue returned no id".into()))
     }
 
     /// Enqueues many jobs in as few round trips as the backend allows.
     pub async fn enqueue_many(&self, jobs: impl IntoIterator<Item = Enqueue>) -> Result<Vec<JobId>> {
         let envs = jobs.into_iter().map(Enqueue::into_envelope).collect::<Result<Vec<_>>>()?;
-        self.backend.enqueue(envs).await
+        let mut per_queue: Vec<(String, u64)> = Vec::new();
+        for env in &envs {
+            match per_queue.iter_mut().find(|(q, _)| *q == env.queue) {
+                Some((_, n)) => *n += 1,
+                None => per_queue.push((env.queue.clone(), 1)),
+            }
+        }
+        let ids = self.backend.enqueue(envs).await?;
+        for (queue, n) in per_queue {
+            metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(n);
+        }
+        Ok(ids)
     }
 
     /// Counts for every queue the backend knows.

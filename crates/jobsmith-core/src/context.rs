@@ -62,6 +62,12 @@ impl StateMap {
         self.names.push(std::any::type_name::<T>());
     }
 
+    /// Adds a value that is already shared, replacing any of the same type.
+    pub fn insert_shared<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
+        self.values.insert(TypeId::of::<T>(), value);
+        self.names.push(std::any::type_name::<T>());
+    }
+
     /// The value of type `T`, if one was given.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.values.get(&TypeId::of::<T>()).and_then(|v| Arc::clone(v).downcast::<T>().ok())

@@ -109,6 +109,12 @@ impl Worker {
         self
     }
 
+    /// Shared state that is already behind an `Arc`, injected as `State<T>`.
+    pub fn state_shared<T: Send + Sync + 'static>(mut self, value: std::sync::Arc<T>) -> Self {
+        self.state.insert_shared(value);
+        self
+    }
+
     /// How long running jobs may take to finish after a stop signal before
     /// they are cancelled and released. Default 30 s.
     pub fn grace_period(mut self, grace: Duration) -> Self {

@@ -1,0 +1,315 @@
+//! `cargo xtask bench`: enqueue rate, drain rate, idle latency, worker CPU and memory.
+//!
+//! Everything runs in this one process: the enqueuer, and a real
+//! [`jobsmith::Worker`] running a no-op `#[job]`. CPU time and peak RSS are
+//! the process's own (`getrusage`), read around the drain, when the worker is
+//! the only thing running.
+
+use jobsmith::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What the bench job reports to.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    count: AtomicU64,
+    target: AtomicU64,
+    measuring: AtomicBool,
+    latencies_us: Mutex<Vec<u64>>,
+    done: Notify,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn micros_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The bench's no-op job: counts itself and, while latency is measured,
+/// records how long after its enqueue it started.
+#[job(queue = "bench", retries = 0)]
+async fn bench_noop(sent_us: u64, probe: State<Probe>) {
+    if probe.measuring.load(Ordering::Relaxed) {
+        let lat = micros_since_epoch().saturating_sub(sent_us);
+        probe.latencies_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lat);
+    }
+    let n = probe.count.fetch_add(1, Ordering::SeqCst) + 1;
+    if n >= probe.target.load(Ordering::SeqCst) {
+        probe.done.notify_one();
+    }
+}
+
+struct Options {
+    backends: Vec<String>,
+    jobs: Option<u64>,
+    json: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut opts = Options { backends: vec!["memory".into()], jobs: None, json: false };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => {
+                let b = it.next().ok_or("--backend needs a value: memory, redis, amqp, sqs or all")?;
+                opts.backends = if b == "all" {
+                    ["memory", "redis", "amqp", "sqs"].iter().map(|s| (*s).to_owned()).collect()
+                } else {
+                    vec![b.clone()]
+                };
+            }
+            "--jobs" => {
+                let n = it.next().ok_or("--jobs needs a number")?;
+                opts.jobs = Some(n.parse().map_err(|_| format!("--jobs {n}: not a number"))?);
+            }
+            "--json" => opts.json = true,
+            other => return Err(format!("unknown bench option `{other}`")),
+        }
+    }
+    Ok(opts)
+}
+
+/// The URL to bench a backend at, with a fresh namespace.
+fn url_for(backend: &str) -> Result<String, String> {
+    let tag = format!("jsbench{:x}", fastrand_u64());
+    let with = |base: String, key: &str| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}{key}={tag}")
+    };
+    Ok(match backend {
+        "memory" => "memory://".into(),
+        "redis" => with(env_or("JOBSMITH_REDIS_URL", "redis://127.0.0.1:6379"), "prefix"),
+        "amqp" => with(env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), "prefix"),
+        "sqs" => with(env_or("JOBSMITH_SQS_URL", "sqs://us-east-1?endpoint=http://127.0.0.1:5000"), "prefix"),
+        other => return Err(format!("unknown backend `{other}`: use memory, redis, amqp, sqs or all")),
+    })
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn fastrand_u64() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::from(t.subsec_nanos()) ^ (u64::from(std::process::id()) << 32)
+}
+
+fn default_jobs(backend: &str) -> u64 {
+    match backend {
+        "sqs" => 500,
+        "amqp" => 50_000,
+        _ => 100_000,
+    }
+}
+
+/// One backend's figures.
+#[derive(Debug)]
+struct Figures {
+    backend: String,
+    jobs: u64,
+    enqueue_per_s: f64,
+    drain_per_s: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    worker_cpu_ms_per_1k: f64,
+    rss_mib: f64,
+}
+
+pub(crate) fn main(args: &[String]) -> Result<(), String> {
+    let opts = parse(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let mut all = Vec::new();
+    for backend in &opts.backends {
+        let jobs = opts.jobs.unwrap_or_else(|| default_jobs(backend));
+        let url = url_for(backend)?;
+        eprintln!("bench: {backend}: {jobs} jobs at {url}");
+        match rt.block_on(bench_one(backend, &url, jobs)) {
+            Ok(f) => all.push(f),
+            Err(e) if opts.backends.len() > 1 => eprintln!("bench: {backend} skipped: {e}"),
+            Err(e) => return Err(format!("{backend}: {e}")),
+        }
+        if backend == "redis" {
+            redis_ceiling();
+        }
+    }
+    if opts.json {
+        let objs: Vec<serde_json::Value> = all.iter().map(to_json).collect();
+        let out = if objs.len() == 1 { objs[0].clone() } else { serde_json::Value::Array(objs) };
+        println!("{out}");
+    } else {
+        println!(
+            "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
+            "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
+        );
+        for f in &all {
+            println!(
+                "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
+                f.backend, f.jobs, f.enqueue_per_s, f.drain_per_s, f.latency_p50_ms, f.latency_p99_ms,
+                f.worker_cpu_ms_per_1k, f.rss_mib
+            );
+        }
+    }
+    Ok(())
+}
+
+fn to_json(f: &Figures) -> serde_json::Value {
+    serde_json::json!({
+        "backend": f.backend,
+        "jobs": f.jobs,
+        "enqueue_per_s": round(f.enqueue_per_s, 0),
+        "drain_per_s": round(f.drain_per_s, 0),
+        "latency_p50_ms": round(f.latency_p50_ms, 3),
+        "latency_p99_ms": round(f.latency_p99_ms, 3),
+        "worker_cpu_ms_per_1k": round(f.worker_cpu_ms_per_1k, 2),
+        "rss_mib": round(f.rss_mib, 1),
+    })
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let k = 10f64.powi(places);
+    (v * k).round() / k
+}
+
+async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, String> {
+    let app = jobsmith::connect(url).await.map_err(|e| e.to_string())?;
+    let probe = std::sync::Arc::new(Probe {
+        count: AtomicU64::new(0),
+        target: AtomicU64::new(jobs),
+        measuring: AtomicBool::new(false),
+        latencies_us: Mutex::new(Vec::new()),
+        done: Notify::new(),
+    });
+
+    // 1. Enqueue, in batches of 1,000.
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < jobs {
+        let n = (jobs - sent).min(1000);
+        app.enqueue_many((0..n).map(|_| bench_noop.delay(0)))
+            .await
+            .map_err(|e| format!("enqueue: {e}"))?;
+        sent += n;
+    }
+    let enqueue_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+
+    // 2. Drain with one worker; CPU time is read around the drain alone.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .queues(["bench"])
+        .concurrency(64)
+        .batch_size(256)
+        .state_shared(std::sync::Arc::clone(&probe))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    let handle = tokio::spawn(worker.run_report());
+    wait_for(&probe, jobs, Duration::from_secs(600)).await?;
+    let drain = started.elapsed();
+    let cpu = cpu_time() - cpu0;
+    let _ = stop_tx.send(());
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let drain_per_s = jobs as f64 / drain.as_secs_f64();
+    let worker_cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / (jobs as f64 / 1000.0);
+
+    // 3. Idle latency: one job at a time into an idle worker.
+    let samples: u64 = if backend == "sqs" { 50 } else { 1000 };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .queues(["bench"])
+        .concurrency(8)
+        .state_shared(std::sync::Arc::clone(&probe))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let handle = tokio::spawn(worker.run_report());
+    probe.measuring.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..=samples {
+        probe.target.store(jobs + i, Ordering::SeqCst);
+        // Let the worker settle into its idle wait.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        bench_noop
+            .delay(micros_since_epoch())
+            .on(&app)
+            .await
+            .map_err(|e| format!("enqueue: {e}"))?;
+        wait_for(&probe, jobs + i, Duration::from_secs(30)).await?;
+    }
+    let _ = stop_tx.send(());
+    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let mut lat = probe.latencies_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        let idx = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
+        lat.get(idx).copied().unwrap_or(0) as f64 / 1000.0
+    };
+
+    Ok(Figures {
+        backend: backend.to_owned(),
+        jobs,
+        enqueue_per_s,
+        drain_per_s,
+        latency_p50_ms: pct(0.50),
+        latency_p99_ms: pct(0.99),
+        worker_cpu_ms_per_1k,
+        rss_mib: peak_rss_mib(),
+    })
+}
+
+async fn wait_for(probe: &Probe, n: u64, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while probe.count.load(Ordering::SeqCst) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("only {} of {n} jobs ran within {limit:?}", probe.count.load(Ordering::SeqCst)));
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), probe.done.notified()).await;
+    }
+    Ok(())
+}
+
+fn cpu_time() -> Duration {
+    // /proc rather than getrusage: the workspace forbids unsafe code.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 (utime, stime), counted from after the command name.
+    let total = ticks(11) + ticks(12);
+    Duration::from_millis(total * 1000 / clock_ticks())
+}
+
+fn clock_ticks() -> u64 {
+    100
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Prints Redis's own ceiling beside the figures.
+fn redis_ceiling() {
+    eprintln!("bench: redis ceiling, `redis-benchmark -q -t lpush,rpop -n 200000`:");
+    let _ = std::process::Command::new("redis-benchmark").args(["-q", "-t", "lpush,rpop", "-n", "200000"]).status();
+    eprintln!("bench: pipelined, `redis-benchmark -q -t lpush,rpop -n 200000 -P 16`:");
+    let _ = std::process::Command::new("redis-benchmark")
+        .args(["-q", "-t", "lpush,rpop", "-n", "200000", "-P", "16"])
+        .status();
+}
