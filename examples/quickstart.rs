@@ -19,25 +19,38 @@ struct Greeter {
 #[job(retries = 3, backoff = "fixed(300ms)")]
 async fn charge_order(order_id: u64, ctx: JobContext) -> Result<(), String> {
     if ctx.attempt() < 3 {
-        println!("  charge_order({order_id}): attempt {} failed: gateway timeout", ctx.attempt());
+        println!(
+            "  charge_order({order_id}): attempt {} failed: gateway timeout",
+            ctx.attempt()
+        );
         return Err(format!("gateway timeout on attempt {}", ctx.attempt()));
     }
-    println!("  charge_order({order_id}): attempt {} charged", ctx.attempt());
+    println!(
+        "  charge_order({order_id}): attempt {} charged",
+        ctx.attempt()
+    );
     Ok(())
 }
 
 /// Calls a webhook that is down for good: ends in the dead-letter queue.
 #[job(retries = 2, backoff = "exponential(100ms, max = 1s, jitter = none)")]
 async fn call_webhook(url: String, ctx: JobContext) -> Result<(), String> {
-    println!("  call_webhook({url}): attempt {} got HTTP 503", ctx.attempt());
+    println!(
+        "  call_webhook({url}): attempt {} got HTTP 503",
+        ctx.attempt()
+    );
     Err(format!("{url} answered 503 Service Unavailable"))
 }
 
 /// A reminder, scheduled a few seconds out.
 #[job(queue = "reminders")]
 async fn send_reminder(user: String, enqueued_ms: u64) {
-    let late = jobsmith::Timestamp::now().as_millis().saturating_sub(enqueued_ms);
-    println!("  send_reminder({user}): ran {late} ms after the enqueue (it was due after 2,000 ms)");
+    let late = jobsmith::Timestamp::now()
+        .as_millis()
+        .saturating_sub(enqueued_ms);
+    println!(
+        "  send_reminder({user}): ran {late} ms after the enqueue (it was due after 2,000 ms)"
+    );
 }
 
 /// Greets someone with the application's `Greeter`.
@@ -58,16 +71,33 @@ async fn main() -> jobsmith::Result<()> {
     let now_ms = jobsmith::Timestamp::now().as_millis();
     let jobs = [
         ("charge_order(42)", charge_order.delay(42).on(&app).await?),
-        ("call_webhook(..)", call_webhook.delay("https://hooks.example/down".into()).on(&app).await?),
-        ("send_reminder(ada)", send_reminder.schedule(in_seconds(2), "ada".into(), now_ms).on(&app).await?),
+        (
+            "call_webhook(..)",
+            call_webhook
+                .delay("https://hooks.example/down".into())
+                .on(&app)
+                .await?,
+        ),
+        (
+            "send_reminder(ada)",
+            send_reminder
+                .schedule(in_seconds(2), "ada".into(), now_ms)
+                .on(&app)
+                .await?,
+        ),
         ("greet(world)", greet.delay("world".into()).on(&app).await?),
     ];
-    println!("enqueued {} jobs; running the worker until every job has settled:", jobs.len());
+    println!(
+        "enqueued {} jobs; running the worker until every job has settled:",
+        jobs.len()
+    );
 
     let started = Instant::now();
     let report = app
         .worker()
-        .state(Greeter { greeting: "Hello".into() })
+        .state(Greeter {
+            greeting: "Hello".into(),
+        })
         .grace_period(Duration::from_secs(5))
         .until_idle()
         .run_report()

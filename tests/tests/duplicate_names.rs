@@ -20,7 +20,13 @@ async fn duplicate_job_names_are_an_error_naming_both() {
     let _ = (billing::charge_card, charge_invoice);
     let err = App::memory().worker().until_idle().run().await.unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("two jobs are registered as `charge`"), "{text}");
-    assert!(text.contains("duplicate_names::billing") && text.contains("duplicate_names (") , "{text}");
+    assert!(
+        text.contains("two jobs are registered as `charge`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("duplicate_names::billing") && text.contains("duplicate_names ("),
+        "{text}"
+    );
     assert!(text.contains("#[job(name = "), "says how to fix it: {text}");
 }

@@ -24,7 +24,10 @@ impl Log {
 
 #[job(queue = "w_flaky", retries = 3, backoff = "fixed(150ms)")]
 async fn flaky(fail_times: u32, log: State<Log>, ctx: JobContext) -> Result<(), String> {
-    log.attempts.lock().unwrap().push((ctx.attempt(), Instant::now()));
+    log.attempts
+        .lock()
+        .unwrap()
+        .push((ctx.attempt(), Instant::now()));
     if ctx.attempt() <= fail_times {
         return Err(format!("failure {}", ctx.attempt()));
     }
@@ -82,7 +85,12 @@ fn state(log: &Arc<Log>) -> jobsmith_core::StateMap {
 }
 
 async fn stats(app: &App, queue: &str) -> jobsmith::QueueStats {
-    app.backend().stats(&[queue.to_owned()]).await.unwrap().pop().unwrap()
+    app.backend()
+        .stats(&[queue.to_owned()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -94,10 +102,16 @@ async fn failing_job_is_retried_with_its_backoff_then_succeeds() {
     assert_eq!(log.runs(), 1);
     assert_eq!((report.retried, report.succeeded, report.dead), (2, 1, 0));
     let attempts = log.attempts.lock().unwrap().clone();
-    assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        attempts.iter().map(|a| a.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     for pair in attempts.windows(2) {
         let gap = pair[1].1 - pair[0].1;
-        assert!(gap >= Duration::from_millis(140), "backoff of 150 ms is respected, got {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(140),
+            "backoff of 150 ms is respected, got {gap:?}"
+        );
     }
 }
 
@@ -107,10 +121,23 @@ async fn last_failure_goes_to_the_dead_letter_queue_with_its_error() {
     let log = Arc::new(Log::default());
     let id = flaky.delay(10).on(t.app()).await.unwrap();
     let report = t.drain(state(&log)).await.unwrap();
-    assert_eq!((report.started, report.retried, report.dead), (4, 3, 1), "retries = 3: four attempts");
-    let dead = t.app().backend().dead_get("w_flaky", &id).await.unwrap().expect("dead");
+    assert_eq!(
+        (report.started, report.retried, report.dead),
+        (4, 3, 1),
+        "retries = 3: four attempts"
+    );
+    let dead = t
+        .app()
+        .backend()
+        .dead_get("w_flaky", &id)
+        .await
+        .unwrap()
+        .expect("dead");
     assert_eq!(dead.reason, "attempt 4 of 4 failed: failure 4");
-    assert_eq!(dead.envelope().unwrap().last_error.as_deref(), Some("attempt 4 of 4 failed: failure 4"));
+    assert_eq!(
+        dead.envelope().unwrap().last_error.as_deref(),
+        Some("attempt 4 of 4 failed: failure 4")
+    );
 }
 
 #[tokio::test]
@@ -121,7 +148,13 @@ async fn permanent_failure_skips_the_retries() {
     let report = t.drain(state(&log)).await.unwrap();
     assert_eq!(log.runs(), 1, "no retry after a permanent failure");
     assert_eq!((report.retried, report.dead), (0, 1));
-    let dead = t.app().backend().dead_get("w_perm", &id).await.unwrap().expect("dead");
+    let dead = t
+        .app()
+        .backend()
+        .dead_get("w_perm", &id)
+        .await
+        .unwrap()
+        .expect("dead");
     assert_eq!(dead.reason, "failed permanently: card declined");
 }
 
@@ -133,8 +166,18 @@ async fn a_panic_is_a_failure_and_the_worker_survives() {
     let report = t.drain(state(&log)).await.unwrap();
     assert_eq!(log.runs(), 2, "retried once after the panic");
     assert_eq!((report.retried, report.dead), (1, 1));
-    let dead = t.app().backend().dead_get("w_panic", &id).await.unwrap().expect("dead");
-    assert!(dead.reason.contains("panicked: the job blew up"), "{}", dead.reason);
+    let dead = t
+        .app()
+        .backend()
+        .dead_get("w_panic", &id)
+        .await
+        .unwrap()
+        .expect("dead");
+    assert!(
+        dead.reason.contains("panicked: the job blew up"),
+        "{}",
+        dead.reason
+    );
 }
 
 #[tokio::test]
@@ -144,18 +187,41 @@ async fn a_timeout_is_a_failure() {
     let id = too_slow.delay().on(t.app()).await.unwrap();
     let started = Instant::now();
     let report = t.drain(state(&log)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "the timeout cut the job off");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout cut the job off"
+    );
     assert_eq!(report.dead, 1);
-    let dead = t.app().backend().dead_get("w_timeout", &id).await.unwrap().expect("dead");
-    assert!(dead.reason.contains("timed out after 100ms"), "{}", dead.reason);
+    let dead = t
+        .app()
+        .backend()
+        .dead_get("w_timeout", &id)
+        .await
+        .unwrap()
+        .expect("dead");
+    assert!(
+        dead.reason.contains("timed out after 100ms"),
+        "{}",
+        dead.reason
+    );
 }
 
 #[tokio::test]
 async fn an_expired_job_never_runs_and_is_counted() {
     let t = TestApp::new();
     let log = Arc::new(Log::default());
-    short_lived.delay().ttl(Duration::from_millis(100)).on(t.app()).await.unwrap();
-    short_lived.delay().ttl(Duration::from_secs(3600)).on(t.app()).await.unwrap();
+    short_lived
+        .delay()
+        .ttl(Duration::from_millis(100))
+        .on(t.app())
+        .await
+        .unwrap();
+    short_lived
+        .delay()
+        .ttl(Duration::from_secs(3600))
+        .on(t.app())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     t.drain(state(&log)).await.unwrap();
     assert_eq!(log.runs(), 1, "only the live job ran");
@@ -190,7 +256,11 @@ async fn a_long_job_keeps_its_lease_and_runs_once_across_two_workers() {
         succeeded += r.succeeded;
         assert_eq!(r.lost_leases, 0, "the heartbeat kept the lease");
     }
-    assert_eq!(log.runs(), 1, "a job longer than its lease runs once when its worker heartbeats");
+    assert_eq!(
+        log.runs(),
+        1,
+        "a job longer than its lease runs once when its worker heartbeats"
+    );
     assert_eq!(succeeded, 1);
 }
 
@@ -216,7 +286,10 @@ async fn shutdown_finishes_quick_jobs_and_releases_the_rest_uncounted() {
     let stopping = Instant::now();
     stop_tx.send(()).unwrap();
     let report = handle.await.unwrap().unwrap();
-    assert!(stopping.elapsed() < Duration::from_secs(5), "the grace period bounds the stop");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the grace period bounds the stop"
+    );
     assert_eq!(report.released, 1);
     let waiting = t.enqueued("w_shutdown");
     assert_eq!(waiting.len(), 1, "the unfinished job is back in its queue");
@@ -229,18 +302,35 @@ async fn bad_arguments_and_unknown_jobs_are_dead_lettered_and_the_worker_goes_on
     let t = TestApp::new();
     let log = Arc::new(Log::default());
     let b = t.app().backend();
-    let bad = Envelope::with_args("typed_args", "w_args", &serde_json::json!({"id": "not a number"})).unwrap();
+    let bad = Envelope::with_args(
+        "typed_args",
+        "w_args",
+        &serde_json::json!({"id": "not a number"}),
+    )
+    .unwrap();
     let unknown = Envelope::with_args("no_such_job", "w_args", &serde_json::json!({})).unwrap();
     b.enqueue(vec![bad.clone(), unknown.clone()]).await.unwrap();
-    t.backend().push_raw("w_args", b"\xde\xad not an envelope".to_vec());
+    t.backend()
+        .push_raw("w_args", b"\xde\xad not an envelope".to_vec());
     typed_args.delay(1, "ok".into()).on(t.app()).await.unwrap();
     let report = t.drain(state(&log)).await.unwrap();
     assert_eq!(log.runs(), 1, "the good job still ran");
     assert_eq!(report.dead, 3);
     let reason = b.dead_get("w_args", &bad.id).await.unwrap().unwrap().reason;
-    assert!(reason.contains("arguments of job `typed_args` do not match its signature"), "{reason}");
-    let reason = b.dead_get("w_args", &unknown.id).await.unwrap().unwrap().reason;
-    assert!(reason.contains("no job named `no_such_job`") && reason.contains("typed_args"), "{reason}");
+    assert!(
+        reason.contains("arguments of job `typed_args` do not match its signature"),
+        "{reason}"
+    );
+    let reason = b
+        .dead_get("w_args", &unknown.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .reason;
+    assert!(
+        reason.contains("no job named `no_such_job`") && reason.contains("typed_args"),
+        "{reason}"
+    );
     let dead = b.dead_list("w_args", 0, 10).await.unwrap();
     assert!(dead.iter().any(|d| d.raw == b"\xde\xad not an envelope"));
 }
@@ -248,26 +338,57 @@ async fn bad_arguments_and_unknown_jobs_are_dead_lettered_and_the_worker_goes_on
 #[tokio::test]
 async fn typed_enqueue_applies_per_call_overrides() {
     let t = TestApp::new();
-    typed_args.delay(1, "a".into()).priority(7).key("k-1").on(t.app()).await.unwrap();
-    let again = typed_args.delay(2, "b".into()).key("k-1").on(t.app()).await.unwrap();
-    let elsewhere = typed_args.delay(3, "c".into()).queue("w_other").on(t.app()).await.unwrap();
-    let later = typed_args.schedule(in_seconds(60), 4, "d".into()).on(t.app()).await.unwrap();
+    typed_args
+        .delay(1, "a".into())
+        .priority(7)
+        .key("k-1")
+        .on(t.app())
+        .await
+        .unwrap();
+    let again = typed_args
+        .delay(2, "b".into())
+        .key("k-1")
+        .on(t.app())
+        .await
+        .unwrap();
+    let elsewhere = typed_args
+        .delay(3, "c".into())
+        .queue("w_other")
+        .on(t.app())
+        .await
+        .unwrap();
+    let later = typed_args
+        .schedule(in_seconds(60), 4, "d".into())
+        .on(t.app())
+        .await
+        .unwrap();
     let queued = t.enqueued("w_args");
     assert_eq!(queued.len(), 2, "the duplicate key was a no-op");
     assert_eq!(queued[0].priority, 7);
-    assert_eq!(queued[0].id, again, "the duplicate returned the first job's id");
+    assert_eq!(
+        queued[0].id, again,
+        "the duplicate returned the first job's id"
+    );
     assert_eq!(queued[1].id, later);
     assert!(queued[1].run_at.as_millis() > jobsmith::Timestamp::now().as_millis() + 50_000);
     assert_eq!(t.enqueued("w_other")[0].id, elsewhere);
-    assert_eq!(queued[0].args.get(), r#"{"id":1,"name":"a"}"#, "arguments travel by name");
+    assert_eq!(
+        queued[0].args.get(),
+        r#"{"id":1,"name":"a"}"#,
+        "arguments travel by name"
+    );
 }
 
 #[tokio::test]
 async fn jobs_run_inline_and_directly_without_a_queue() {
     let log = Arc::new(Log::default());
-    let out = jobsmith::testing::run_inline(flaky.delay(0), &state(&log)).await.unwrap();
+    let out = jobsmith::testing::run_inline(flaky.delay(0), &state(&log))
+        .await
+        .unwrap();
     assert_eq!(out, Ok(()));
-    let failed = jobsmith::testing::run_inline(permanent.delay(), &state(&log)).await.unwrap();
+    let failed = jobsmith::testing::run_inline(permanent.delay(), &state(&log))
+        .await
+        .unwrap();
     assert!(failed.unwrap_err().is_permanent());
     typed_args(5, "direct".into(), State(Arc::clone(&log))).await;
     assert_eq!(log.runs(), 3);

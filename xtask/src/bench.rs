@@ -36,7 +36,11 @@ fn micros_since_epoch() -> u64 {
 async fn bench_noop(sent_us: u64, probe: State<Probe>) {
     if probe.measuring.load(Ordering::Relaxed) {
         let lat = micros_since_epoch().saturating_sub(sent_us);
-        probe.latencies_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lat);
+        probe
+            .latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(lat);
     }
     let n = probe.count.fetch_add(1, Ordering::SeqCst) + 1;
     if n >= probe.target.load(Ordering::SeqCst) {
@@ -51,14 +55,23 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut opts = Options { backends: vec!["memory".into()], jobs: None, json: false };
+    let mut opts = Options {
+        backends: vec!["memory".into()],
+        jobs: None,
+        json: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" => {
-                let b = it.next().ok_or("--backend needs a value: memory, redis, amqp, sqs or all")?;
+                let b = it
+                    .next()
+                    .ok_or("--backend needs a value: memory, redis, amqp, sqs or all")?;
                 opts.backends = if b == "all" {
-                    ["memory", "redis", "amqp", "sqs"].iter().map(|s| (*s).to_owned()).collect()
+                    ["memory", "redis", "amqp", "sqs"]
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
                 } else {
                     vec![b.clone()]
                 };
@@ -83,10 +96,26 @@ fn url_for(backend: &str) -> Result<String, String> {
     };
     Ok(match backend {
         "memory" => "memory://".into(),
-        "redis" => with(env_or("JOBSMITH_REDIS_URL", "redis://127.0.0.1:6379"), "prefix"),
-        "amqp" => with(env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), "prefix"),
-        "sqs" => with(env_or("JOBSMITH_SQS_URL", "sqs://us-east-1?endpoint=http://127.0.0.1:5000"), "prefix"),
-        other => return Err(format!("unknown backend `{other}`: use memory, redis, amqp, sqs or all")),
+        "redis" => with(
+            env_or("JOBSMITH_REDIS_URL", "redis://127.0.0.1:6379"),
+            "prefix",
+        ),
+        "amqp" => with(
+            env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "prefix",
+        ),
+        "sqs" => with(
+            env_or(
+                "JOBSMITH_SQS_URL",
+                "sqs://us-east-1?endpoint=http://127.0.0.1:5000",
+            ),
+            "prefix",
+        ),
+        other => {
+            return Err(format!(
+                "unknown backend `{other}`: use memory, redis, amqp, sqs or all"
+            ))
+        }
     })
 }
 
@@ -95,7 +124,9 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 fn fastrand_u64() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     u64::from(t.subsec_nanos()) ^ (u64::from(std::process::id()) << 32)
 }
 
@@ -121,6 +152,22 @@ struct Figures {
 }
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
+    if cfg!(debug_assertions) {
+        // Figures from a debug build mean nothing: rerun this command optimised.
+        return crate::run(
+            crate::cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "bench",
+                ])
+                .args(args),
+        );
+    }
     let opts = parse(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,7 +189,11 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     }
     if opts.json {
         let objs: Vec<serde_json::Value> = all.iter().map(to_json).collect();
-        let out = if objs.len() == 1 { objs[0].clone() } else { serde_json::Value::Array(objs) };
+        let out = if objs.len() == 1 {
+            objs[0].clone()
+        } else {
+            serde_json::Value::Array(objs)
+        };
         println!("{out}");
     } else {
         println!(
@@ -152,8 +203,14 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         for f in &all {
             println!(
                 "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
-                f.backend, f.jobs, f.enqueue_per_s, f.drain_per_s, f.latency_p50_ms, f.latency_p99_ms,
-                f.worker_cpu_ms_per_1k, f.rss_mib
+                f.backend,
+                f.jobs,
+                f.enqueue_per_s,
+                f.drain_per_s,
+                f.latency_p50_ms,
+                f.latency_p99_ms,
+                f.worker_cpu_ms_per_1k,
+                f.rss_mib
             );
         }
     }
@@ -218,7 +275,10 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
     let drain = started.elapsed();
     let cpu = cpu_time() - cpu0;
     let _ = stop_tx.send(());
-    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    handle
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let drain_per_s = jobs as f64 / drain.as_secs_f64();
     let worker_cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / (jobs as f64 / 1000.0);
 
@@ -248,8 +308,15 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         wait_for(&probe, jobs + i, Duration::from_secs(30)).await?;
     }
     let _ = stop_tx.send(());
-    handle.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let mut lat = probe.latencies_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    handle
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut lat = probe
+        .latencies_us
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     lat.sort_unstable();
     let pct = |p: f64| {
         let idx = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
@@ -273,9 +340,13 @@ async fn wait_for(probe: &Probe, n: u64, limit: Duration) -> Result<(), String> 
     while probe.count.load(Ordering::SeqCst) < n {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("only {} of {n} jobs ran within {limit:?}", probe.count.load(Ordering::SeqCst)));
+            return Err(format!(
+                "only {} of {n} jobs ran within {limit:?}",
+                probe.count.load(Ordering::SeqCst)
+            ));
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), probe.done.notified()).await;
+        let _ =
+            tokio::time::timeout(left.min(Duration::from_millis(100)), probe.done.notified()).await;
     }
     Ok(())
 }
@@ -285,7 +356,12 @@ fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Fields 14 and 15 (utime, stime), counted from after the command name.
     let total = ticks(11) + ticks(12);
     Duration::from_millis(total * 1000 / clock_ticks())
@@ -307,7 +383,9 @@ fn peak_rss_mib() -> f64 {
 /// Prints Redis's own ceiling beside the figures.
 fn redis_ceiling() {
     eprintln!("bench: redis ceiling, `redis-benchmark -q -t lpush,rpop -n 200000`:");
-    let _ = std::process::Command::new("redis-benchmark").args(["-q", "-t", "lpush,rpop", "-n", "200000"]).status();
+    let _ = std::process::Command::new("redis-benchmark")
+        .args(["-q", "-t", "lpush,rpop", "-n", "200000"])
+        .status();
     eprintln!("bench: pipelined, `redis-benchmark -q -t lpush,rpop -n 200000 -P 16`:");
     let _ = std::process::Command::new("redis-benchmark")
         .args(["-q", "-t", "lpush,rpop", "-n", "200000", "-P", "16"])

@@ -34,7 +34,9 @@ const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -42,14 +44,20 @@ pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// The whole suite: doctests, then every other test with nextest, all features on.
 fn test() -> Result<(), String> {
     run(cargo().args(["test", "--doc", "--workspace", "--all-features"]))?;
-    run(cargo().args(["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"]))
+    run(cargo().args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--all-features",
+        "--no-fail-fast",
+    ]))
 }
 
 fn ci() -> Result<(), String> {

@@ -20,8 +20,19 @@ const SERVICES: &[Service] = &[
         name: "Redis",
         port: 6379,
         start: &[&[
-            "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-            "--save", "", "--appendonly", "no", "--dir", "/tmp",
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
         ]],
         needs: ("redis-server", "apt-get install -y redis-server"),
         startup: Duration::from_secs(20),
@@ -37,7 +48,8 @@ const SERVICES: &[Service] = &[
         name: "moto (SQS)",
         port: 5000,
         start: &[&[
-            "sh", "-c",
+            "sh",
+            "-c",
             "nohup moto_server -H 127.0.0.1 -p 5000 >/tmp/jobsmith-moto.log 2>&1 &",
         ]],
         needs: ("moto_server", "pip install 'moto[server]'"),
@@ -78,13 +90,19 @@ pub(crate) fn ensure_all() -> Result<(), String> {
                 .status()
                 .map_err(|e| format!("could not start {}: {e}", s.name))?;
             if !status.success() {
-                return Err(format!("starting {} failed ({status}); see its log", s.name));
+                return Err(format!(
+                    "starting {} failed ({status}); see its log",
+                    s.name
+                ));
             }
         }
         let deadline = Instant::now() + s.startup;
         while !listening(s.port) {
             if Instant::now() > deadline {
-                return Err(format!("{} did not start listening on 127.0.0.1:{} within {:?}", s.name, s.port, s.startup));
+                return Err(format!(
+                    "{} did not start listening on 127.0.0.1:{} within {:?}",
+                    s.name, s.port, s.startup
+                ));
             }
             std::thread::sleep(Duration::from_millis(250));
         }

@@ -20,7 +20,9 @@ static DEFAULT: RwLock<Option<App>> = RwLock::new(None);
 impl App {
     /// An app on `backend`.
     pub fn new(backend: impl Backend) -> Self {
-        Self { backend: Arc::new(backend) }
+        Self {
+            backend: Arc::new(backend),
+        }
     }
 
     /// An app on a shared backend.
@@ -50,13 +52,17 @@ impl App {
 
     /// Makes this app the one that enqueues without `.on(&app)` use.
     pub fn set_default(&self) {
-        let mut slot = DEFAULT.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = DEFAULT
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = Some(self.clone());
     }
 
     /// Makes this app the default unless one is set already.
     pub fn set_default_if_unset(&self) {
-        let mut slot = DEFAULT.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = DEFAULT
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(self.clone());
         }
@@ -64,7 +70,10 @@ impl App {
 
     /// The default app, if one is set.
     pub fn default_app() -> Option<App> {
-        DEFAULT.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        DEFAULT
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Enqueues one job, returning its id.
@@ -73,12 +82,20 @@ impl App {
         let queue = env.queue.clone();
         let ids = self.backend.enqueue(vec![env]).await?;
         metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
-        ids.into_iter().next().ok_or_else(|| Error::Backend("enqueue returned no id".into()))
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| Error::Backend("enqueue returned no id".into()))
     }
 
     /// Enqueues many jobs in as few round trips as the backend allows.
-    pub async fn enqueue_many(&self, jobs: impl IntoIterator<Item = Enqueue>) -> Result<Vec<JobId>> {
-        let envs = jobs.into_iter().map(Enqueue::into_envelope).collect::<Result<Vec<_>>>()?;
+    pub async fn enqueue_many(
+        &self,
+        jobs: impl IntoIterator<Item = Enqueue>,
+    ) -> Result<Vec<JobId>> {
+        let envs = jobs
+            .into_iter()
+            .map(Enqueue::into_envelope)
+            .collect::<Result<Vec<_>>>()?;
         let mut per_queue: Vec<(String, u64)> = Vec::new();
         for env in &envs {
             match per_queue.iter_mut().find(|(q, _)| *q == env.queue) {
@@ -107,7 +124,9 @@ impl App {
 
 impl fmt::Debug for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("App").field("backend", &self.backend.name()).finish()
+        f.debug_struct("App")
+            .field("backend", &self.backend.name())
+            .finish()
     }
 }
 

@@ -133,8 +133,12 @@ impl Settings {
         for (k, v) in pairs {
             match k {
                 "dead_max" => s.dead_max = v.parse().map_err(|e| bad(k, v, format!("{e}")))?,
-                "dead_max_age" => s.dead_max_age = crate::parse_duration(v).map_err(|e| bad(k, v, e))?,
-                "unique_for" => s.unique_for = crate::parse_duration(v).map_err(|e| bad(k, v, e))?,
+                "dead_max_age" => {
+                    s.dead_max_age = crate::parse_duration(v).map_err(|e| bad(k, v, e))?
+                }
+                "unique_for" => {
+                    s.unique_for = crate::parse_duration(v).map_err(|e| bad(k, v, e))?
+                }
                 "max_payload" => {
                     s.max_payload = Some(v.parse().map_err(|e| bad(k, v, format!("{e}")))?)
                 }

@@ -70,7 +70,9 @@ impl StateMap {
 
     /// The value of type `T`, if one was given.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.values.get(&TypeId::of::<T>()).and_then(|v| Arc::clone(v).downcast::<T>().ok())
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| Arc::clone(v).downcast::<T>().ok())
     }
 }
 
@@ -97,6 +99,7 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: JobId,
         name: Arc<str>,
@@ -107,14 +110,32 @@ impl JobContext {
         cancel: watch::Receiver<bool>,
         heartbeat: Option<Heartbeat>,
     ) -> Self {
-        Self { id, name, queue, attempt, max_attempts, state, cancel, heartbeat }
+        Self {
+            id,
+            name,
+            queue,
+            attempt,
+            max_attempts,
+            state,
+            cancel,
+            heartbeat,
+        }
     }
 
     /// A context for running a job inline, outside any worker, with `state`.
     pub fn inline(name: &str, state: Arc<StateMap>) -> Self {
         // The sender is dropped: an inline job is never cancelled.
         let (_tx, cancel) = watch::channel(false);
-        Self::new(JobId::new(), name.into(), "inline".into(), 1, 1, state, cancel, None)
+        Self::new(
+            JobId::new(),
+            name.into(),
+            "inline".into(),
+            1,
+            1,
+            state,
+            cancel,
+            None,
+        )
     }
 
     /// The job's id.
@@ -221,13 +242,20 @@ impl<T: Send + Sync + 'static> FromContext for State<T> {
     }
 }
 
-pub(crate) fn lease_heartbeat(backend: Arc<dyn Backend>, lease: Lease, extend_by: Duration) -> Heartbeat {
+pub(crate) fn lease_heartbeat(
+    backend: Arc<dyn Backend>,
+    lease: Lease,
+    extend_by: Duration,
+) -> Heartbeat {
     Arc::new(move || {
         let backend = Arc::clone(&backend);
         let lease = lease.clone();
         Box::pin(async move {
             matches!(
-                backend.extend(std::slice::from_ref(&lease), extend_by).await.as_deref(),
+                backend
+                    .extend(std::slice::from_ref(&lease), extend_by)
+                    .await
+                    .as_deref(),
                 Ok([crate::backend::LeaseStatus::Held])
             )
         })

@@ -33,7 +33,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("`{text}` is too large a duration"))?;
         rest = &rest[digits..];
-        let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit_len = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let millis_per_unit: u128 = match unit {
@@ -43,7 +46,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => return Err(format!("`{text}` has a number without a unit: {hint}")),
-            other => return Err(format!("`{other}` is not a duration unit in `{text}`: {hint}")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a duration unit in `{text}`: {hint}"
+                ))
+            }
         };
         total = total
             .checked_add(number.saturating_mul(millis_per_unit))

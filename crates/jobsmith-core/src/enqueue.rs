@@ -22,7 +22,7 @@ impl When {
     fn resolve(self, now: Timestamp) -> Timestamp {
         match self {
             When::At(t) => t,
-            When::In(d) => now.add(d),
+            When::In(d) => now.plus(d),
         }
     }
 }
@@ -90,7 +90,15 @@ impl Enqueue {
 
     /// An enqueue of `def` with arguments that are already JSON (the CLI's enqueue by name).
     pub fn raw(def: &'static JobDef, args: Box<RawValue>) -> Self {
-        Self { def, args: Ok(args), when: None, priority: None, queue: None, key: None, ttl: None }
+        Self {
+            def,
+            args: Ok(args),
+            when: None,
+            priority: None,
+            queue: None,
+            key: None,
+            ttl: None,
+        }
     }
 
     /// Runs the job at `when` instead of now.
@@ -135,7 +143,11 @@ impl Enqueue {
         let args = self.args?;
         let key = match (self.key, opts.unique) {
             (Some(k), _) => Some(k),
-            (None, true) => Some(format!("{}:{:016x}", self.def.name, fnv1a(args.get().as_bytes()))),
+            (None, true) => Some(format!(
+                "{}:{:016x}",
+                self.def.name,
+                fnv1a(args.get().as_bytes())
+            )),
             (None, false) => None,
         };
         let mut env = Envelope::new(
@@ -147,7 +159,7 @@ impl Enqueue {
         env.priority = self.priority.unwrap_or(opts.priority);
         env.max_attempts = opts.retries.saturating_add(1);
         env.run_at = self.when.map_or(now, |w| w.resolve(now));
-        env.expires_at = self.ttl.or(opts.ttl).map(|ttl| now.add(ttl));
+        env.expires_at = self.ttl.or(opts.ttl).map(|ttl| now.plus(ttl));
         env.idempotency_key = key;
         env.trace = crate::trace::current_traceparent();
         Ok(env)
@@ -175,5 +187,7 @@ impl IntoFuture for Enqueue {
 
 /// FNV-1a, 64 bits: stable across versions and platforms, for derived idempotency keys.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

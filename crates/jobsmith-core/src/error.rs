@@ -54,7 +54,9 @@ pub enum Error {
     #[error("no jobs are registered: the crate that defines your #[job] functions is not linked into this binary; add `use your_jobs_crate as _;` to main.rs")]
     NoJobs,
     /// No default app has been set, and the enqueue named none.
-    #[error("no default app: call `.on(&app)` on the enqueue, or `app.set_default()` once at start-up")]
+    #[error(
+        "no default app: call `.on(&app)` on the enqueue, or `app.set_default()` once at start-up"
+    )]
     NoDefaultApp,
     /// A job's arguments could not be read.
     #[error("arguments of job `{job}` do not match its signature")]

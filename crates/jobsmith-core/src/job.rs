@@ -139,12 +139,18 @@ pub struct Failure {
 impl Failure {
     /// A failure that may be retried.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), permanent: false }
+        Self {
+            message: message.to_string(),
+            permanent: false,
+        }
     }
 
     /// A failure that must not be retried: the job goes to the dead-letter queue at once.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), permanent: true }
+        Self {
+            message: message.to_string(),
+            permanent: true,
+        }
     }
 
     /// Whether the retries are skipped.

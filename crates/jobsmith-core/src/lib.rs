@@ -36,15 +36,17 @@ mod worker;
 pub mod testkit;
 
 pub use app::{query_pairs, split_scheme, App};
-pub use backend::{Backend, DeadJob, Delivery, Lease, LeaseStatus, Malformed, QueueStats, Settings};
+pub use backend::{
+    Backend, DeadJob, Delivery, Lease, LeaseStatus, Malformed, QueueStats, Settings,
+};
 pub use context::{FromContext, JobContext, State, StateMap};
 pub use duration::parse_duration;
 pub use enqueue::{in_hours, in_minutes, in_seconds, Enqueue, When};
 pub use envelope::{Envelope, JobId, ENVELOPE_VERSION};
 pub use error::{Error, Result};
 pub use job::{
-    Backoff, BoxFuture, Failure, IntoFailure, IntoJobResult, Job, JobArg, JobDef, JobOptions,
-    Jitter, ResultExt, RunFn,
+    Backoff, BoxFuture, Failure, IntoFailure, IntoJobResult, Jitter, Job, JobArg, JobDef,
+    JobOptions, ResultExt, RunFn,
 };
 pub use memory::MemoryBackend;
 pub use registry::{Registration, Registry};
@@ -55,10 +57,11 @@ pub use worker::{Worker, WorkerReport};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{
-        Backoff, BoxFuture, Enqueue, Failure, FromContext, IntoFailure, IntoJobResult, Job, JobArg,
-        JobContext, JobDef, JobOptions, Jitter, Registration, RunFn, When,
+        Backoff, BoxFuture, Enqueue, Failure, FromContext, IntoFailure, IntoJobResult, Jitter, Job,
+        JobArg, JobContext, JobDef, JobOptions, Registration, RunFn, When,
     };
     pub use ::core::time::Duration;
+    pub use ::std::boxed::Box;
     pub use inventory;
     pub use serde;
     pub use serde_json;

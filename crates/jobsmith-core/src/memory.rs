@@ -6,7 +6,9 @@
 //! idempotency keys and stats. An idle `reserve` sleeps on a [`Notify`] and a
 //! timer set for the next due job or lease expiry, never on a polling loop.
 
-use crate::backend::{Backend, DeadJob, Delivery, Lease, LeaseStatus, Malformed, QueueStats, Settings};
+use crate::backend::{
+    Backend, DeadJob, Delivery, Lease, LeaseStatus, Malformed, QueueStats, Settings,
+};
 use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -102,7 +104,10 @@ impl MemoryBackend {
         let q = st.queue(queue);
         let payload = match Envelope::from_bytes(&raw) {
             Ok(env) => Ok(env),
-            Err(e) => Err(Malformed { raw, reason: format!("payload is not a job envelope: {e}") }),
+            Err(e) => Err(Malformed {
+                raw,
+                reason: format!("payload is not a job envelope: {e}"),
+            }),
         };
         let id = match &payload {
             Ok(env) => env.id.clone(),
@@ -110,7 +115,13 @@ impl MemoryBackend {
         };
         let key = (Reverse(i32::MAX), now, seq);
         q.ready.insert(key, id.clone());
-        q.jobs.insert(id, Stored { payload, ready_key: key });
+        q.jobs.insert(
+            id,
+            Stored {
+                payload,
+                ready_key: key,
+            },
+        );
         drop(st);
         self.inner.wake.notify_waiters();
     }
@@ -119,17 +130,27 @@ impl MemoryBackend {
     /// run, then scheduled ones by due time. Changes nothing.
     pub fn peek(&self, queue: &str) -> Vec<Envelope> {
         let st = self.lock();
-        let Some(q) = st.queues.get(queue) else { return Vec::new() };
+        let Some(q) = st.queues.get(queue) else {
+            return Vec::new();
+        };
         let ready = q.ready.values();
         let scheduled = q.scheduled.iter().map(|(_, _, id)| id);
         ready
             .chain(scheduled)
-            .filter_map(|id| q.jobs.get(id).and_then(|j| j.payload.as_ref().ok()).cloned())
+            .filter_map(|id| {
+                q.jobs
+                    .get(id)
+                    .and_then(|j| j.payload.as_ref().ok())
+                    .cloned()
+            })
             .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn check_available(&self) -> Result<()> {
@@ -143,7 +164,10 @@ impl MemoryBackend {
     }
 
     fn limit(&self) -> usize {
-        self.inner.settings.max_payload.unwrap_or(DEFAULT_MAX_PAYLOAD)
+        self.inner
+            .settings
+            .max_payload
+            .unwrap_or(DEFAULT_MAX_PAYLOAD)
     }
 }
 
@@ -204,7 +228,8 @@ impl Queue {
             _ => return None,
         }
         let flight = self.in_flight.remove(&lease.id)?;
-        self.lease_expiry.remove(&(flight.expires_at, lease.id.clone()));
+        self.lease_expiry
+            .remove(&(flight.expires_at, lease.id.clone()));
         self.jobs.remove(&lease.id)
     }
 
@@ -216,7 +241,13 @@ impl Queue {
         }
     }
 
-    fn push(&mut self, id: JobId, payload: std::result::Result<Envelope, Malformed>, seq: u64, now: Timestamp) {
+    fn push(
+        &mut self,
+        id: JobId,
+        payload: std::result::Result<Envelope, Malformed>,
+        seq: u64,
+        now: Timestamp,
+    ) {
         let (prio, run_at) = match &payload {
             Ok(e) => (e.priority, e.run_at),
             Err(_) => (0, now),
@@ -234,9 +265,9 @@ impl Queue {
         let key = (dead.died_at, seq);
         self.dead_ids.insert(dead.id.clone(), key);
         self.dead.insert(key, dead);
-        let oldest_allowed = Timestamp::now().0.saturating_sub(
-            u64::try_from(settings.dead_max_age.as_millis()).unwrap_or(u64::MAX),
-        );
+        let oldest_allowed = Timestamp::now()
+            .0
+            .saturating_sub(u64::try_from(settings.dead_max_age.as_millis()).unwrap_or(u64::MAX));
         while let Some((k, d)) = self.dead.first_key_value() {
             if self.dead.len() <= settings.dead_max && k.0 .0 >= oldest_allowed {
                 break;
@@ -284,7 +315,13 @@ impl Backend for MemoryBackend {
                         continue;
                     }
                     _ => {
-                        q.keys.insert(key.clone(), KeyHold { id: env.id.clone(), completed_until: None });
+                        q.keys.insert(
+                            key.clone(),
+                            KeyHold {
+                                id: env.id.clone(),
+                                completed_until: None,
+                            },
+                        );
                     }
                 }
             }
@@ -316,14 +353,20 @@ impl Backend for MemoryBackend {
             {
                 let mut st = self.lock();
                 let now = Timestamp::now();
-                let lease_until = now.add(lease);
+                let lease_until = now.plus(lease);
                 for name in queues {
                     let seq = st.next_seq();
-                    let Some(q) = st.queues.get_mut(name.as_str()) else { continue };
+                    let Some(q) = st.queues.get_mut(name.as_str()) else {
+                        continue;
+                    };
                     q.settle(now);
                     while out.len() < max {
-                        let Some((_, id)) = q.ready.pop_first() else { break };
-                        let Some(job) = q.jobs.get_mut(&id) else { continue };
+                        let Some((_, id)) = q.ready.pop_first() else {
+                            break;
+                        };
+                        let Some(job) = q.jobs.get_mut(&id) else {
+                            continue;
+                        };
                         if let Ok(env) = &mut job.payload {
                             if env.is_expired(now) {
                                 let env = env.clone();
@@ -334,11 +377,23 @@ impl Backend for MemoryBackend {
                             }
                             env.attempt = env.attempt.saturating_add(1);
                         }
-                        let token = new_token(seq.wrapping_mul(1_000_003).wrapping_add(out.len() as u64));
-                        q.in_flight.insert(id.clone(), Flight { token: token.clone(), expires_at: lease_until });
+                        let token =
+                            new_token(seq.wrapping_mul(1_000_003).wrapping_add(out.len() as u64));
+                        q.in_flight.insert(
+                            id.clone(),
+                            Flight {
+                                token: token.clone(),
+                                expires_at: lease_until,
+                            },
+                        );
                         q.lease_expiry.insert((lease_until, id.clone()));
                         out.push(Delivery {
-                            lease: Lease { id, queue: name.clone(), token, expires_at: lease_until },
+                            lease: Lease {
+                                id,
+                                queue: name.clone(),
+                                token,
+                                expires_at: lease_until,
+                            },
                             envelope: job.payload.clone(),
                         });
                     }
@@ -380,7 +435,7 @@ impl Backend for MemoryBackend {
                         if let Ok(env) = &job.payload {
                             if let Some(k) = &env.idempotency_key {
                                 if let Some(h) = q.keys.get_mut(k).filter(|h| h.id == env.id) {
-                                    h.completed_until = Some(now.add(unique_for));
+                                    h.completed_until = Some(now.plus(unique_for));
                                 }
                             }
                         }
@@ -398,7 +453,9 @@ impl Backend for MemoryBackend {
         let mut st = self.lock();
         let seq = st.next_seq();
         let q = st.queue(&lease.queue);
-        let Some(_) = q.take_leased(lease) else { return Ok(LeaseStatus::Lost) };
+        let Some(_) = q.take_leased(lease) else {
+            return Ok(LeaseStatus::Lost);
+        };
         let mut env = envelope.clone();
         env.id = lease.id.clone();
         q.push(lease.id.clone(), Ok(env), seq, now);
@@ -437,7 +494,9 @@ impl Backend for MemoryBackend {
         let mut st = self.lock();
         let seq = st.next_seq();
         let q = st.queue(&lease.queue);
-        let Some(job) = q.take_leased(lease) else { return Ok(LeaseStatus::Lost) };
+        let Some(job) = q.take_leased(lease) else {
+            return Ok(LeaseStatus::Lost);
+        };
         let raw = match job.payload {
             Ok(mut env) => {
                 q.free_key(&env);
@@ -461,7 +520,9 @@ impl Backend for MemoryBackend {
         self.check_available()?;
         let mut st = self.lock();
         let q = st.queue(&lease.queue);
-        let Some(job) = q.take_leased(lease) else { return Ok(LeaseStatus::Lost) };
+        let Some(job) = q.take_leased(lease) else {
+            return Ok(LeaseStatus::Lost);
+        };
         if let Ok(env) = &job.payload {
             q.free_key(env);
         }
@@ -471,7 +532,7 @@ impl Backend for MemoryBackend {
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
         self.check_available()?;
-        let until = Timestamp::now().add(lease);
+        let until = Timestamp::now().plus(lease);
         let mut st = self.lock();
         Ok(leases
             .iter()
@@ -496,7 +557,15 @@ impl Backend for MemoryBackend {
         Ok(st
             .queues
             .get(queue)
-            .map(|q| q.dead.values().rev().skip(offset).take(limit).cloned().collect())
+            .map(|q| {
+                q.dead
+                    .values()
+                    .rev()
+                    .skip(offset)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -517,14 +586,24 @@ impl Backend for MemoryBackend {
         for id in ids {
             let seq = st.next_seq();
             let q = st.queue(queue);
-            let Some(key) = q.dead_ids.get(id).copied() else { continue };
-            let Some(mut env) = q.dead.get(&key).and_then(DeadJob::envelope) else { continue };
+            let Some(key) = q.dead_ids.get(id).copied() else {
+                continue;
+            };
+            let Some(mut env) = q.dead.get(&key).and_then(DeadJob::envelope) else {
+                continue;
+            };
             q.dead.remove(&key);
             q.dead_ids.remove(id);
             env.attempt = 0;
             env.run_at = now;
             if let Some(k) = &env.idempotency_key {
-                q.keys.insert(k.clone(), KeyHold { id: env.id.clone(), completed_until: None });
+                q.keys.insert(
+                    k.clone(),
+                    KeyHold {
+                        id: env.id.clone(),
+                        completed_until: None,
+                    },
+                );
             }
             q.push(env.id.clone(), Ok(env), seq, now);
             n += 1;
@@ -536,13 +615,13 @@ impl Backend for MemoryBackend {
 
     async fn dead_purge(&self, queue: &str, older_than: Option<Duration>) -> Result<usize> {
         self.check_available()?;
-        let cutoff = Timestamp(
-            Timestamp::now()
-                .0
-                .saturating_sub(older_than.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-        );
+        let cutoff = Timestamp(Timestamp::now().0.saturating_sub(
+            older_than.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        ));
         let mut st = self.lock();
-        let Some(q) = st.queues.get_mut(queue) else { return Ok(0) };
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(0);
+        };
         let doomed: Vec<_> = q
             .dead
             .iter()
@@ -595,6 +674,8 @@ impl Backend for MemoryBackend {
 
 impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryBackend").field("settings", &self.inner.settings).finish_non_exhaustive()
+        f.debug_struct("MemoryBackend")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
     }
 }

@@ -25,16 +25,22 @@ impl Registry {
         let built = GLOBAL.get_or_init(|| {
             Registry::from_defs(inventory::iter::<Registration>.into_iter().map(|r| r.0)).map_err(
                 |e| match e {
-                    Error::DuplicateJob { name, first, second } => (name, first, second),
+                    Error::DuplicateJob {
+                        name,
+                        first,
+                        second,
+                    } => (name, first, second),
                     _ => unreachable!("from_defs fails only on duplicates"),
                 },
             )
         });
-        built.as_ref().map_err(|(name, first, second)| Error::DuplicateJob {
-            name: name.clone(),
-            first: first.clone(),
-            second: second.clone(),
-        })
+        built
+            .as_ref()
+            .map_err(|(name, first, second)| Error::DuplicateJob {
+                name: name.clone(),
+                first: first.clone(),
+                second: second.clone(),
+            })
     }
 
     /// A registry of exactly these jobs; an error naming both if two share a name.
@@ -59,10 +65,13 @@ impl Registry {
 
     /// The job called `name`, or an error listing the known names.
     pub fn get(&self, name: &str) -> Result<&'static JobDef> {
-        self.jobs.get(name).copied().ok_or_else(|| Error::UnknownJob {
-            name: name.to_owned(),
-            known: self.known(),
-        })
+        self.jobs
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::UnknownJob {
+                name: name.to_owned(),
+                known: self.known(),
+            })
     }
 
     /// The registered names, sorted.
@@ -87,7 +96,8 @@ impl Registry {
 
     fn known(&self) -> String {
         if self.jobs.is_empty() {
-            "none (is the crate that defines them linked? add `use your_jobs_crate as _;`)".to_owned()
+            "none (is the crate that defines them linked? add `use your_jobs_crate as _;`)"
+                .to_owned()
         } else {
             self.names().collect::<Vec<_>>().join(", ")
         }

@@ -25,8 +25,10 @@ pub async fn run_inline(job: Enqueue, state: &StateMap) -> Result<Result<(), Fai
     let env = job.into_envelope()?;
     let def = Registry::global()?.get(&env.job)?;
     let ctx = JobContext::inline(def.name, Arc::new(state.clone()));
-    let fut = (def.run)(&env.args, ctx)
-        .map_err(|source| crate::Error::BadArguments { job: env.job.clone(), source })?;
+    let fut = (def.run)(&env.args, ctx).map_err(|source| crate::Error::BadArguments {
+        job: env.job.clone(),
+        source,
+    })?;
     Ok(fut.await)
 }
 
@@ -41,7 +43,10 @@ impl TestApp {
     /// A new, empty test app.
     pub fn new() -> Self {
         let backend = MemoryBackend::new(Settings::default());
-        Self { app: App::new(backend.clone()), backend }
+        Self {
+            app: App::new(backend.clone()),
+            backend,
+        }
     }
 
     /// The app, to pass to `.on(&app)` or to code under test.
@@ -64,7 +69,11 @@ impl TestApp {
     /// `state`, and returns what the worker did. Retries and schedules are
     /// waited for in real time: give jobs under test short backoffs.
     pub async fn drain(&self, state: StateMap) -> Result<WorkerReport> {
-        let mut worker = self.app.worker().until_idle().grace_period(Duration::from_secs(5));
+        let mut worker = self
+            .app
+            .worker()
+            .until_idle()
+            .grace_period(Duration::from_secs(5));
         worker.state = state;
         let queues = self.backend.queues().await?;
         if !queues.is_empty() {

@@ -33,8 +33,9 @@ mod connect;
 pub use connect::{connect, Connect};
 pub use jobsmith_core::{
     in_hours, in_minutes, in_seconds, testing, trace, App, Backend, Backoff, DeadJob, Enqueue,
-    Envelope, Error, Failure, Job, JobContext, JobDef, JobId, JobOptions, MemoryBackend, QueueStats,
-    Registry, Result, ResultExt, Settings, State, StateMap, Timestamp, When, Worker, WorkerReport,
+    Envelope, Error, Failure, Jitter, Job, JobContext, JobDef, JobId, JobOptions, MemoryBackend,
+    QueueStats, Registry, Result, ResultExt, Settings, State, StateMap, Timestamp, When, Worker,
+    WorkerReport,
 };
 pub use jobsmith_macros::job;
 

@@ -34,7 +34,9 @@ fn n_of(env: &Envelope) -> u64 {
 }
 
 fn env_of(d: &Delivery) -> &Envelope {
-    d.envelope.as_ref().expect("the suite enqueues only valid envelopes")
+    d.envelope
+        .as_ref()
+        .expect("the suite enqueues only valid envelopes")
 }
 
 fn qs(queue: &str) -> Vec<String> {
@@ -48,7 +50,9 @@ async fn enqueue(b: &dyn Backend, env: Envelope) -> JobId {
 }
 
 async fn take(b: &dyn Backend, queue: &str, max: usize) -> Vec<Delivery> {
-    b.reserve(&qs(queue), max, LONG, Duration::ZERO).await.expect("reserve succeeds")
+    b.reserve(&qs(queue), max, LONG, Duration::ZERO)
+        .await
+        .expect("reserve succeeds")
 }
 
 async fn take_one(b: &dyn Backend, queue: &str) -> Delivery {
@@ -61,15 +65,25 @@ async fn take_one(b: &dyn Backend, queue: &str) -> Delivery {
 }
 
 async fn stats(b: &dyn Backend, queue: &str) -> crate::QueueStats {
-    b.stats(&qs(queue)).await.expect("stats succeed").pop().expect("one queue asked, one answered")
+    b.stats(&qs(queue))
+        .await
+        .expect("stats succeed")
+        .pop()
+        .expect("one queue asked, one answered")
 }
 
 /// Starts a reserve that waits up to 10 s, returning when it got something.
-fn waiting_reserve(b: &Arc<dyn Backend>, queue: &str) -> tokio::task::JoinHandle<(Vec<Delivery>, Instant)> {
+fn waiting_reserve(
+    b: &Arc<dyn Backend>,
+    queue: &str,
+) -> tokio::task::JoinHandle<(Vec<Delivery>, Instant)> {
     let b = Arc::clone(b);
     let q = qs(queue);
     tokio::spawn(async move {
-        let got = b.reserve(&q, 1, LONG, Duration::from_secs(10)).await.expect("reserve succeeds");
+        let got = b
+            .reserve(&q, 1, LONG, Duration::from_secs(10))
+            .await
+            .expect("reserve succeeds");
         (got, Instant::now())
     })
 }
@@ -100,11 +114,18 @@ pub async fn enqueue_one_round_trips(factory: Factory) {
     let got = env_of(&d);
     assert_eq!(got.id, sent.id);
     assert_eq!(got.job, sent.job);
-    assert_eq!(got.args.get(), sent.args.get(), "arguments round-trip byte for byte");
+    assert_eq!(
+        got.args.get(),
+        sent.args.get(),
+        "arguments round-trip byte for byte"
+    );
     assert_eq!(got.attempt, 1, "the first delivery is attempt 1");
     assert_eq!(d.lease.id, sent.id, "the lease names the job");
     assert_eq!(d.lease.queue, "q");
-    assert!(take(b, "q", 10).await.is_empty(), "a reserved job is not delivered twice");
+    assert!(
+        take(b, "q", 10).await.is_empty(),
+        "a reserved job is not delivered twice"
+    );
 }
 
 /// Enqueue many in one call: every id comes back, in order, and the jobs run first-in first-out.
@@ -112,16 +133,31 @@ pub async fn enqueue_batch_keeps_order(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     let sent: Vec<Envelope> = (0..100).map(|n| job("q", n)).collect();
-    let ids = b.enqueue(sent.clone()).await.expect("batch enqueue succeeds");
-    assert_eq!(ids, sent.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), "ids in order");
+    let ids = b
+        .enqueue(sent.clone())
+        .await
+        .expect("batch enqueue succeeds");
+    assert_eq!(
+        ids,
+        sent.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        "ids in order"
+    );
     let mut seen = Vec::new();
     while seen.len() < 100 {
         let batch = take(b, "q", 10).await;
-        assert!(!batch.is_empty(), "all 100 jobs are reservable; got {}", seen.len());
+        assert!(
+            !batch.is_empty(),
+            "all 100 jobs are reservable; got {}",
+            seen.len()
+        );
         assert!(batch.len() <= 10);
         seen.extend(batch.iter().map(|d| n_of(env_of(d))));
     }
-    assert_eq!(seen, (0..100).collect::<Vec<_>>(), "one priority is first-in first-out");
+    assert_eq!(
+        seen,
+        (0..100).collect::<Vec<_>>(),
+        "one priority is first-in first-out"
+    );
 }
 
 /// Strict priority: higher first, whatever the order of arrival; FIFO within a priority.
@@ -144,7 +180,11 @@ pub async fn priority_is_strict_and_fifo_within(factory: Factory) {
             order.push(n_of(env_of(&got[0])));
         }
     }
-    assert_eq!(order, vec![3, 6, 1, 4, 0, 2, 5], "priority 9, 5, 0, -1; FIFO within each");
+    assert_eq!(
+        order,
+        vec![3, 6, 1, 4, 0, 2, 5],
+        "priority 9, 5, 0, -1; FIFO within each"
+    );
 }
 
 /// Queues are reserved from in the order the worker lists them.
@@ -154,10 +194,16 @@ pub async fn queues_are_taken_in_the_order_given(factory: Factory) {
     enqueue(b, job("low", 1)).await;
     enqueue(b, job("high", 2)).await;
     let order = vec!["high".to_owned(), "low".to_owned()];
-    let got = b.reserve(&order, 2, LONG, Duration::from_secs(5)).await.expect("reserve");
+    let got = b
+        .reserve(&order, 2, LONG, Duration::from_secs(5))
+        .await
+        .expect("reserve");
     let mut ns: Vec<u64> = got.iter().map(|d| n_of(env_of(d))).collect();
     if ns.len() == 1 {
-        let more = b.reserve(&order, 1, LONG, Duration::from_secs(5)).await.expect("reserve");
+        let more = b
+            .reserve(&order, 1, LONG, Duration::from_secs(5))
+            .await
+            .expect("reserve");
         ns.extend(more.iter().map(|d| n_of(env_of(d))));
     }
     assert_eq!(ns, vec![2, 1], "the first queue listed is served first");
@@ -168,9 +214,12 @@ pub async fn future_job_waits_until_due(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     let mut e = job("q", 1);
-    e.run_at = Timestamp::now().add(Duration::from_millis(1500));
+    e.run_at = Timestamp::now().plus(Duration::from_millis(1500));
     enqueue(b, e).await;
-    assert!(take(b, "q", 1).await.is_empty(), "a job due later is not delivered now");
+    assert!(
+        take(b, "q", 1).await.is_empty(),
+        "a job due later is not delivered now"
+    );
     let s = stats(b, "q").await;
     assert_eq!((s.ready, s.scheduled), (0, 1), "it counts as scheduled");
     let d = take_one(b, "q").await;
@@ -181,9 +230,18 @@ pub async fn future_job_waits_until_due(factory: Factory) {
 pub async fn reserve_takes_at_most_n(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
-    b.enqueue((0..20).map(|n| job("q", n)).collect()).await.expect("enqueue");
-    let got = b.reserve(&qs("q"), 7, LONG, Duration::from_secs(5)).await.expect("reserve");
-    assert!(!got.is_empty() && got.len() <= 7, "asked for 7, got {}", got.len());
+    b.enqueue((0..20).map(|n| job("q", n)).collect())
+        .await
+        .expect("enqueue");
+    let got = b
+        .reserve(&qs("q"), 7, LONG, Duration::from_secs(5))
+        .await
+        .expect("reserve");
+    assert!(
+        !got.is_empty() && got.len() <= 7,
+        "asked for 7, got {}",
+        got.len()
+    );
     assert_eq!(stats(b, "q").await.in_flight, got.len() as u64);
 }
 
@@ -202,7 +260,7 @@ pub async fn idle_reserve_wakes_when_schedule_comes_due(factory: Factory) {
     let h = fresh(factory).await;
     let mut e = job("q", 1);
     let delay = Duration::from_millis(1200);
-    e.run_at = Timestamp::now().add(delay);
+    e.run_at = Timestamp::now().plus(delay);
     let due = Instant::now() + delay;
     enqueue(&*h.backend, e).await;
     let waiter = waiting_reserve(&h.backend, "q");
@@ -217,9 +275,12 @@ pub async fn idle_reserve_wakes_when_retry_comes_due(factory: Factory) {
     let d = take_one(b, "q").await;
     let mut e = env_of(&d).clone();
     let delay = Duration::from_millis(1200);
-    e.run_at = Timestamp::now().add(delay);
+    e.run_at = Timestamp::now().plus(delay);
     let due = Instant::now() + delay;
-    assert_eq!(b.retry(&d.lease, &e).await.expect("retry"), LeaseStatus::Held);
+    assert_eq!(
+        b.retry(&d.lease, &e).await.expect("retry"),
+        LeaseStatus::Held
+    );
     let waiter = waiting_reserve(&h.backend, "q");
     assert_woken(waiter, due, "a retry coming due").await;
 }
@@ -233,7 +294,9 @@ pub async fn idle_reserve_wakes_on_release(factory: Factory) {
     let waiter = waiting_reserve(&h.backend, "q");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let at = Instant::now();
-    b.release(std::slice::from_ref(&d.lease)).await.expect("release");
+    b.release(std::slice::from_ref(&d.lease))
+        .await
+        .expect("release");
     assert_woken(waiter, at, "a release").await;
 }
 
@@ -255,24 +318,48 @@ pub async fn idle_reserve_wakes_on_dead_requeue(factory: Factory) {
 pub async fn idle_reserve_returns_empty_after_wait(factory: Factory) {
     let h = fresh(factory).await;
     let started = Instant::now();
-    let got = h.backend.reserve(&qs("q"), 5, LONG, Duration::from_secs(1)).await.expect("reserve");
+    let got = h
+        .backend
+        .reserve(&qs("q"), 5, LONG, Duration::from_secs(1))
+        .await
+        .expect("reserve");
     let took = started.elapsed();
     assert!(got.is_empty());
-    assert!(took >= Duration::from_millis(900), "an idle reserve waits for work (returned after {took:?})");
-    assert!(took < Duration::from_secs(5), "an idle reserve returns when its wait is over (took {took:?})");
+    assert!(
+        took >= Duration::from_millis(900),
+        "an idle reserve waits for work (returned after {took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "an idle reserve returns when its wait is over (took {took:?})"
+    );
 }
 
 /// Ack completes a job once; a second ack of the same lease is refused.
 pub async fn ack_completes_once(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
-    b.enqueue((0..3).map(|n| job("q", n)).collect()).await.expect("enqueue");
+    b.enqueue((0..3).map(|n| job("q", n)).collect())
+        .await
+        .expect("enqueue");
     let got = take(b, "q", 3).await;
     let leases: Vec<_> = got.iter().map(|d| d.lease.clone()).collect();
-    assert_eq!(b.ack(&leases).await.expect("ack"), vec![LeaseStatus::Held; 3], "batched ack");
+    assert_eq!(
+        b.ack(&leases).await.expect("ack"),
+        vec![LeaseStatus::Held; 3],
+        "batched ack"
+    );
     let s = stats(b, "q").await;
-    assert_eq!((s.ready, s.scheduled, s.in_flight, s.dead), (0, 0, 0, 0), "acked jobs are gone");
-    assert_eq!(b.ack(&leases[..1]).await.expect("ack"), vec![LeaseStatus::Lost], "an ack counts once");
+    assert_eq!(
+        (s.ready, s.scheduled, s.in_flight, s.dead),
+        (0, 0, 0, 0),
+        "acked jobs are gone"
+    );
+    assert_eq!(
+        b.ack(&leases[..1]).await.expect("ack"),
+        vec![LeaseStatus::Lost],
+        "an ack counts once"
+    );
     assert!(take(b, "q", 10).await.is_empty());
 }
 
@@ -284,15 +371,28 @@ pub async fn retry_counts_the_attempt_and_waits(factory: Factory) {
     let d = take_one(b, "q").await;
     let mut e = env_of(&d).clone();
     e.last_error = Some("smtp said no".into());
-    e.run_at = Timestamp::now().add(Duration::from_millis(800));
-    assert_eq!(b.retry(&d.lease, &e).await.expect("retry"), LeaseStatus::Held);
-    assert!(take(b, "q", 1).await.is_empty(), "a retry waits for its backoff");
-    assert_eq!(stats(b, "q").await.scheduled, 1, "a retry in backoff counts as scheduled");
+    e.run_at = Timestamp::now().plus(Duration::from_millis(800));
+    assert_eq!(
+        b.retry(&d.lease, &e).await.expect("retry"),
+        LeaseStatus::Held
+    );
+    assert!(
+        take(b, "q", 1).await.is_empty(),
+        "a retry waits for its backoff"
+    );
+    assert_eq!(
+        stats(b, "q").await.scheduled,
+        1,
+        "a retry in backoff counts as scheduled"
+    );
     let d2 = take_one(b, "q").await;
     let e2 = env_of(&d2);
     assert_eq!(e2.attempt, 2, "the second delivery is attempt 2");
     assert_eq!(e2.last_error.as_deref(), Some("smtp said no"));
-    assert_ne!(d2.lease.token, d.lease.token, "each reservation has its own lease");
+    assert_ne!(
+        d2.lease.token, d.lease.token,
+        "each reservation has its own lease"
+    );
 }
 
 /// Release hands a job back, ready at once, without counting an attempt.
@@ -301,9 +401,18 @@ pub async fn release_does_not_count_an_attempt(factory: Factory) {
     let b = &*h.backend;
     enqueue(b, job("q", 1)).await;
     let d = take_one(b, "q").await;
-    assert_eq!(b.release(std::slice::from_ref(&d.lease)).await.expect("release"), vec![LeaseStatus::Held]);
+    assert_eq!(
+        b.release(std::slice::from_ref(&d.lease))
+            .await
+            .expect("release"),
+        vec![LeaseStatus::Held]
+    );
     let d2 = take_one(b, "q").await;
-    assert_eq!(env_of(&d2).attempt, 1, "a released job's attempt is not counted");
+    assert_eq!(
+        env_of(&d2).attempt,
+        1,
+        "a released job's attempt is not counted"
+    );
 }
 
 /// A job whose worker vanished comes back when its lease runs out, with the attempt counted.
@@ -311,10 +420,19 @@ pub async fn expired_lease_is_delivered_again(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     enqueue(b, job("q", 1)).await;
-    let got = b.reserve(&qs("q"), 1, h.short_lease, Duration::from_secs(5)).await.expect("reserve");
+    let got = b
+        .reserve(&qs("q"), 1, h.short_lease, Duration::from_secs(5))
+        .await
+        .expect("reserve");
     assert_eq!(got.len(), 1);
-    assert!(take(b, "q", 1).await.is_empty(), "a leased job is not delivered while its lease holds");
-    let again = b.reserve(&qs("q"), 1, LONG, h.short_lease * 10).await.expect("reserve");
+    assert!(
+        take(b, "q", 1).await.is_empty(),
+        "a leased job is not delivered while its lease holds"
+    );
+    let again = b
+        .reserve(&qs("q"), 1, LONG, h.short_lease * 10)
+        .await
+        .expect("reserve");
     assert_eq!(again.len(), 1, "the job returns when its lease runs out");
     assert_eq!(env_of(&again[0]).attempt, 2, "the lost attempt counts");
 }
@@ -325,15 +443,30 @@ pub async fn heartbeat_keeps_the_lease(factory: Factory) {
     let b = &*h.backend;
     enqueue(b, job("q", 1)).await;
     let lease = h.short_lease;
-    let got = b.reserve(&qs("q"), 1, lease, Duration::from_secs(5)).await.expect("reserve");
+    let got = b
+        .reserve(&qs("q"), 1, lease, Duration::from_secs(5))
+        .await
+        .expect("reserve");
     let l = got[0].lease.clone();
     let until = Instant::now() + lease * 4;
     while Instant::now() < until {
         tokio::time::sleep(lease / 3).await;
-        assert_eq!(b.extend(std::slice::from_ref(&l), lease).await.expect("extend"), vec![LeaseStatus::Held]);
-        assert!(take(b, "q", 1).await.is_empty(), "a heartbeating job is not delivered to anyone else");
+        assert_eq!(
+            b.extend(std::slice::from_ref(&l), lease)
+                .await
+                .expect("extend"),
+            vec![LeaseStatus::Held]
+        );
+        assert!(
+            take(b, "q", 1).await.is_empty(),
+            "a heartbeating job is not delivered to anyone else"
+        );
     }
-    assert_eq!(b.ack(&[l]).await.expect("ack"), vec![LeaseStatus::Held], "the holder can still ack");
+    assert_eq!(
+        b.ack(&[l]).await.expect("ack"),
+        vec![LeaseStatus::Held],
+        "the holder can still ack"
+    );
 }
 
 /// Once a lease expired and the job was reserved again, the old holder is refused everything.
@@ -341,22 +474,67 @@ pub async fn stale_lease_is_fenced(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     enqueue(b, job("q", 1)).await;
-    let first = b.reserve(&qs("q"), 1, h.short_lease, Duration::from_secs(5)).await.expect("reserve");
+    let first = b
+        .reserve(&qs("q"), 1, h.short_lease, Duration::from_secs(5))
+        .await
+        .expect("reserve");
     let stale = first[0].lease.clone();
-    let second = b.reserve(&qs("q"), 1, LONG, h.short_lease * 10).await.expect("reserve");
-    assert_eq!(second.len(), 1, "the job is delivered again after the lease ran out");
+    let second = b
+        .reserve(&qs("q"), 1, LONG, h.short_lease * 10)
+        .await
+        .expect("reserve");
+    assert_eq!(
+        second.len(),
+        1,
+        "the job is delivered again after the lease ran out"
+    );
     let fresh_lease = second[0].lease.clone();
     let mut e = env_of(&second[0]).clone();
     e.run_at = Timestamp::now();
-    assert_eq!(b.ack(std::slice::from_ref(&stale)).await.expect("ack"), vec![LeaseStatus::Lost], "stale ack refused");
-    assert_eq!(b.retry(&stale, &e).await.expect("retry"), LeaseStatus::Lost, "stale retry refused");
-    assert_eq!(b.dead_letter(&stale, "x").await.expect("dead"), LeaseStatus::Lost, "stale dead-letter refused");
-    assert_eq!(b.expire(&stale).await.expect("expire"), LeaseStatus::Lost, "stale expire refused");
-    assert_eq!(b.release(std::slice::from_ref(&stale)).await.expect("release"), vec![LeaseStatus::Lost], "stale release refused");
-    assert_eq!(b.extend(std::slice::from_ref(&stale), LONG).await.expect("extend"), vec![LeaseStatus::Lost], "stale heartbeat refused");
+    assert_eq!(
+        b.ack(std::slice::from_ref(&stale)).await.expect("ack"),
+        vec![LeaseStatus::Lost],
+        "stale ack refused"
+    );
+    assert_eq!(
+        b.retry(&stale, &e).await.expect("retry"),
+        LeaseStatus::Lost,
+        "stale retry refused"
+    );
+    assert_eq!(
+        b.dead_letter(&stale, "x").await.expect("dead"),
+        LeaseStatus::Lost,
+        "stale dead-letter refused"
+    );
+    assert_eq!(
+        b.expire(&stale).await.expect("expire"),
+        LeaseStatus::Lost,
+        "stale expire refused"
+    );
+    assert_eq!(
+        b.release(std::slice::from_ref(&stale))
+            .await
+            .expect("release"),
+        vec![LeaseStatus::Lost],
+        "stale release refused"
+    );
+    assert_eq!(
+        b.extend(std::slice::from_ref(&stale), LONG)
+            .await
+            .expect("extend"),
+        vec![LeaseStatus::Lost],
+        "stale heartbeat refused"
+    );
     let s = stats(b, "q").await;
-    assert_eq!((s.in_flight, s.dead), (1, 0), "the new holder still has the job");
-    assert_eq!(b.ack(&[fresh_lease]).await.expect("ack"), vec![LeaseStatus::Held]);
+    assert_eq!(
+        (s.in_flight, s.dead),
+        (1, 0),
+        "the new holder still has the job"
+    );
+    assert_eq!(
+        b.ack(&[fresh_lease]).await.expect("ack"),
+        vec![LeaseStatus::Held]
+    );
 }
 
 /// Dead letters: moved with a reason, listed, inspected, requeued and purged.
@@ -367,33 +545,75 @@ pub async fn dead_letter_list_inspect_requeue_purge(factory: Factory) {
     let id2 = enqueue(b, job("q", 2)).await;
     for reason in ["first reason", "second reason"] {
         let d = take_one(b, "q").await;
-        assert_eq!(b.dead_letter(&d.lease, reason).await.expect("dead"), LeaseStatus::Held);
+        assert_eq!(
+            b.dead_letter(&d.lease, reason).await.expect("dead"),
+            LeaseStatus::Held
+        );
     }
     assert_eq!(stats(b, "q").await.dead, 2);
     let list = b.dead_list("q", 0, 10).await.expect("list");
-    assert_eq!(list.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), vec![id2.clone(), id1.clone()], "newest first");
-    assert_eq!(b.dead_list("q", 1, 10).await.expect("list").len(), 1, "offset skips");
-    let one = b.dead_get("q", &id1).await.expect("get").expect("dead job is found");
+    assert_eq!(
+        list.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        vec![id2.clone(), id1.clone()],
+        "newest first"
+    );
+    assert_eq!(
+        b.dead_list("q", 1, 10).await.expect("list").len(),
+        1,
+        "offset skips"
+    );
+    let one = b
+        .dead_get("q", &id1)
+        .await
+        .expect("get")
+        .expect("dead job is found");
     assert_eq!(one.reason, "first reason");
     let env = one.envelope().expect("a dead envelope parses");
     assert_eq!(env.id, id1);
-    assert_eq!(env.last_error.as_deref(), Some("first reason"), "the reason is kept in the envelope too");
-    assert!(b.dead_get("q", &JobId::from("no-such-id")).await.expect("get").is_none());
+    assert_eq!(
+        env.last_error.as_deref(),
+        Some("first reason"),
+        "the reason is kept in the envelope too"
+    );
+    assert!(b
+        .dead_get("q", &JobId::from("no-such-id"))
+        .await
+        .expect("get")
+        .is_none());
 
-    assert_eq!(b.dead_requeue("q", &[id1.clone(), JobId::from("no-such-id")]).await.expect("requeue"), 1);
+    assert_eq!(
+        b.dead_requeue("q", &[id1.clone(), JobId::from("no-such-id")])
+            .await
+            .expect("requeue"),
+        1
+    );
     let d = take_one(b, "q").await;
     assert_eq!(env_of(&d).id, id1);
-    assert_eq!(env_of(&d).attempt, 1, "a requeued job starts its attempts again");
+    assert_eq!(
+        env_of(&d).attempt,
+        1,
+        "a requeued job starts its attempts again"
+    );
     b.ack(&[d.lease]).await.expect("ack");
     assert_eq!(stats(b, "q").await.dead, 1);
-    assert_eq!(b.dead_purge("q", Some(Duration::from_secs(3600))).await.expect("purge"), 0, "nothing is an hour old");
+    assert_eq!(
+        b.dead_purge("q", Some(Duration::from_secs(3600)))
+            .await
+            .expect("purge"),
+        0,
+        "nothing is an hour old"
+    );
     assert_eq!(b.dead_purge("q", None).await.expect("purge"), 1);
     assert_eq!(stats(b, "q").await.dead, 0);
 }
 
 /// Dead-letter retention: at most `dead_max` jobs and none older than `dead_max_age`.
 pub async fn dead_letter_retention_by_count_and_age(factory: Factory) {
-    let settings = Settings { dead_max: 3, dead_max_age: Duration::from_secs(2), ..Settings::default() };
+    let settings = Settings {
+        dead_max: 3,
+        dead_max_age: Duration::from_secs(2),
+        ..Settings::default()
+    };
     let h = factory(settings).await;
     let b = &*h.backend;
     let mut ids = Vec::new();
@@ -402,14 +622,34 @@ pub async fn dead_letter_retention_by_count_and_age(factory: Factory) {
         let d = take_one(b, "q").await;
         b.dead_letter(&d.lease, "x").await.expect("dead");
     }
-    let kept: Vec<_> = b.dead_list("q", 0, 10).await.expect("list").into_iter().map(|d| d.id).collect();
-    assert_eq!(kept, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()], "the newest 3 are kept");
+    let kept: Vec<_> = b
+        .dead_list("q", 0, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![ids[4].clone(), ids[3].clone(), ids[2].clone()],
+        "the newest 3 are kept"
+    );
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let id = enqueue(b, job("q", 9)).await;
     let d = take_one(b, "q").await;
     b.dead_letter(&d.lease, "x").await.expect("dead");
-    let kept: Vec<_> = b.dead_list("q", 0, 10).await.expect("list").into_iter().map(|d| d.id).collect();
-    assert_eq!(kept, vec![id], "dead jobs older than dead_max_age are dropped");
+    let kept: Vec<_> = b
+        .dead_list("q", 0, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![id],
+        "dead jobs older than dead_max_age are dropped"
+    );
 }
 
 /// An expired job is never delivered, and is counted.
@@ -417,15 +657,26 @@ pub async fn ttl_expired_job_is_never_delivered_and_counted(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     let mut e = job("q", 1);
-    e.expires_at = Some(Timestamp::now().add(Duration::from_millis(300)));
+    e.expires_at = Some(Timestamp::now().plus(Duration::from_millis(300)));
     enqueue(b, e).await;
     let mut live = job("q", 2);
-    live.expires_at = Some(Timestamp::now().add(Duration::from_secs(3600)));
+    live.expires_at = Some(Timestamp::now().plus(Duration::from_secs(3600)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     enqueue(b, live).await;
-    let got = b.reserve(&qs("q"), 10, LONG, Duration::from_secs(2)).await.expect("reserve");
-    assert_eq!(got.iter().map(|d| n_of(env_of(d))).collect::<Vec<_>>(), vec![2], "only the live job is delivered");
-    assert_eq!(b.expire(&got[0].lease).await.expect("expire"), LeaseStatus::Held, "a worker can expire a job it holds");
+    let got = b
+        .reserve(&qs("q"), 10, LONG, Duration::from_secs(2))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        got.iter().map(|d| n_of(env_of(d))).collect::<Vec<_>>(),
+        vec![2],
+        "only the live job is delivered"
+    );
+    assert_eq!(
+        b.expire(&got[0].lease).await.expect("expire"),
+        LeaseStatus::Held,
+        "a worker can expire a job it holds"
+    );
     let s = stats(b, "q").await;
     assert_eq!(s.expired, 2, "both expirations are counted");
     assert_eq!((s.ready, s.in_flight, s.dead), (0, 0, 0));
@@ -440,13 +691,24 @@ pub async fn idempotent_enqueue_while_queued_returns_existing_id(factory: Factor
     let mut dup = job("q", 2);
     dup.idempotency_key = Some("order-42".into());
     let id = enqueue(b, a).await;
-    assert_eq!(enqueue(b, dup.clone()).await, id, "a queued key returns the existing id");
-    let ids = b.enqueue(vec![dup.clone(), job("q", 3)]).await.expect("batch");
+    assert_eq!(
+        enqueue(b, dup.clone()).await,
+        id,
+        "a queued key returns the existing id"
+    );
+    let ids = b
+        .enqueue(vec![dup.clone(), job("q", 3)])
+        .await
+        .expect("batch");
     assert_eq!(ids[0], id, "also within a batch");
     assert_eq!(stats(b, "q").await.ready, 2);
     let d = take_one(b, "q").await;
     assert_eq!(n_of(env_of(&d)), 1);
-    assert_eq!(enqueue(b, dup).await, id, "a running key returns the existing id");
+    assert_eq!(
+        enqueue(b, dup).await,
+        id,
+        "a running key returns the existing id"
+    );
 }
 
 /// A key whose job completed is not run again.
@@ -460,7 +722,11 @@ pub async fn idempotent_key_completed_is_not_run_again(factory: Factory) {
     b.ack(&[d.lease]).await.expect("ack");
     let mut again = job("q", 2);
     again.idempotency_key = Some("once".into());
-    assert_eq!(enqueue(b, again).await, id, "a completed key returns the completed job's id");
+    assert_eq!(
+        enqueue(b, again).await,
+        id,
+        "a completed key returns the completed job's id"
+    );
     assert!(take(b, "q", 1).await.is_empty(), "and nothing runs again");
 }
 
@@ -485,10 +751,16 @@ pub async fn stats_count_every_state(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     let empty = stats(b, "q").await;
-    assert_eq!((empty.ready, empty.oldest_ready_age), (0, None), "an empty queue has no oldest job");
-    b.enqueue((0..4).map(|n| job("q", n)).collect()).await.expect("enqueue");
+    assert_eq!(
+        (empty.ready, empty.oldest_ready_age),
+        (0, None),
+        "an empty queue has no oldest job"
+    );
+    b.enqueue((0..4).map(|n| job("q", n)).collect())
+        .await
+        .expect("enqueue");
     let mut later = job("q", 9);
-    later.run_at = Timestamp::now().add(LONG);
+    later.run_at = Timestamp::now().plus(LONG);
     enqueue(b, later).await;
     let got = take(b, "q", 2).await;
     b.dead_letter(&got[0].lease, "x").await.expect("dead");
@@ -497,8 +769,14 @@ pub async fn stats_count_every_state(factory: Factory) {
     assert_eq!(s.queue, "q");
     assert_eq!((s.ready, s.scheduled, s.in_flight, s.dead), (2, 1, 1, 1));
     let age = s.oldest_ready_age.expect("ready jobs have an age");
-    assert!(age >= Duration::from_millis(250) && age < Duration::from_secs(10), "oldest ready age {age:?}");
-    assert!(b.queues().await.expect("queues").contains(&"q".to_owned()), "the queue is listed");
+    assert!(
+        age >= Duration::from_millis(250) && age < Duration::from_secs(10),
+        "oldest ready age {age:?}"
+    );
+    assert!(
+        b.queues().await.expect("queues").contains(&"q".to_owned()),
+        "the queue is listed"
+    );
 }
 
 /// Every envelope field round-trips, arguments byte for byte, unicode and escapes included.
@@ -513,7 +791,7 @@ pub async fn payload_round_trips_byte_for_byte(factory: Factory) {
     );
     e.priority = 3;
     e.max_attempts = 7;
-    e.expires_at = Some(Timestamp::now().add(LONG));
+    e.expires_at = Some(Timestamp::now().plus(LONG));
     e.idempotency_key = Some("ключ-🔑".into());
     e.trace = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     enqueue(b, e.clone()).await;
@@ -524,8 +802,14 @@ pub async fn payload_round_trips_byte_for_byte(factory: Factory) {
         (got.v, &got.job, &got.queue, got.priority, got.max_attempts),
         (e.v, &e.job, &e.queue, e.priority, e.max_attempts)
     );
-    assert_eq!((got.enqueued_at, got.run_at, got.expires_at), (e.enqueued_at, e.run_at, e.expires_at));
-    assert_eq!((&got.idempotency_key, &got.trace), (&e.idempotency_key, &e.trace));
+    assert_eq!(
+        (got.enqueued_at, got.run_at, got.expires_at),
+        (e.enqueued_at, e.run_at, e.expires_at)
+    );
+    assert_eq!(
+        (&got.idempotency_key, &got.trace),
+        (&e.idempotency_key, &e.trace)
+    );
 }
 
 /// A payload exactly at the backend's limit round-trips; one byte over is a clear error and nothing is written.
@@ -534,17 +818,29 @@ pub async fn payload_at_limit_round_trips_and_over_limit_is_rejected(factory: Fa
     let b = &*h.backend;
     let limit = b.max_payload();
     let sized = |size: usize| {
-        let mut e = Envelope::new("conformance_noop", "q", serde_json::value::RawValue::from_string("\"\"".into()).expect("json"));
+        let mut e = Envelope::new(
+            "conformance_noop",
+            "q",
+            serde_json::value::RawValue::from_string("\"\"".into()).expect("json"),
+        );
         let base = e.to_bytes().len();
         let pad = "é".repeat((size - base) / 2) + &"x".repeat((size - base) % 2);
         e.args = serde_json::value::to_raw_value(&pad).expect("json");
-        assert_eq!(e.to_bytes().len(), size, "the suite sizes envelopes exactly");
+        assert_eq!(
+            e.to_bytes().len(),
+            size,
+            "the suite sizes envelopes exactly"
+        );
         e
     };
     let at = sized(limit);
     enqueue(b, at.clone()).await;
     let d = take_one(b, "q").await;
-    assert_eq!(env_of(&d).args.get(), at.args.get(), "a payload at the limit round-trips");
+    assert_eq!(
+        env_of(&d).args.get(),
+        at.args.get(),
+        "a payload at the limit round-trips"
+    );
     b.ack(&[d.lease]).await.expect("ack");
 
     let over = sized(limit + 1);
@@ -553,7 +849,11 @@ pub async fn payload_at_limit_round_trips_and_over_limit_is_rejected(factory: Fa
         other => panic!("one byte over the limit must be PayloadTooLarge, got {other:?}"),
     }
     let s = stats(b, "q").await;
-    assert_eq!((s.ready, s.scheduled), (0, 0), "a rejected batch writes nothing");
+    assert_eq!(
+        (s.ready, s.scheduled),
+        (0, 0),
+        "a rejected batch writes nothing"
+    );
 }
 
 /// Bytes that are not an envelope are delivered as malformed, so the worker can dead-letter them.
@@ -566,12 +866,24 @@ pub async fn malformed_payload_is_delivered_for_dead_lettering(factory: Factory)
     let bad = d.envelope.as_ref().expect_err("garbage is not an envelope");
     assert_eq!(bad.raw, garbage, "the raw bytes are handed over as found");
     assert!(!bad.reason.is_empty());
-    assert_eq!(b.dead_letter(&d.lease, &bad.reason).await.expect("dead"), LeaseStatus::Held);
+    assert_eq!(
+        b.dead_letter(&d.lease, &bad.reason).await.expect("dead"),
+        LeaseStatus::Held
+    );
     let dead = b.dead_list("q", 0, 10).await.expect("list");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].raw, garbage, "the dead-letter queue keeps the bytes");
+    assert_eq!(
+        dead[0].raw, garbage,
+        "the dead-letter queue keeps the bytes"
+    );
     assert_eq!(dead[0].reason, bad.reason);
-    assert_eq!(b.dead_requeue("q", &[dead[0].id.clone()]).await.expect("requeue"), 0, "garbage is not requeued");
+    assert_eq!(
+        b.dead_requeue("q", &[dead[0].id.clone()])
+            .await
+            .expect("requeue"),
+        0,
+        "garbage is not requeued"
+    );
 }
 
 /// The connection drops and comes back: nothing acknowledged is lost or run again,
@@ -579,14 +891,22 @@ pub async fn malformed_payload_is_delivered_for_dead_lettering(factory: Factory)
 pub async fn connection_drop_loses_nothing_acknowledged(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
-    b.enqueue((0..50).map(|n| job("q", n)).collect()).await.expect("enqueue");
-    let got = b.reserve(&qs("q"), 20, h.short_lease, Duration::from_secs(5)).await.expect("reserve");
+    b.enqueue((0..50).map(|n| job("q", n)).collect())
+        .await
+        .expect("enqueue");
+    let got = b
+        .reserve(&qs("q"), 20, h.short_lease, Duration::from_secs(5))
+        .await
+        .expect("reserve");
     let acked: Vec<_> = got.iter().take(10).map(|d| d.lease.clone()).collect();
     b.ack(&acked).await.expect("ack");
     let acked_ns: Vec<u64> = got.iter().take(10).map(|d| n_of(env_of(d))).collect();
     h.faults.sever().await;
     let during = b.enqueue(vec![job("q", 99)]).await;
-    assert!(matches!(&during, Err(e) if e.is_transient()), "a severed backend reports a transient error, got {during:?}");
+    assert!(
+        matches!(&during, Err(e) if e.is_transient()),
+        "a severed backend reports a transient error, got {during:?}"
+    );
     h.faults.restore().await;
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -597,20 +917,29 @@ pub async fn connection_drop_loses_nothing_acknowledged(factory: Factory) {
                 seen.extend(batch.iter().map(|d| n_of(env_of(d))));
                 b.ack(&leases).await.expect("ack");
             }
-            Err(e) => assert!(e.is_transient(), "after restore, only transient errors: {e}"),
+            Err(e) => assert!(
+                e.is_transient(),
+                "after restore, only transient errors: {e}"
+            ),
         }
     }
     seen.sort_unstable();
     seen.dedup();
     let expected: Vec<u64> = (0..50).filter(|n| !acked_ns.contains(n)).collect();
-    assert_eq!(seen, expected, "every unacknowledged job comes back, no acknowledged one does");
+    assert_eq!(
+        seen, expected,
+        "every unacknowledged job comes back, no acknowledged one does"
+    );
 }
 
 /// A worker rides out a dropped connection with backoff and finishes every job.
 pub async fn worker_reconnects_and_finishes_every_job(factory: Factory) {
     let h = fresh(factory).await;
     let jobs = 300;
-    h.backend.enqueue((0..jobs).map(|n| job("default", n)).collect()).await.expect("enqueue");
+    h.backend
+        .enqueue((0..jobs).map(|n| job("default", n)).collect())
+        .await
+        .expect("enqueue");
     let counter = NoopCounter::default();
     let app = App::from_backend(Arc::clone(&h.backend));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -634,9 +963,17 @@ pub async fn worker_reconnects_and_finishes_every_job(factory: Factory) {
     }
     let _ = stop_tx.send(());
     let report = run.await.expect("worker task").expect("worker runs");
-    assert!(counter_value(&counter) >= jobs, "every job ran at least once after the reconnect: {} of {jobs}", counter_value(&counter));
+    assert!(
+        counter_value(&counter) >= jobs,
+        "every job ran at least once after the reconnect: {} of {jobs}",
+        counter_value(&counter)
+    );
     let s = stats(&*h.backend, "default").await;
-    assert_eq!((s.ready, s.in_flight, s.dead), (0, 0, 0), "nothing is left behind; report {report:?}");
+    assert_eq!(
+        (s.ready, s.in_flight, s.dead),
+        (0, 0, 0),
+        "nothing is left behind; report {report:?}"
+    );
 }
 
 fn counter_value(c: &NoopCounter) -> u64 {
@@ -648,7 +985,12 @@ pub async fn worker_retries_then_dead_letters(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
     let make = |fail_times: u32, n: u64| {
-        Envelope::with_args("conformance_noop", "default", &json!({"fail_times": fail_times, "n": n})).map(|mut e| {
+        Envelope::with_args(
+            "conformance_noop",
+            "default",
+            &json!({"fail_times": fail_times, "n": n}),
+        )
+        .map(|mut e| {
             e.max_attempts = 3;
             e
         })
@@ -670,14 +1012,43 @@ pub async fn worker_retries_then_dead_letters(factory: Factory) {
         .run_report()
         .await
         .expect("worker runs");
-    assert_eq!(counter.get(), 1, "the job that fails twice succeeds on its third attempt");
+    assert_eq!(
+        counter.get(),
+        1,
+        "the job that fails twice succeeds on its third attempt"
+    );
     assert_eq!(report.succeeded, 1);
-    assert_eq!(report.retried, 4, "two retries each for the two failing jobs");
-    assert_eq!(report.dead, 3, "the doomed job, the garbage and the unknown job are dead");
-    let doomed = b.dead_get("default", &doomed_id).await.expect("get").expect("doomed job is dead");
-    assert!(doomed.reason.contains("attempt 3 of 3"), "reason names the attempts: {}", doomed.reason);
-    let unknown = b.dead_get("default", &unknown_id).await.expect("get").expect("unknown job is dead");
-    assert!(unknown.reason.contains("no_such_job"), "reason names the unknown job: {}", unknown.reason);
+    assert_eq!(
+        report.retried, 4,
+        "two retries each for the two failing jobs"
+    );
+    assert_eq!(
+        report.dead, 3,
+        "the doomed job, the garbage and the unknown job are dead"
+    );
+    let doomed = b
+        .dead_get("default", &doomed_id)
+        .await
+        .expect("get")
+        .expect("doomed job is dead");
+    assert!(
+        doomed.reason.contains("attempt 3 of 3"),
+        "reason names the attempts: {}",
+        doomed.reason
+    );
+    let unknown = b
+        .dead_get("default", &unknown_id)
+        .await
+        .expect("get")
+        .expect("unknown job is dead");
+    assert!(
+        unknown.reason.contains("no_such_job"),
+        "reason names the unknown job: {}",
+        unknown.reason
+    );
     let all = b.dead_list("default", 0, 10).await.expect("list");
-    assert!(all.iter().any(|d| d.raw == b"garbage"), "garbage is dead-lettered as it was");
+    assert!(
+        all.iter().any(|d| d.raw == b"garbage"),
+        "garbage is dead-lettered as it was"
+    );
 }

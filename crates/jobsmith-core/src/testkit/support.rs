@@ -45,7 +45,10 @@ fn run_noop(
     let args: Args = serde_json::from_str(args.get())?;
     Ok(Box::pin(async move {
         if ctx.attempt() <= args.fail_times {
-            return Err(Failure::retryable(format!("planned failure on attempt {}", ctx.attempt())));
+            return Err(Failure::retryable(format!(
+                "planned failure on attempt {}",
+                ctx.attempt()
+            )));
         }
         if let Some(counter) = ctx.state::<NoopCounter>() {
             counter.0 .0.fetch_add(1, Ordering::SeqCst);

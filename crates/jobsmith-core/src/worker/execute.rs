@@ -60,12 +60,19 @@ async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receive
         env.max_attempts,
         Arc::clone(&shared.state),
         cancel,
-        Some(lease_heartbeat(Arc::clone(&shared.backend), lease.clone(), shared.lease)),
+        Some(lease_heartbeat(
+            Arc::clone(&shared.backend),
+            lease.clone(),
+            shared.lease,
+        )),
     );
     let fut = match (def.run)(&env.args, ctx) {
         Ok(fut) => fut,
         Err(e) => {
-            let reason = format!("arguments of job `{}` do not match its signature: {e}", def.name);
+            let reason = format!(
+                "arguments of job `{}` do not match its signature: {e}",
+                def.name
+            );
             return Settle::Dead(lease, reason);
         }
     };
@@ -83,9 +90,12 @@ async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receive
         trace = env.trace.as_deref().unwrap_or(""),
     );
     let started = Instant::now();
-    let result = run_guarded(def, env.trace.clone(), fut).instrument(span.clone()).await;
+    let result = run_guarded(def, env.trace.clone(), fut)
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
-    metrics::histogram!("jobsmith_job_duration_seconds", "job" => def.name).record(elapsed.as_secs_f64());
+    metrics::histogram!("jobsmith_job_duration_seconds", "job" => def.name)
+        .record(elapsed.as_secs_f64());
     let _enter = span.enter();
     match result {
         Ok(()) => {
@@ -116,7 +126,12 @@ async fn run_guarded(
     outcome.unwrap_or_else(|panic| Err(Failure::retryable(format!("panicked: {panic}"))))
 }
 
-fn failed(def: &'static JobDef, env: &mut Envelope, lease: crate::backend::Lease, failure: Failure) -> Settle {
+fn failed(
+    def: &'static JobDef,
+    env: &mut Envelope,
+    lease: crate::backend::Lease,
+    failure: Failure,
+) -> Settle {
     let attempt = env.attempt;
     if failure.is_permanent() {
         tracing::error!(error = %failure, "job failed permanently");
@@ -124,11 +139,17 @@ fn failed(def: &'static JobDef, env: &mut Envelope, lease: crate::backend::Lease
     }
     if attempt >= env.max_attempts {
         tracing::error!(error = %failure, "job failed on its last attempt");
-        return Settle::Dead(lease, format!("attempt {attempt} of {} failed: {failure}", env.max_attempts));
+        return Settle::Dead(
+            lease,
+            format!(
+                "attempt {attempt} of {} failed: {failure}",
+                env.max_attempts
+            ),
+        );
     }
     let delay = def.options.backoff.delay(attempt);
     tracing::warn!(error = %failure, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
     env.last_error = Some(failure.message().to_owned());
-    env.run_at = Timestamp::now().add(delay);
+    env.run_at = Timestamp::now().plus(delay);
     Settle::Retry(lease, env.clone(), def.name)
 }

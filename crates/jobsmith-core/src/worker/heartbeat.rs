@@ -37,13 +37,19 @@ pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(stats) = shared.backend.stats(&queues).await else { continue };
+        let Ok(stats) = shared.backend.stats(&queues).await else {
+            continue;
+        };
         for s in stats {
             let q = s.queue.clone();
-            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "ready").set(s.ready as f64);
-            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "scheduled").set(s.scheduled as f64);
-            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "in_flight").set(s.in_flight as f64);
-            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "dead").set(s.dead as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "ready")
+                .set(s.ready as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "scheduled")
+                .set(s.scheduled as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "in_flight")
+                .set(s.in_flight as f64);
+            metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "dead")
+                .set(s.dead as f64);
             metrics::gauge!("jobsmith_queue_oldest_age_seconds", "queue" => q)
                 .set(s.oldest_ready_age.map_or(0.0, |d| d.as_secs_f64()));
         }

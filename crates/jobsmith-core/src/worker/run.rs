@@ -52,7 +52,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn track(&self, lease: &Lease, cancel: watch::Sender<bool>) {
-        self.running_map().insert(lease.token.clone(), (lease.clone(), cancel));
+        self.running_map()
+            .insert(lease.token.clone(), (lease.clone(), cancel));
     }
 
     pub(super) fn untrack(&self, lease: &Lease) {
@@ -71,7 +72,10 @@ impl Shared {
     }
 
     pub(super) fn running_leases(&self) -> Vec<Lease> {
-        self.running_map().values().map(|(l, _)| l.clone()).collect()
+        self.running_map()
+            .values()
+            .map(|(l, _)| l.clone())
+            .collect()
     }
 
     pub(super) fn cancel(&self, lease: &Lease) {
@@ -91,8 +95,12 @@ impl Shared {
         true
     }
 
-    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Lease, watch::Sender<bool>)>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn running_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Lease, watch::Sender<bool>)>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn report(&self) -> WorkerReport {
@@ -143,7 +151,10 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let queues: Vec<String> = match worker.queues {
         Some(q) => q,
         None => {
-            let mut q: Vec<String> = registry.defs().map(|d| d.options.queue.to_owned()).collect();
+            let mut q: Vec<String> = registry
+                .defs()
+                .map(|d| d.options.queue.to_owned())
+                .collect();
             q.sort();
             q.dedup();
             q
@@ -176,7 +187,11 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
     let semaphore = Arc::new(Semaphore::new(worker.concurrency));
     let mut jobs = JoinSet::new();
-    let wait = if worker.until_idle { Duration::from_millis(100) } else { Duration::from_secs(5) };
+    let wait = if worker.until_idle {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(5)
+    };
     let mut retry_delay = Duration::from_millis(50);
     let mut rotation = 0usize;
 
@@ -213,7 +228,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = retry_delay.as_millis() as u64, "reserve failed; reconnecting");
-                let jitter = Duration::from_millis(fastrand::u64(0..=retry_delay.as_millis() as u64 / 2));
+                let jitter =
+                    Duration::from_millis(fastrand::u64(0..=retry_delay.as_millis() as u64 / 2));
                 tokio::select! {
                     () = &mut stop => break 'reserve,
                     () = tokio::time::sleep(retry_delay + jitter) => {}
@@ -223,7 +239,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             }
         };
         if deliveries.is_empty() {
-            if worker.until_idle && jobs.is_empty() && shared.unsettled.load(Ordering::SeqCst) == 0 {
+            if worker.until_idle && jobs.is_empty() && shared.unsettled.load(Ordering::SeqCst) == 0
+            {
                 let idle = backend
                     .stats(&queues)
                     .await
@@ -245,7 +262,11 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     }
 
     // Stop: no more reserves. Running jobs get the grace period.
-    tracing::info!(running = jobs.len(), grace_ms = worker.grace.as_millis() as u64, "worker stopping");
+    tracing::info!(
+        running = jobs.len(),
+        grace_ms = worker.grace.as_millis() as u64,
+        "worker stopping"
+    );
     let finished = tokio::time::timeout(worker.grace, async {
         while jobs.join_next().await.is_some() {}
     })
@@ -268,7 +289,9 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not release unfinished jobs; they return when their leases run out"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release unfinished jobs; they return when their leases run out")
+            }
         }
     }
     heartbeat_task.abort();
@@ -285,7 +308,9 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     .is_ok();
     settler_task.abort();
     if !flushed {
-        tracing::warn!("some outcomes were not reported before the grace period ended; those jobs run again");
+        tracing::warn!(
+            "some outcomes were not reported before the grace period ended; those jobs run again"
+        );
     }
     let report = report_shared.report();
     tracing::info!(?report, "worker stopped");

@@ -59,7 +59,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
             Settle::Dead(lease, reason) => {
                 let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
                 if shared.count(status, "dead-letter") {
-                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue.clone()).increment(1);
+                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue.clone())
+                        .increment(1);
                     shared.counters.dead.inc();
                 }
             }

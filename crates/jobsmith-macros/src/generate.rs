@@ -1,0 +1,311 @@
+//! Generation: the job type, its enqueue methods, its runner and its registration.
+//!
+//! Everything generated names the runtime through `<crate>::__private` and
+//! the standard library through `::core`, so it works whatever the user has
+//! in scope. The function body is re-emitted as tokens, never re-parsed.
+
+use crate::validate::{Backoff, Job, Options};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident};
+
+/// The attributes of the function, sorted by where they go.
+pub(crate) struct Attrs<'a> {
+    /// `#[cfg]`, `#[cfg_attr]` and lint levels: on every generated item.
+    pub(crate) everywhere: Vec<&'a Attribute>,
+    /// Doc comments: on the type and on `call`.
+    pub(crate) docs: Vec<&'a Attribute>,
+    /// `#[deprecated]`: on the type only, so that every use warns once.
+    pub(crate) type_only: Vec<&'a Attribute>,
+    /// Everything else (`#[inline]`, `#[tracing::instrument]`, ...): on `call`.
+    pub(crate) call_only: Vec<&'a Attribute>,
+}
+
+impl<'a> Attrs<'a> {
+    pub(crate) fn sort(attrs: &'a [Attribute]) -> Self {
+        let mut sorted = Attrs {
+            everywhere: vec![],
+            docs: vec![],
+            type_only: vec![],
+            call_only: vec![],
+        };
+        for attr in attrs {
+            let path = attr.path();
+            let is = |name: &str| path.is_ident(name);
+            if is("cfg") || is("cfg_attr") || is("allow") || is("warn") || is("deny") {
+                sorted.everywhere.push(attr);
+            } else if is("expect") || is("forbid") {
+                // `expect` would be unfulfilled on the items that do not trip the
+                // lint, so it stays on the function body; `forbid` likewise.
+                sorted.call_only.push(attr);
+            } else if is("doc") {
+                sorted.docs.push(attr);
+            } else if is("deprecated") {
+                sorted.type_only.push(attr);
+            } else {
+                sorted.call_only.push(attr);
+            }
+        }
+        sorted
+    }
+}
+
+/// The unit struct that stands for the job, as the fallback emits it too.
+pub(crate) fn job_type(item: &syn::ItemFn, attrs: &Attrs<'_>) -> TokenStream {
+    let Attrs {
+        everywhere,
+        docs,
+        type_only,
+        ..
+    } = attrs;
+    let vis = &item.vis;
+    let name = &item.sig.ident;
+    quote! {
+        #(#everywhere)*
+        #(#docs)*
+        #(#type_only)*
+        #[allow(non_camel_case_types, dead_code)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name;
+    }
+}
+
+/// Everything `#[job]` expands to for a valid job.
+pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
+    let item = &job.item;
+    let attrs = Attrs::sort(&item.attrs);
+    let everywhere = &attrs.everywhere;
+    let docs = &attrs.docs;
+    let call_only = &attrs.call_only;
+    let krate = &opts.krate;
+    let p = quote!(#krate::__private);
+    let vis = &item.vis;
+    let name = &item.sig.ident;
+    let name_str = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| name.unraw().to_string());
+    let output = &job.output;
+    let inputs = &item.sig.inputs;
+    let fn_output = &item.sig.output;
+    let block = &item.block;
+
+    let all_idents: Vec<&Ident> = job.params.iter().map(|p| &p.ident).collect();
+    let all_tys: Vec<&syn::Type> = job.params.iter().map(|p| &p.ty).collect();
+    let ser_idents: Vec<&Ident> = job.serialized().map(|p| &p.ident).collect();
+    let ser_tys: Vec<&syn::Type> = job.serialized().map(|p| &p.ty).collect();
+    let inj_idents: Vec<&Ident> = job.injected().map(|p| &p.ident).collect();
+    let generics: Vec<Ident> = (0..ser_idents.len())
+        .map(|i| format_ident!("__JobsmithArg{}", i))
+        .collect();
+
+    // Locals of the generated functions: hygienic, so they never clash with
+    // the user's parameter names.
+    let args = Ident::new("args", Span::mixed_site());
+    let ctx = Ident::new("ctx", Span::mixed_site());
+    let at = Ident::new("at", Span::mixed_site());
+
+    // A wrong argument type is an error at the parameter, with the trait's
+    // own message: the paths that name the traits carry the type's span.
+    let codec_call = quote!(__jobsmith_codec::<#(#ser_tys),*>());
+    let inject_calls = job.injected().map(|param| {
+        let ty = &param.ty;
+        let from_context = respan(quote!(#p::FromContext), ty.span());
+        quote_spanned!(ty.span()=> <#ty as #from_context>::from_context(&#ctx))
+    });
+    let into_job_result = respan(quote!(#p::IntoJobResult), output.span());
+    let into_job_result =
+        quote_spanned!(output.span()=> <#output as #into_job_result>::into_job_result);
+    // A future that is not `Send` is an error at the function's name; the
+    // runner awaits this boxed future, so that there is one such error.
+    let boxed_call = quote_spanned!(name.span()=> #p::Box::pin(#name::call(#(#all_idents),*)));
+    let box_pin = quote_spanned!(name.span()=> #p::Box::pin);
+    let delay = Ident::new("delay", name.span());
+    let schedule = Ident::new("schedule", name.span());
+    let serde_path = format!("{}::serde", p).replace(' ', "");
+    let type_def = job_type(item, &attrs);
+    let options = job_options(opts, &p);
+    let job_doc = format!("Enqueues the job `{name_str}` with these arguments.");
+    let schedule_doc = format!("Enqueues the job `{name_str}` to run at `at`.");
+    let await_doc = "Await the result to enqueue on the default app, or call `.on(&app)`.";
+
+    quote! {
+        #type_def
+
+        #(#everywhere)*
+        const _: () = {
+            #[derive(#p::serde::Serialize, #p::serde::Deserialize)]
+            #[serde(crate = #serde_path)]
+            struct __JobsmithArgs<#(#generics),*> {
+                #(#ser_idents: #generics,)*
+            }
+
+            // The job's future, boxed: what a direct call returns, and what the runner awaits.
+            fn __jobsmith_boxed(#(#all_idents: #all_tys),*) -> #p::BoxFuture<'static, #output> {
+                #boxed_call
+            }
+
+            // One generic function encodes and decodes the arguments, so that
+            // a type that is not a `JobArg` is one error, at the parameter.
+            #[allow(clippy::type_complexity)]
+            fn __jobsmith_codec<#(#generics: #p::JobArg),*>() -> (
+                fn(__JobsmithArgs<#(#generics),*>) -> #p::Enqueue,
+                fn(&str) -> ::core::result::Result<__JobsmithArgs<#(#generics),*>, #p::serde_json::Error>,
+            ) {
+                (
+                    |#args| #p::Enqueue::new(<#name as #p::Job>::DEF, &#args),
+                    |#args| #p::serde_json::from_str(#args),
+                )
+            }
+
+            impl #name {
+                #(#docs)*
+                #(#call_only)*
+                // `#[job]` needs an `async fn`, whether or not it awaits.
+                #[allow(clippy::unused_async)]
+                #vis async fn call(#inputs) #fn_output #block
+
+                #[doc = #job_doc]
+                #[doc = ""]
+                #[doc = #await_doc]
+                #[allow(dead_code)]
+                #vis fn #delay(&self, #(#ser_idents: #ser_tys),*) -> #p::Enqueue {
+                    (#codec_call.0)(__JobsmithArgs { #(#ser_idents,)* })
+                }
+
+                #[doc = #schedule_doc]
+                #[doc = ""]
+                #[doc = #await_doc]
+                #[allow(dead_code)]
+                #vis fn #schedule(
+                    &self,
+                    #at: impl ::core::convert::Into<#p::When>,
+                    #(#ser_idents: #ser_tys),*
+                ) -> #p::Enqueue {
+                    self.delay(#(#ser_idents),*).at(#at)
+                }
+
+                fn __jobsmith_run(
+                    #args: &#p::RawValue,
+                    #ctx: #p::JobContext,
+                ) -> ::core::result::Result<
+                    #p::BoxFuture<'static, ::core::result::Result<(), #p::Failure>>,
+                    #p::serde_json::Error,
+                > {
+                    let __JobsmithArgs { #(#ser_idents,)* } = (#codec_call.1)(#args.get())?;
+                    ::core::result::Result::Ok(#box_pin(async move {
+                        #(
+                            let #inj_idents = match #inject_calls {
+                                ::core::result::Result::Ok(value) => value,
+                                ::core::result::Result::Err(failure) => {
+                                    return ::core::result::Result::Err(failure);
+                                }
+                            };
+                        )*
+                        #into_job_result(__jobsmith_boxed(#(#all_idents),*).await)
+                    }))
+                }
+            }
+
+            impl ::core::ops::Deref for #name {
+                type Target = fn(#(#all_tys),*) -> #p::BoxFuture<'static, #output>;
+
+                fn deref(&self) -> &Self::Target {
+                    const CALL: fn(#(#all_tys),*) -> #p::BoxFuture<'static, #output> =
+                        __jobsmith_boxed;
+                    &CALL
+                }
+            }
+
+            impl #p::Job for #name {
+                const DEF: &'static #p::JobDef = &#p::JobDef {
+                    name: #name_str,
+                    location: ::core::concat!(
+                        ::core::module_path!(), " (", ::core::file!(), ":", ::core::line!(), ")"
+                    ),
+                    options: #options,
+                    run: #name::__jobsmith_run,
+                };
+            }
+
+            #p::inventory::submit! {
+                #p::Registration(<#name as #p::Job>::DEF)
+            }
+        };
+    }
+}
+
+/// The `JobOptions` constant: the options given, the runtime's defaults for the rest.
+fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
+    let duration = |ms: u64| quote!(::core::time::Duration::from_millis(#ms));
+    let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
+    let mut fields = Vec::new();
+    if let Some(queue) = &opts.queue {
+        fields.push(quote!(queue: #queue));
+    }
+    if let Some(priority) = opts.priority {
+        fields.push(quote!(priority: #priority));
+    }
+    if let Some(retries) = opts.retries {
+        fields.push(quote!(retries: #retries));
+    }
+    if let Some(backoff) = &opts.backoff {
+        let value = match backoff {
+            Backoff::None => quote!(#p::Backoff::None),
+            Backoff::Fixed(ms) => {
+                let d = duration(*ms);
+                quote!(#p::Backoff::Fixed(#d))
+            }
+            Backoff::Exponential {
+                base,
+                max,
+                full_jitter,
+            } => {
+                let (base, max) = (duration(*base), duration(*max));
+                let jitter = if *full_jitter {
+                    quote!(Full)
+                } else {
+                    quote!(None)
+                };
+                quote!(#p::Backoff::Exponential { base: #base, max: #max, jitter: #p::Jitter::#jitter })
+            }
+        };
+        fields.push(quote!(backoff: #value));
+    }
+    if let Some(ttl) = opts.ttl {
+        let value = some(duration(ttl));
+        fields.push(quote!(ttl: #value));
+    }
+    if let Some(timeout) = opts.timeout {
+        let value = some(duration(timeout));
+        fields.push(quote!(timeout: #value));
+    }
+    if let Some(unique) = opts.unique {
+        fields.push(quote!(unique: #unique));
+    }
+    if fields.len() == 7 {
+        quote!(#p::JobOptions { #(#fields),* })
+    } else {
+        quote!(#p::JobOptions { #(#fields,)* ..#p::JobOptions::DEFAULT })
+    }
+}
+
+/// The tokens, with every span set to `span`, so that an error about them
+/// points where `span` does.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(g) = &token {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                token = proc_macro2::TokenTree::Group(group);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}

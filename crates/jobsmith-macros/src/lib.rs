@@ -1,0 +1,90 @@
+//! The `#[job]` attribute of [jobsmith](https://docs.rs/jobsmith).
+//!
+//! Use it through the `jobsmith` crate (`jobsmith::job`), whose documentation
+//! describes every option; the code this crate generates names only
+//! `::jobsmith::__private` and `::core`.
+//!
+//! The expansion is a pipeline of four steps, one file each: `parse` the
+//! options and the function, `validate` them, then `generate` the job or,
+//! when there were errors, emit a `fallback` next to them.
+
+mod fallback;
+mod generate;
+mod parse;
+mod validate;
+
+use proc_macro::TokenStream;
+
+/// Makes an `async fn` a background job.
+///
+/// ```ignore
+/// #[job(queue = "email", retries = 5, backoff = "exponential(1s, max = 10m)", ttl = "7d")]
+/// async fn send_welcome(user_id: u64, template: String, mailer: State<Mailer>) -> Result<(), MailError> {
+///     mailer.send(user_id, &template).await
+/// }
+///
+/// send_welcome.delay(123, "welcome".into()).on(&app).await?;
+/// ```
+///
+/// Options: `name`, `queue`, `priority`, `retries`, `backoff`, `ttl`,
+/// `timeout`, `unique` and `crate`; see the `jobsmith` crate's documentation.
+#[proc_macro_attribute]
+pub fn job(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(args.into(), item.into()).into()
+}
+
+/// The pipeline: parse, validate, then generate or fall back; errors come out together.
+fn expand(
+    args: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let mut errors = Errors::default();
+    let raw = parse::options(args, &mut errors);
+    let opts = validate::options(raw, &mut errors);
+    let output = match parse::function(item) {
+        Ok(item) => match validate::function(item, &mut errors) {
+            validate::Checked::Valid(job) => generate::job(&job, &opts),
+            validate::Checked::Invalid(job) => fallback::job(&job, &opts),
+        },
+        Err((tokens, error)) => {
+            errors.push(error);
+            fallback::item(tokens)
+        }
+    };
+    let errors = errors.into_compile_error();
+    quote::quote!(#output #errors)
+}
+
+/// Errors gathered along the pipeline, reported all at once and in source
+/// order: each error is filed under the position of the option it is about
+/// (options are checked after they are all parsed), and the function's errors
+/// come last.
+#[derive(Default)]
+struct Errors {
+    errors: Vec<(usize, syn::Error)>,
+    /// The position new errors are filed under.
+    position: usize,
+}
+
+impl Errors {
+    /// Adds an error.
+    fn push(&mut self, error: syn::Error) {
+        self.errors.push((self.position, error));
+    }
+
+    /// How many errors were pushed.
+    fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// The errors as `compile_error!` invocations; nothing when there were none.
+    fn into_compile_error(mut self) -> proc_macro2::TokenStream {
+        self.errors.sort_by_key(|(position, _)| *position);
+        let mut errors = self.errors.into_iter().map(|(_, e)| e);
+        let Some(mut all) = errors.next() else {
+            return proc_macro2::TokenStream::new();
+        };
+        all.extend(errors);
+        all.to_compile_error()
+    }
+}
