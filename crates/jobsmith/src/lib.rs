@@ -38,6 +38,8 @@ pub use jobsmith_core::{
     WorkerReport,
 };
 pub use jobsmith_macros::job;
+#[cfg(feature = "redis")]
+pub use jobsmith_redis as redis;
 
 /// Everything a job module and a `main` need: `use jobsmith::prelude::*;`.
 pub mod prelude {

@@ -1,0 +1,37 @@
+-- Complete a bounded batch of leased jobs.
+-- ARGV: unique_for (ms), then pairs of id, lease token. Returns 1 (held) or 0 (lost) per pair.
+local unique_for = tonumber(ARGV[1])
+local ids = {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local out = {}
+if #ids == 0 then return out end
+local scores = redis.call('ZMSCORE', LEASES, unpack(ids))
+local gone, keys = {}, {}
+for j, id in ipairs(ids) do
+  local token = ARGV[2 * j + 1]
+  local h = JOB .. id
+  local f = scores[j] and redis.call('HMGET', h, 'n', 'k')
+  if f and f[1] == token then
+    gone[#gone + 1] = id
+    keys[#keys + 1] = h
+    local key = f[2]
+    if key and key ~= '' then
+      local ik = IDEM .. key
+      if redis.call('GET', ik) == id then
+        if unique_for > 0 then
+          redis.call('SET', ik, id, 'PX', unique_for)
+        else
+          redis.call('DEL', ik)
+        end
+      end
+    end
+    out[j] = 1
+  else
+    out[j] = 0
+  end
+end
+if #gone > 0 then
+  redis.call('ZREM', LEASES, unpack(gone))
+  redis.call('DEL', unpack(keys))
+end
+return out

@@ -1,0 +1,111 @@
+-- Shared by every script (prepended in Rust). KEYS[1] is the queue's key
+-- base, `{prefix:queue}`: every key below is derived from it and so carries
+-- its hash tag, which puts the whole queue in one Cluster slot.
+local B = KEYS[1]
+local READY = B .. ':ready:'      -- one list of job ids per priority
+local PRIOS = B .. ':prios'       -- zset: the priorities whose list is not empty
+local SCHEDULED = B .. ':scheduled' -- zset: id scored by run_at (ms)
+local LEASES = B .. ':leases'     -- zset: id scored by lease expiry (ms)
+local DEAD = B .. ':dead'         -- zset: id scored by time of death (µs)
+local WAKE = B .. ':wake'         -- list: wake-up tokens for blocked reserves
+local JOB = B .. ':j:'            -- hash per job
+local IDEM = B .. ':idem:'        -- string per idempotency key: the owning job id
+local MAX_WAKE = 32
+-- Most values handed to one variadic command through unpack(); Lua fails near 8,000.
+local MAX_UNPACK = 500
+
+-- A number as an integer string: Lua's own formatting keeps only 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- The server's clock, in milliseconds, and in microseconds.
+local function clock()
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return math.floor(us / 1000), us
+end
+
+-- Appends (or, for a job handed back, prepends) a job id to its priority's list.
+local function push_ready(id, prio, head)
+  local n
+  if head then
+    n = redis.call('LPUSH', READY .. prio, id)
+  else
+    n = redis.call('RPUSH', READY .. prio, id)
+  end
+  if n == 1 then
+    redis.call('ZADD', PRIOS, prio, prio)
+  end
+end
+
+-- Leaves up to n wake tokens for reserves blocked on this queue.
+local function wake(n)
+  if n > MAX_WAKE then n = MAX_WAKE end
+  for _ = 1, n do
+    redis.call('RPUSH', WAKE, '1')
+  end
+  redis.call('LTRIM', WAKE, 0, MAX_WAKE - 1)
+end
+
+-- Frees an idempotency key if this job holds it.
+local function free_key(id, key)
+  if key and key ~= '' then
+    local ik = IDEM .. key
+    if redis.call('GET', ik) == id then
+      redis.call('DEL', ik)
+    end
+  end
+end
+
+-- Calls a variadic command in bounded slices: `cmd key items...`.
+local function each_slice(cmd, key, items)
+  for i = 1, #items, MAX_UNPACK do
+    redis.call(cmd, key, unpack(items, i, math.min(i + MAX_UNPACK - 1, #items)))
+  end
+end
+
+-- Whether `token` is the live lease on job `id`: it is leased, and the
+-- lease is its latest reservation (field `n` counts reservations).
+local function held(id, token)
+  return redis.call('ZSCORE', LEASES, id) and redis.call('HGET', JOB .. id, 'n') == token
+end
+
+-- A job's attempt: reservations minus the ones handed back uncounted.
+local function attempt_of(n, u)
+  return (tonumber(n or '0') or 0) - (tonumber(u or '0') or 0)
+end
+
+-- Moves at most `limit` due scheduled jobs to ready, and at most `limit`
+-- jobs whose lease ran out back to the head of ready. Returns how many.
+local function settle(now, limit)
+  local moved = 0
+  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #due, 2 do
+    local id = due[i]
+    redis.call('ZREM', SCHEDULED, id)
+    local h = JOB .. id
+    local prio = redis.call('HGET', h, 'pr')
+    if prio then
+      redis.call('HSET', h, 'r', due[i + 1])
+      push_ready(id, prio, false)
+      moved = moved + 1
+    end
+  end
+  local lost = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+  for i = #lost, 1, -1 do
+    local id = lost[i]
+    redis.call('ZREM', LEASES, id)
+    local prio = redis.call('HGET', JOB .. id, 'pr')
+    if prio then
+      push_ready(id, prio, true)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
+-- Whether any job is ready.
+local function any_ready()
+  return redis.call('ZCARD', PRIOS) > 0
+end

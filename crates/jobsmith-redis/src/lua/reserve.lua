@@ -1,0 +1,68 @@
+-- Reserve up to ARGV[1] ready jobs, leasing each for ARGV[2] ms.
+-- First promotes due scheduled jobs and reclaims expired leases (bounded by
+-- ARGV[3] each), then pops by strict priority, FIFO within a priority,
+-- dropping and counting jobs whose TTL has passed. A job's field `n` counts
+-- its reservations; its new value is the lease token.
+-- Returns {next_event_in_ms or -1, {id, token, attempt, payload}...}.
+local now = clock()
+local max, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+settle(now, limit)
+local out = { -1 }
+local taken, expired = 0, 0
+local until_ms = now + lease
+local leases = {}
+local dropped = {}
+local prios = redis.call('ZREVRANGE', PRIOS, 0, -1)
+for _, prio in ipairs(prios) do
+  if taken >= max then break end
+  local list = READY .. prio
+  while taken < max do
+    local ids = redis.call('LPOP', list, max - taken)
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      local h = JOB .. id
+      local f = redis.call('HMGET', h, 'p', 'x', 'k', 'u')
+      if f[1] then
+        local x = tonumber(f[2] or '0') or 0
+        if x > 0 and x <= now then
+          dropped[#dropped + 1] = h
+          free_key(id, f[3])
+          expired = expired + 1
+        else
+          local n = redis.call('HINCRBY', h, 'n', 1)
+          leases[#leases + 1] = until_ms
+          leases[#leases + 1] = id
+          taken = taken + 1
+          out[taken + 1] = { id, tostring(n), attempt_of(n, f[4]), f[1] }
+        end
+      end
+    end
+  end
+  if redis.call('LLEN', list) == 0 then
+    redis.call('ZREM', PRIOS, prio)
+  end
+end
+if #leases > 0 then each_slice('ZADD', LEASES, leases) end
+if #dropped > 0 then
+  for i = 1, #dropped, MAX_UNPACK do
+    redis.call('DEL', unpack(dropped, i, math.min(i + MAX_UNPACK - 1, #dropped)))
+  end
+  redis.call('INCRBY', B .. ':expired', expired)
+end
+if any_ready() then
+  -- Work is left: let one more blocked reserve join in.
+  wake(1)
+else
+  -- Nothing is ready, so no token left here is still owed to anyone.
+  redis.call('DEL', WAKE)
+end
+local nxt = -1
+local s = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
+if s[2] then nxt = math.max(0, tonumber(s[2]) - now) end
+local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
+if l[2] then
+  local d = math.max(0, tonumber(l[2]) - now)
+  if nxt < 0 or d < nxt then nxt = d end
+end
+out[1] = nxt
+return out

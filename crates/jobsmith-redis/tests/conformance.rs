@@ -1,0 +1,34 @@
+//! The backend conformance suite from `jobsmith-core`, unchanged, against the
+//! Redis at `JOBSMITH_REDIS_URL` (default `redis://127.0.0.1:6379`), with a
+//! fresh key prefix per test and a proxy in front to cut the connection.
+
+mod support;
+
+use jobsmith_core::testkit::{Approximations, Harness};
+use jobsmith_core::{BoxFuture, Settings};
+use jobsmith_redis::{RedisBackend, RedisConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
+    Box::pin(async move {
+        let url = support::redis_url();
+        let proxy = support::Proxy::start(support::host_port(&url)).await;
+        let prefix = support::fresh_prefix();
+        let config = RedisConfig::from_url(&support::with_addr(&url, proxy.addr))
+            .expect("JOBSMITH_REDIS_URL is a redis:// URL")
+            .with_prefix(prefix.clone())
+            .with_settings(settings);
+        let backend = RedisBackend::connect_with(config)
+            .await
+            .expect("Redis is reachable at JOBSMITH_REDIS_URL");
+        Harness {
+            backend: Arc::new(backend),
+            faults: Arc::new(support::RedisFaults { proxy, url, prefix }),
+            short_lease: Duration::from_millis(300),
+            approximations: Approximations::default(),
+        }
+    })
+}
+
+jobsmith_core::conformance_suite!(harness);
