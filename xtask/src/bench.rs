@@ -386,8 +386,14 @@ fn redis_ceiling() {
     for extra in [&[][..], &["-P", "16"][..]] {
         let mut args = vec!["-q", "-t", "lpush,rpop", "-n", "200000"];
         args.extend_from_slice(extra);
-        eprintln!("bench: redis ceiling, `redis-benchmark {}`:", args.join(" "));
-        match std::process::Command::new("redis-benchmark").args(&args).output() {
+        eprintln!(
+            "bench: redis ceiling, `redis-benchmark {}`:",
+            args.join(" ")
+        );
+        match std::process::Command::new("redis-benchmark")
+            .args(&args)
+            .output()
+        {
             Ok(out) => String::from_utf8_lossy(&out.stdout)
                 .split(['\r', '\n'])
                 .filter(|l| l.contains("requests per second"))
