@@ -59,7 +59,9 @@ mod tests {
 
     #[tokio::test]
     async fn memory_url_connects_with_its_settings() {
-        let app = connect("memory://?max_payload=1000&dead_max=5").await.unwrap();
+        let app = connect("memory://?max_payload=1000&dead_max=5")
+            .await
+            .unwrap();
         assert_eq!(app.backend().name(), "memory");
         assert_eq!(app.backend().max_payload(), 1000);
     }
@@ -67,17 +69,32 @@ mod tests {
     #[tokio::test]
     async fn bad_urls_say_what_to_write() {
         let err = connect("localhost:6379").await.unwrap_err().to_string();
-        assert!(err.contains("is not a backend URL") && err.contains("redis://"), "{err}");
+        assert!(
+            err.contains("is not a backend URL") && err.contains("redis://"),
+            "{err}"
+        );
         let err = connect("ftp://x").await.unwrap_err().to_string();
-        assert!(err.contains("unknown backend scheme `ftp://`") && err.contains("memory://"), "{err}");
-        let err = connect("memory://?dead_max_age=7parsecs").await.unwrap_err().to_string();
+        assert!(
+            err.contains("unknown backend scheme `ftp://`") && err.contains("memory://"),
+            "{err}"
+        );
+        let err = connect("memory://?dead_max_age=7parsecs")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dead_max_age=7parsecs"), "{err}");
     }
 
     #[cfg(not(feature = "amqp"))]
     #[tokio::test]
     async fn a_backend_that_is_not_compiled_in_names_its_feature() {
-        let err = connect("amqp://guest:guest@127.0.0.1:5672/%2f").await.unwrap_err().to_string();
-        assert!(err.contains("needs the `amqp` feature") && err.contains("features = [\"amqp\"]"), "{err}");
+        let err = connect("amqp://guest:guest@127.0.0.1:5672/%2f")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs the `amqp` feature") && err.contains("features = [\"amqp\"]"),
+            "{err}"
+        );
     }
 }
