@@ -40,6 +40,8 @@ pub use jobsmith_core::{
 pub use jobsmith_macros::job;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;
+#[cfg(feature = "amqp")]
+pub use jobsmith_amqp as amqp;
 
 /// Everything a job module and a `main` need: `use jobsmith::prelude::*;`.
 pub mod prelude {

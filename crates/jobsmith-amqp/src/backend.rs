@@ -1,0 +1,627 @@
+//! [`AmqpBackend`]: the [`Backend`] contract on RabbitMQ.
+
+use crate::config::AmqpConfig;
+use crate::error::from_lapin;
+use crate::inner::{supervise, Inner};
+use crate::keys::Claim;
+use crate::lease::reaper;
+use crate::message::{self, Outgoing};
+use crate::state::Held;
+use jobsmith_core::{
+    Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, QueueStats, Result,
+    Timestamp,
+};
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The default largest envelope: 16 MiB (RabbitMQ 3.10 accepts up to 128 MiB;
+/// raise it with `max_payload`).
+const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// How long a short reserve waits for jobs the broker says are ready.
+const CATCH_UP: Duration = Duration::from_millis(100);
+
+/// A job is re-delayed rather than delivered when it arrives this much early.
+const EARLY: Duration = Duration::from_millis(2);
+
+/// A backend on RabbitMQ. Clones share one connection.
+///
+/// See the crate docs and `docs/backends-amqp.md` for how each part of the
+/// contract is built from the broker's parts.
+#[derive(Clone)]
+pub struct AmqpBackend {
+    inner: Arc<Inner>,
+}
+
+impl AmqpBackend {
+    /// Connects to the broker an `amqp://` or `amqps://` URL names.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::with_config(AmqpConfig::from_url(url)?).await
+    }
+
+    /// Connects with a configuration read beforehand.
+    pub async fn with_config(cfg: AmqpConfig) -> Result<Self> {
+        let inner = Arc::new(Inner::new(cfg));
+        inner.link().await?;
+        tokio::spawn(supervise(Arc::downgrade(&inner), Arc::clone(&inner.lost)));
+        tokio::spawn(reaper(Arc::downgrade(&inner), Arc::clone(&inner.reaper)));
+        Ok(Self { inner })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.cfg
+    }
+
+    /// The broker queue that holds `queue`'s ready jobs.
+    pub fn work_queue_name(&self, queue: &str) -> String {
+        self.inner.names.work(queue)
+    }
+
+    /// Publishes raw bytes into `queue`, ready now, as another program would,
+    /// bypassing enqueue: for testing how workers deal with foreign payloads.
+    pub async fn publish_raw(&self, queue: &str, raw: &[u8]) -> Result<()> {
+        let link = self.inner.link().await?;
+        self.inner.ensure_queue(&link, queue).await?;
+        message::publish_confirmed(
+            &link.publish,
+            vec![message::raw(&self.inner.names, queue, raw.to_vec(), 0)],
+        )
+        .await
+    }
+
+    /// Cuts the connection and keeps every operation failing with a transient
+    /// error until called again with `false`; then the backend reconnects by
+    /// itself. For testing how workers ride out a lost broker.
+    pub async fn set_unavailable(&self, unavailable: bool) {
+        self.inner.set_unavailable(unavailable).await;
+    }
+
+    fn limit(&self) -> usize {
+        self.inner
+            .cfg
+            .settings
+            .max_payload
+            .unwrap_or(DEFAULT_MAX_PAYLOAD)
+    }
+
+    /// Removes the leases that still hold, as of the current connection.
+    async fn take_held(
+        &self,
+        leases: &[Lease],
+    ) -> Result<(Arc<crate::link::Link>, Vec<Option<Held>>)> {
+        let link = self.inner.link().await?;
+        let mut st = self.inner.lock();
+        let held = leases.iter().map(|l| st.take(&l.token, link.gen)).collect();
+        drop(st);
+        self.inner.reaper.notify_one();
+        Ok((link, held))
+    }
+
+    /// Replaces one held delivery with `msg`; on failure the delivery goes back to the broker.
+    async fn settle_one(&self, lease: &Lease, msg: Option<Outgoing>) -> Result<Option<Held>> {
+        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
+        let Some(held) = held.pop().flatten() else {
+            return Ok(None);
+        };
+        let tags = live_tag(&link, &held).into_iter().collect();
+        self.inner
+            .replace(&link, msg.into_iter().collect(), tags)
+            .await?;
+        Ok(Some(held))
+    }
+
+    async fn free_key_of(&self, held: &Held) {
+        if let Ok(env) = &held.payload {
+            if let Some(k) = &env.idempotency_key {
+                if let Ok(link) = self.inner.link().await {
+                    if let Err(e) = self.inner.free_key(&link, &held.queue, k).await {
+                        tracing::warn!(error = %e, key = %k, "could not free an idempotency key");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn passive_count(&self, ch: &lapin::Channel, queue: String) -> Result<u64> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        Ok(u64::from(
+            ch.queue_declare(queue.into(), passive, FieldTable::default())
+                .await
+                .map_err(from_lapin)?
+                .message_count(),
+        ))
+    }
+}
+
+/// What a reserve does with a buffered delivery besides handing it out.
+#[derive(Default)]
+struct Aside {
+    msgs: Vec<Outgoing>,
+    tags: Vec<u64>,
+    expired: Vec<(String, Envelope)>,
+}
+
+#[async_trait::async_trait]
+impl Backend for AmqpBackend {
+    fn name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn max_payload(&self) -> usize {
+        self.limit()
+    }
+
+    async fn enqueue(&self, jobs: Vec<Envelope>) -> Result<Vec<JobId>> {
+        let limit = self.limit();
+        for env in &jobs {
+            let size = env.to_bytes().len();
+            if size > limit {
+                return Err(Error::PayloadTooLarge { size, limit });
+            }
+        }
+        let inner = &self.inner;
+        let link = inner.link().await?;
+        let mut queues: Vec<&str> = jobs.iter().map(|e| e.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for q in queues {
+            inner.ensure_queue(&link, q).await?;
+        }
+        let now = Timestamp::now();
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut claimed = Vec::new();
+        for mut env in jobs {
+            env.attempt = 0;
+            if let Some(key) = &env.idempotency_key {
+                match inner.claim_key(&link, &env.queue, key, &env.id).await? {
+                    Claim::Existing(id) => {
+                        ids.push(id);
+                        continue;
+                    }
+                    Claim::Taken => claimed.push((env.queue.clone(), key.clone())),
+                }
+            }
+            ids.push(env.id.clone());
+            out.push(message::job(&inner.names, &env, now));
+        }
+        if let Err(e) = message::publish_confirmed(&link.publish, out).await {
+            for (q, k) in claimed {
+                let _ = inner.free_key(&link, &q, &k).await;
+            }
+            return Err(e);
+        }
+        Ok(ids)
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let inner = &self.inner;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        // A short reserve looks at the broker once when it finds nothing
+        // buffered: jobs the broker holds ready are on their way to us.
+        let mut caught_up = wait >= CATCH_UP;
+        let link = inner.link().await?;
+        inner.ensure_consuming(&link, queues).await?;
+        loop {
+            let notified = inner.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let link = inner.link().await?;
+            inner.ensure_consuming(&link, queues).await?;
+            let mut out = Vec::new();
+            let mut aside = Aside::default();
+            {
+                let mut st = inner.lock();
+                let now = Timestamp::now();
+                let lease_until = now.plus(lease);
+                for q in queues {
+                    while out.len() < max {
+                        let Some(buf) = st.buffers.get_mut(q) else {
+                            break;
+                        };
+                        let Some((_, b)) = buf.pop_first() else { break };
+                        if b.gen != link.gen {
+                            continue;
+                        }
+                        let payload = match message::parse(&b.data) {
+                            Ok(mut env) => {
+                                if b.redelivered {
+                                    // The delivery before this one was lost with its
+                                    // connection: count it, then take the copy in turn.
+                                    env.attempt = env.attempt.saturating_add(1);
+                                    env.run_at = env.run_at.min(now);
+                                    aside.msgs.push(message::job(&inner.names, &env, now));
+                                    aside.tags.push(b.tag);
+                                    continue;
+                                }
+                                if env.is_expired(now) {
+                                    aside.tags.push(b.tag);
+                                    aside.msgs.push(expired_marker(&inner.names, q, b.data));
+                                    aside.expired.push((q.clone(), env));
+                                    continue;
+                                }
+                                if env.run_at.since(now) > EARLY {
+                                    aside.msgs.push(message::job(&inner.names, &env, now));
+                                    aside.tags.push(b.tag);
+                                    continue;
+                                }
+                                env.attempt = env.attempt.saturating_add(1);
+                                Ok(env)
+                            }
+                            Err(m) => Err(m),
+                        };
+                        let seq = st.next_seq();
+                        let token = format!("{}-{}-{seq}", inner.instance, link.gen);
+                        let id = match &payload {
+                            Ok(env) => env.id.clone(),
+                            Err(_) => JobId::new(),
+                        };
+                        st.expiry.insert((lease_until, token.clone()));
+                        st.leases.insert(
+                            token.clone(),
+                            Held {
+                                queue: q.clone(),
+                                gen: link.gen,
+                                tag: b.tag,
+                                priority: b.priority,
+                                payload: payload.clone(),
+                                expires_at: lease_until,
+                                delivered: Instant::now(),
+                            },
+                        );
+                        out.push(Delivery {
+                            lease: Lease {
+                                id,
+                                queue: q.clone(),
+                                token,
+                                expires_at: lease_until,
+                            },
+                            envelope: payload,
+                        });
+                    }
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                inner.reaper.notify_one();
+            }
+            if !aside.tags.is_empty() {
+                if let Err(e) = inner.replace(&link, aside.msgs, aside.tags).await {
+                    tracing::warn!(error = %e, "could not set aside deliveries; the broker returns them");
+                } else {
+                    for (q, env) in aside.expired {
+                        if let Some(k) = &env.idempotency_key {
+                            let _ = inner.free_key(&link, &q, k).await;
+                        }
+                    }
+                }
+            }
+            if out.is_empty() && !caught_up {
+                caught_up = true;
+                if inner.broker_ready(&link, queues).await? > 0 {
+                    deadline = deadline.max(tokio::time::Instant::now() + CATCH_UP);
+                }
+            }
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        let (link, held) = self.take_held(leases).await?;
+        let mut statuses = Vec::with_capacity(leases.len());
+        let mut tags = Vec::with_capacity(leases.len());
+        for h in held {
+            let Some(h) = h else {
+                statuses.push(LeaseStatus::Lost);
+                continue;
+            };
+            if let Ok(env) = &h.payload {
+                if let Some(k) = &env.idempotency_key {
+                    self.inner.complete_key(&link, &h.queue, k, &env.id).await?;
+                }
+            }
+            tags.extend(live_tag(&link, &h));
+            statuses.push(LeaseStatus::Held);
+        }
+        message::ack_all(&link.consume, tags).await?;
+        Ok(statuses)
+    }
+
+    async fn retry(&self, lease: &Lease, envelope: &Envelope) -> Result<LeaseStatus> {
+        let mut env = envelope.clone();
+        env.id = lease.id.clone();
+        let msg = message::job(&self.inner.names, &env, Timestamp::now());
+        Ok(match self.settle_one(lease, Some(msg)).await? {
+            Some(_) => LeaseStatus::Held,
+            None => LeaseStatus::Lost,
+        })
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        let (link, held) = self.take_held(leases).await?;
+        let mut msgs = Vec::new();
+        let mut tags = Vec::new();
+        let statuses = held
+            .into_iter()
+            .map(|h| match h {
+                Some(mut h) => {
+                    if let Ok(env) = &mut h.payload {
+                        env.attempt = env.attempt.saturating_sub(1);
+                    }
+                    msgs.push(self.inner.requeue_message(&h));
+                    tags.extend(live_tag(&link, &h));
+                    LeaseStatus::Held
+                }
+                None => LeaseStatus::Lost,
+            })
+            .collect();
+        self.inner.replace(&link, msgs, tags).await?;
+        Ok(statuses)
+    }
+
+    async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<LeaseStatus> {
+        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
+        let Some(h) = held.pop().flatten() else {
+            return Ok(LeaseStatus::Lost);
+        };
+        let body = match &h.payload {
+            Ok(env) => {
+                let mut env = env.clone();
+                env.last_error = Some(reason.to_owned());
+                env.to_bytes()
+            }
+            Err(m) => m.raw.clone(),
+        };
+        let msg = message::dead(&self.inner.names, &h.queue, &lease.id, body, reason);
+        let tags = live_tag(&link, &h).into_iter().collect();
+        self.inner.replace(&link, vec![msg], tags).await?;
+        self.free_key_of(&h).await;
+        Ok(LeaseStatus::Held)
+    }
+
+    async fn expire(&self, lease: &Lease) -> Result<LeaseStatus> {
+        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
+        let Some(h) = held.pop().flatten() else {
+            return Ok(LeaseStatus::Lost);
+        };
+        let body = match &h.payload {
+            Ok(env) => env.to_bytes(),
+            Err(m) => m.raw.clone(),
+        };
+        let msg = expired_marker(&self.inner.names, &h.queue, body);
+        let tags = live_tag(&link, &h).into_iter().collect();
+        self.inner.replace(&link, vec![msg], tags).await?;
+        self.free_key_of(&h).await;
+        Ok(LeaseStatus::Held)
+    }
+
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
+        self.inner.link().await?;
+        let until = Timestamp::now().plus(lease);
+        let mut st = self.inner.lock();
+        let out = leases
+            .iter()
+            .map(|l| {
+                let Some(h) = st.leases.get_mut(&l.token) else {
+                    return LeaseStatus::Lost;
+                };
+                let old = std::mem::replace(&mut h.expires_at, until);
+                st.expiry.remove(&(old, l.token.clone()));
+                st.expiry.insert((until, l.token.clone()));
+                LeaseStatus::Held
+            })
+            .collect();
+        drop(st);
+        self.inner.reaper.notify_one();
+        Ok(out)
+    }
+
+    async fn dead_list(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<DeadJob>> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let out = browse
+            .jobs
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, j)| j.clone())
+            .collect();
+        browse.finish().await;
+        Ok(out)
+    }
+
+    async fn dead_get(&self, queue: &str, id: &JobId) -> Result<Option<DeadJob>> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let out = browse
+            .jobs
+            .iter()
+            .find(|(_, j)| &j.id == id)
+            .map(|(_, j)| j.clone());
+        browse.finish().await;
+        Ok(out)
+    }
+
+    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let now = Timestamp::now();
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if !ids.contains(&job.id) {
+                continue;
+            }
+            let Some(mut env) = job.envelope() else {
+                continue;
+            };
+            env.attempt = 0;
+            env.run_at = now;
+            let step = async {
+                if let Some(k) = &env.idempotency_key {
+                    self.inner.retake_key(&link, queue, k, &env.id).await?;
+                }
+                message::publish_confirmed(
+                    &link.publish,
+                    vec![message::job(&self.inner.names, &env, now)],
+                )
+                .await?;
+                browse.remove(*tag).await
+            };
+            match step.await {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
+    }
+
+    async fn dead_purge(&self, queue: &str, older_than: Option<Duration>) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let Some(age) = older_than else {
+            self.inner.ensure_queue(&link, queue).await?;
+            let ch = link.admin().await?;
+            let n = ch
+                .queue_purge(
+                    self.inner.names.dead(queue).into(),
+                    QueuePurgeOptions::default(),
+                )
+                .await
+                .map_err(from_lapin)?;
+            return Ok(n as usize);
+        };
+        let cutoff = Timestamp(
+            Timestamp::now()
+                .0
+                .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        );
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if job.died_at <= cutoff {
+                if let Err(e) = browse.remove(*tag).await {
+                    result = Err(e);
+                    break;
+                }
+                n += 1;
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
+    }
+
+    async fn stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
+        let inner = &self.inner;
+        let link = inner.link().await?;
+        let mut out = Vec::with_capacity(queues.len());
+        for q in queues {
+            inner.ensure_queue(&link, q).await?;
+            let names = &inner.names;
+            let ch = link.admin().await?;
+            let ready = self.passive_count(&ch, names.work(q)).await?;
+            let scheduled: u64 = futures_util::future::try_join_all(
+                (0..crate::names::LEVELS).map(|k| self.passive_count(&ch, names.level_queue(q, k))),
+            )
+            .await?
+            .into_iter()
+            .sum();
+            let dead = self.passive_count(&ch, names.dead(q)).await?;
+            let expired = self.passive_count(&ch, names.expired(q)).await?;
+            drop(ch);
+            let now = Timestamp::now();
+            let st = inner.lock();
+            let (buffered, oldest) = st.buffers.get(q).map_or((0, None), |buf| {
+                let oldest = buf
+                    .values()
+                    .filter(|b| b.gen == link.gen)
+                    .filter_map(|b| message::parse(&b.data).ok())
+                    .map(|e| e.run_at.min(now))
+                    .min();
+                (buf.len() as u64, oldest)
+            });
+            let in_flight = st.leases.values().filter(|h| &h.queue == q).count() as u64;
+            out.push(QueueStats {
+                queue: q.clone(),
+                ready: ready + buffered,
+                scheduled,
+                in_flight,
+                dead,
+                expired,
+                oldest_ready_age: oldest.map(|at| now.since(at)),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let inner = &self.inner;
+        let link = inner.link().await?;
+        let (ch, deliveries) = crate::dead::collect(
+            &link,
+            &inner.names.registry(),
+            inner.topology().registry_args(),
+        )
+        .await?;
+        let _ = ch.close(200, "browse done".into()).await;
+        let mut names: Vec<String> = deliveries
+            .into_iter()
+            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+            .collect();
+        names.extend(inner.lock().wanted.iter().cloned());
+        names.extend(inner.lock().declared.iter().cloned());
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+/// The delivery tag to settle, if the lease's delivery is on the current
+/// connection; an orphaned lease's redelivery is acked when it arrives.
+fn live_tag(link: &crate::link::Link, held: &Held) -> Option<u64> {
+    (held.gen == link.gen).then_some(held.tag)
+}
+
+/// A record in the queue's expired-job counter.
+fn expired_marker(names: &crate::names::Names, queue: &str, body: Vec<u8>) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.expired(queue),
+        body,
+        props: lapin::BasicProperties::default().with_delivery_mode(2),
+    }
+}
+
+impl fmt::Debug for AmqpBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBackend")
+            .field("config", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,127 @@
+//! Reading a dead-letter queue.
+//!
+//! AMQP has no way to look into a queue without taking messages out. A browse
+//! opens a channel of its own, consumes every message in the dead-letter queue
+//! (prefetch unlimited, manual ack), acks the ones it removes (requeued,
+//! purged, past retention) and closes the channel, which puts the rest back
+//! where they were, in order. It costs one transfer of the whole dead-letter
+//! queue (at most `dead_max` messages), so it is for operators, not hot paths.
+
+use crate::error::from_lapin;
+use crate::inner::Inner;
+use crate::link::Link;
+use crate::message::{self, DIED_AT, REASON};
+use jobsmith_core::{DeadJob, JobId, Result, Timestamp};
+use lapin::message::DeliveryResult;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a browse waits for the next message before it takes what it has.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A dead-letter queue's messages, oldest first, held on their own channel.
+pub(crate) struct Browse {
+    pub(crate) channel: Channel,
+    pub(crate) jobs: Vec<(u64, DeadJob)>,
+}
+
+impl Browse {
+    /// Removes one message for good.
+    pub(crate) async fn remove(&self, tag: u64) -> Result<()> {
+        self.channel
+            .basic_ack(tag, BasicAckOptions::default())
+            .await
+            .map_err(from_lapin)
+    }
+
+    /// Puts back what was not removed.
+    pub(crate) async fn finish(self) {
+        let _ = self.channel.close(200, "browse done".into()).await;
+    }
+}
+
+/// Every message of `queue` (as many as it held when the browse began).
+pub(crate) async fn collect(
+    link: &Link,
+    queue: &str,
+    args: FieldTable,
+) -> Result<(Channel, Vec<lapin::message::Delivery>)> {
+    let ch = link.scratch().await?;
+    let declared = ch
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(from_lapin)?;
+    let n = declared.message_count() as usize;
+    let mut got = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok((ch, got));
+    }
+    ch.basic_qos(0, BasicQosOptions { global: false })
+        .await
+        .map_err(from_lapin)?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(from_lapin)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    consumer.set_delegate(move |d: DeliveryResult| {
+        let tx = tx.clone();
+        async move {
+            if let Ok(Some(d)) = d {
+                let _ = tx.send(d);
+            }
+        }
+    });
+    while got.len() < n {
+        match tokio::time::timeout(QUIET, rx.recv()).await {
+            Ok(Some(d)) => got.push(d),
+            _ => break,
+        }
+    }
+    // The delegate may run out of order; delivery tags count up in queue order.
+    got.sort_by_key(|d| d.delivery_tag);
+    Ok((ch, got))
+}
+
+impl Inner {
+    /// Browses the dead-letter queue of `q`, dropping what is past `dead_max_age`.
+    pub(crate) async fn browse_dead(self: &Arc<Self>, link: &Link, q: &str) -> Result<Browse> {
+        self.ensure_queue(link, q).await?;
+        let (channel, deliveries) =
+            collect(link, &self.names.dead(q), self.topology().dead_args()).await?;
+        let oldest = Timestamp(Timestamp::now().0.saturating_sub(
+            u64::try_from(self.cfg.settings.dead_max_age.as_millis()).unwrap_or(u64::MAX),
+        ));
+        let mut browse = Browse {
+            channel,
+            jobs: Vec::with_capacity(deliveries.len()),
+        };
+        for d in deliveries {
+            let job = DeadJob {
+                id: d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map_or_else(JobId::new, |id| JobId::from(id.as_str())),
+                queue: q.to_owned(),
+                reason: message::header_text(&d.properties, REASON).unwrap_or_default(),
+                died_at: Timestamp(message::header_u64(&d.properties, DIED_AT).unwrap_or(0)),
+                raw: d.data,
+            };
+            if job.died_at < oldest {
+                browse.remove(d.delivery_tag).await?;
+                continue;
+            }
+            browse.jobs.push((d.delivery_tag, job));
+        }
+        Ok(browse)
+    }
+}

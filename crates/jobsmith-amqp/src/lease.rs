@@ -1,0 +1,80 @@
+//! Leases on top of unacknowledged deliveries: expiry, fencing, reconnects.
+//!
+//! The broker holds a delivered message until it is acked or its channel
+//! closes; the lease (a token, an expiry) lives in this process. When a lease
+//! runs out, the reaper republishes the job to its work queue with the lost
+//! attempt counted and acks the delivery, and the token is gone: every later
+//! operation with it is refused. A lease whose connection died is kept as an
+//! orphan: if the broker redelivers the job to this process, the lease moves
+//! onto the new delivery, so the worker can still settle it.
+
+use crate::inner::Inner;
+use crate::message::{self, Outgoing};
+use crate::state::Held;
+use jobsmith_core::Timestamp;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+impl Inner {
+    /// The message that puts a held job back in line, ready now, as it stands.
+    pub(crate) fn requeue_message(&self, held: &Held) -> Outgoing {
+        match &held.payload {
+            Ok(env) => {
+                let mut env = env.clone();
+                env.run_at = env.run_at.min(Timestamp::now());
+                message::job(&self.names, &env, Timestamp::now())
+            }
+            Err(m) => message::raw(&self.names, &held.queue, m.raw.clone(), held.priority),
+        }
+    }
+
+    /// Requeues the jobs whose leases ran out; returns when the next one will.
+    async fn reap(self: &Arc<Self>) -> Option<Timestamp> {
+        let now = Timestamp::now();
+        let expired: Vec<Held> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            while let Some((at, _)) = st.expiry.first() {
+                if *at > now {
+                    break;
+                }
+                let (_, token) = st.expiry.pop_first().expect("checked non-empty");
+                if let Some(h) = st.leases.remove(&token) {
+                    st.forget(&h);
+                    out.push(h);
+                }
+            }
+            out
+        };
+        if !expired.is_empty() {
+            if let Some(link) = self.current() {
+                let live: Vec<&Held> = expired.iter().filter(|h| h.gen == link.gen).collect();
+                let msgs = live.iter().map(|h| self.requeue_message(h)).collect();
+                let tags = live.iter().map(|h| h.tag).collect();
+                if let Err(e) = self.replace(&link, msgs, tags).await {
+                    tracing::warn!(error = %e, "could not requeue jobs whose lease ran out; the broker returns them");
+                }
+                tracing::debug!(count = live.len(), "leases ran out; jobs requeued");
+            }
+        }
+        self.lock().expiry.first().map(|(at, _)| *at)
+    }
+}
+
+/// Runs [`Inner::reap`] whenever a lease may have run out. Ends when the backend is dropped.
+pub(crate) async fn reaper(weak: Weak<Inner>, notify: Arc<Notify>) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = {
+            let Some(inner) = weak.upgrade() else { return };
+            inner.reap().await
+        };
+        let sleep = next.map_or(Duration::from_secs(1), |at| {
+            at.until_now() + Duration::from_millis(1)
+        });
+        let _ = tokio::time::timeout(sleep.min(Duration::from_secs(1)), notified).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! Messages on the wire: building them from envelopes, publishing them with
+//! confirms, and reading deliveries back.
+
+use crate::error::from_lapin;
+use crate::names::{self, Names};
+use futures_util::future::join_all;
+use jobsmith_core::{Envelope, Error, JobId, Malformed, Result, Timestamp};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel};
+use std::time::Duration;
+
+/// How long a publish may wait for the broker's confirm before it counts as lost.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Header naming why a job died.
+pub(crate) const REASON: &str = "x-jobsmith-reason";
+/// Header with the instant, in ms since the epoch, a job died.
+pub(crate) const DIED_AT: &str = "x-jobsmith-died-at";
+
+/// One message to publish.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) props: BasicProperties,
+}
+
+/// What the broker said about one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmed {
+    /// Stored.
+    Ack,
+    /// No queue took it (only for mandatory publishes).
+    Unroutable,
+    /// Refused, such as by a full queue with `x-overflow: reject-publish`.
+    Nack,
+}
+
+/// Properties of a persistent job message.
+pub(crate) fn job_props(id: &str, priority: u8) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_priority(priority)
+        .with_message_id(id.into())
+        .with_content_type("application/json".into())
+}
+
+/// A job envelope, to its work queue now or through the delay levels.
+pub(crate) fn job(names: &Names, env: &Envelope, now: Timestamp) -> Outgoing {
+    let body = env.to_bytes();
+    let mut props = job_props(env.id.as_str(), names::broker_priority(env.priority));
+    let delay = env.run_at.since(now);
+    if delay >= Duration::from_millis(1) {
+        let ms = u64::try_from(delay.min(names::max_delay()).as_millis()).unwrap_or(u64::MAX);
+        return Outgoing {
+            exchange: names.level_exchange(names::LEVELS - 1),
+            routing_key: names::delay_key(ms, &env.queue),
+            body,
+            props,
+        };
+    }
+    if let Some(at) = env.expires_at {
+        // The broker drops (and counts, via the expired queue) what runs out in line.
+        let left = at
+            .since(now)
+            .as_millis()
+            .min(u128::from(crate::topology::MAX_TTL_MS));
+        props = props.with_expiration(left.to_string().into());
+    }
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.work(&env.queue),
+        body,
+        props,
+    }
+}
+
+/// Raw bytes back into a queue, ready now, as they were.
+pub(crate) fn raw(names: &Names, queue: &str, body: Vec<u8>, priority: u8) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.work(queue),
+        body,
+        props: BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_priority(priority),
+    }
+}
+
+/// A job to its queue's dead-letter queue, with the reason in headers.
+pub(crate) fn dead(
+    names: &Names,
+    queue: &str,
+    id: &JobId,
+    body: Vec<u8>,
+    reason: &str,
+) -> Outgoing {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        REASON.into(),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    headers.insert(
+        DIED_AT.into(),
+        AMQPValue::LongLongInt(i64::try_from(Timestamp::now().as_millis()).unwrap_or(i64::MAX)),
+    );
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.dead(queue),
+        body,
+        props: BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(id.as_str().into())
+            .with_headers(headers),
+    }
+}
+
+/// Publishes every message, then waits for every confirm: one round trip for the batch.
+pub(crate) async fn publish_all(
+    ch: &Channel,
+    msgs: Vec<Outgoing>,
+    mandatory: bool,
+) -> Result<Vec<Confirmed>> {
+    // Each publish queues its frames when first polled, so polling them all
+    // in order pipelines the batch while keeping its order on the wire.
+    let sends = msgs.iter().map(|m| {
+        ch.basic_publish(
+            m.exchange.as_str().into(),
+            m.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            &m.body,
+            m.props.clone(),
+        )
+    });
+    let pending = join_all(sends).await;
+    let mut confirms = Vec::with_capacity(pending.len());
+    for p in pending {
+        confirms.push(p.map_err(from_lapin)?);
+    }
+    let answers = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
+        .await
+        .map_err(|_| Error::Timeout(CONFIRM_TIMEOUT))?;
+    let mut out = Vec::with_capacity(answers.len());
+    for c in answers {
+        out.push(match c.map_err(from_lapin)? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Confirmed::Ack,
+            Confirmation::Ack(Some(_)) => Confirmed::Unroutable,
+            Confirmation::Nack(_) => Confirmed::Nack,
+        });
+    }
+    Ok(out)
+}
+
+/// Acks deliveries, pipelined.
+pub(crate) async fn ack_all(ch: &Channel, tags: impl IntoIterator<Item = u64>) -> Result<()> {
+    let acks = tags
+        .into_iter()
+        .map(|t| ch.basic_ack(t, lapin::options::BasicAckOptions::default()));
+    for r in join_all(acks).await {
+        r.map_err(from_lapin)?;
+    }
+    Ok(())
+}
+
+/// Publishes and requires every message to be stored.
+pub(crate) async fn publish_confirmed(ch: &Channel, msgs: Vec<Outgoing>) -> Result<()> {
+    for c in publish_all(ch, msgs, true).await? {
+        match c {
+            Confirmed::Ack => {}
+            Confirmed::Unroutable => {
+                return Err(Error::Backend(
+                    "the broker could route a message to no queue: was the topology deleted?"
+                        .into(),
+                ))
+            }
+            Confirmed::Nack => return Err(Error::Backend("the broker refused a message".into())),
+        }
+    }
+    Ok(())
+}
+
+/// A payload as an envelope, or why it is not one.
+pub(crate) fn parse(data: &[u8]) -> std::result::Result<Envelope, Malformed> {
+    Envelope::from_bytes(data).map_err(|e| Malformed {
+        raw: data.to_vec(),
+        reason: format!("payload is not a job envelope: {e}"),
+    })
+}
+
+/// A text header's value.
+pub(crate) fn header_text(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// An integer header's value.
+pub(crate) fn header_u64(props: &BasicProperties, key: &str) -> Option<u64> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
+    }
+}

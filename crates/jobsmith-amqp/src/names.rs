@@ -1,0 +1,164 @@
+//! How jobsmith names and addresses things on the broker.
+//!
+//! For a prefix `p` and a queue `q`: the work queue `p.q`, its dead-letter
+//! queue `p.q.dead`, its expired-job counter `p.q.expired`, its delay levels
+//! `p.q.delay.00` to `p.q.delay.35`, and idempotency key queues
+//! `p.q.key.<hash>` / `p.q.done.<hash>`. Exchanges `p.delay.00`..`p.delay.35`
+//! and `p.due` are shared by every queue of the prefix.
+
+use std::time::Duration;
+
+/// Delay levels: level `k` holds a message for 2^k ms, so any delay up to
+/// 2^36 ms (about 795 days) is a sum of levels, one per set bit.
+pub(crate) const LEVELS: u32 = 36;
+
+/// The broker priority range: `x-max-priority` of work queues.
+pub(crate) const MAX_PRIORITY: u8 = 10;
+
+/// Names for one prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(crate) fn work(&self, q: &str) -> String {
+        format!("{}.{q}", self.prefix)
+    }
+
+    pub(crate) fn dead(&self, q: &str) -> String {
+        format!("{}.{q}.dead", self.prefix)
+    }
+
+    pub(crate) fn expired(&self, q: &str) -> String {
+        format!("{}.{q}.expired", self.prefix)
+    }
+
+    pub(crate) fn level_queue(&self, q: &str, k: u32) -> String {
+        format!("{}.{q}.delay.{k:02}", self.prefix)
+    }
+
+    pub(crate) fn level_exchange(&self, k: u32) -> String {
+        format!("{}.delay.{k:02}", self.prefix)
+    }
+
+    /// Where a message goes when its last delay level lets it go.
+    pub(crate) fn due_exchange(&self) -> String {
+        format!("{}.due", self.prefix)
+    }
+
+    /// Where level `k` dead-letters to: the next level down, or the due exchange.
+    pub(crate) fn after_level(&self, k: u32) -> String {
+        if k == 0 {
+            self.due_exchange()
+        } else {
+            self.level_exchange(k - 1)
+        }
+    }
+
+    pub(crate) fn hold(&self, q: &str, key: &str) -> String {
+        format!("{}.{q}.key.{}", self.prefix, hash_hex(key.as_bytes()))
+    }
+
+    pub(crate) fn done(&self, q: &str, key: &str) -> String {
+        format!("{}.{q}.done.{}", self.prefix, hash_hex(key.as_bytes()))
+    }
+
+    /// The queue that remembers which queues exist.
+    pub(crate) fn registry(&self) -> String {
+        format!("{}._queues", self.prefix)
+    }
+}
+
+/// The routing key of a delayed message: one word per level, most significant
+/// first (`1` = wait in that level), then the queue's hash as the last word.
+pub(crate) fn delay_key(delay_ms: u64, q: &str) -> String {
+    let mut key = String::with_capacity(2 * LEVELS as usize + 33);
+    for k in (0..LEVELS).rev() {
+        key.push(if delay_ms >> k & 1 == 1 { '1' } else { '0' });
+        key.push('.');
+    }
+    key.push_str(&hash_hex(q.as_bytes()));
+    key
+}
+
+/// The largest delay one trip through the levels can give.
+pub(crate) fn max_delay() -> Duration {
+    Duration::from_millis((1u64 << LEVELS) - 1)
+}
+
+/// The binding pattern that matches bit `k` = `bit` and any queue (`q = None`) or one queue.
+pub(crate) fn level_pattern(k: u32, bit: char, q: Option<&str>) -> String {
+    let mut p = String::with_capacity(2 * LEVELS as usize + 33);
+    for i in (0..LEVELS).rev() {
+        p.push(if i == k { bit } else { '*' });
+        p.push('.');
+    }
+    match q {
+        Some(q) => p.push_str(&hash_hex(q.as_bytes())),
+        None => p.push('*'),
+    }
+    p
+}
+
+/// The due exchange's binding for a queue: any bits, then the queue's hash.
+pub(crate) fn due_pattern(q: &str) -> String {
+    let mut p = "*.".repeat(LEVELS as usize);
+    p.push_str(&hash_hex(q.as_bytes()));
+    p
+}
+
+/// jobsmith priority to broker priority: below 0 → 0, 0 → 1, 1..=9 → 2..=10, above → 10.
+pub(crate) fn broker_priority(p: i32) -> u8 {
+    u8::try_from(p.saturating_add(1).clamp(0, i32::from(MAX_PRIORITY))).unwrap_or(MAX_PRIORITY)
+}
+
+/// A stable 128-bit hash (two FNV-1a 64 passes), as 32 hex digits: short,
+/// and safe in queue names and routing-key words whatever the input.
+pub(crate) fn hash_hex(bytes: &[u8]) -> String {
+    let fnv = |seed: u64| {
+        let mut h = seed;
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_keep_their_order() {
+        assert!(broker_priority(-1) < broker_priority(0));
+        assert!(broker_priority(0) < broker_priority(5));
+        assert!(broker_priority(5) < broker_priority(9));
+        assert_eq!(broker_priority(i32::MAX), MAX_PRIORITY);
+        assert_eq!(broker_priority(i32::MIN), 0);
+    }
+
+    #[test]
+    fn delay_keys_match_their_level_patterns() {
+        let key = delay_key(0b101, "q");
+        let words: Vec<&str> = key.split('.').collect();
+        assert_eq!(words.len(), LEVELS as usize + 1);
+        assert_eq!(words[LEVELS as usize - 1], "1");
+        assert_eq!(words[LEVELS as usize - 2], "0");
+        assert_eq!(words[LEVELS as usize - 3], "1");
+        let pat = level_pattern(2, '1', Some("q"));
+        assert_eq!(pat.split('.').count(), LEVELS as usize + 1);
+    }
+}

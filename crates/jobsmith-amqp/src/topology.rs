@@ -1,0 +1,203 @@
+//! Declaring queues, exchanges and bindings, idempotently.
+//!
+//! Shared per prefix (declared once per connection): the delay-level topic
+//! exchanges `p.delay.35` .. `p.delay.00`, each bound to the next one down for
+//! messages whose bit at that level is 0, and the due exchange `p.due`.
+//! Per queue (declared when a process first uses it, on each connection): the
+//! work queue, its dead-letter and expired queues, and its 36 delay-level
+//! queues, each with a TTL of 2^k ms that dead-letters to the next level.
+
+use crate::config::AmqpConfig;
+use crate::error::from_lapin;
+use crate::names::{self, Names, LEVELS, MAX_PRIORITY};
+use futures_util::future::try_join_all;
+use jobsmith_core::Result;
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// The broker's limit for TTL arguments: 2^32 - 1 ms (about 49.7 days).
+pub(crate) const MAX_TTL_MS: u64 = u32::MAX as u64;
+
+/// Argument tables for each kind of queue.
+pub(crate) struct Topology<'a> {
+    pub(crate) cfg: &'a AmqpConfig,
+    pub(crate) names: &'a Names,
+}
+
+fn text(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}
+
+fn ms(d: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(
+        i64::try_from(d.as_millis().min(u128::from(MAX_TTL_MS))).unwrap_or(i64::MAX),
+    )
+}
+
+impl Topology<'_> {
+    fn base(&self, quorum: bool) -> FieldTable {
+        let mut t = FieldTable::default();
+        if quorum && self.cfg.quorum {
+            t.insert("x-queue-type".into(), text("quorum"));
+        }
+        if let Some(e) = self.cfg.expires {
+            t.insert("x-expires".into(), ms(e));
+        }
+        t
+    }
+
+    pub(crate) fn work_args(&self, q: &str) -> FieldTable {
+        let mut t = self.base(true);
+        if !self.cfg.quorum {
+            t.insert(
+                "x-max-priority".into(),
+                AMQPValue::ShortShortUInt(MAX_PRIORITY),
+            );
+        }
+        // Jobs whose per-message TTL runs out in the queue are counted, not lost.
+        t.insert("x-dead-letter-exchange".into(), text(""));
+        t.insert(
+            "x-dead-letter-routing-key".into(),
+            text(&self.names.expired(q)),
+        );
+        t
+    }
+
+    pub(crate) fn dead_args(&self) -> FieldTable {
+        let s = &self.cfg.settings;
+        let mut t = self.base(true);
+        t.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::try_from(s.dead_max).unwrap_or(i64::MAX)),
+        );
+        if s.dead_max_age.as_millis() <= u128::from(MAX_TTL_MS) {
+            t.insert("x-message-ttl".into(), ms(s.dead_max_age));
+        }
+        t
+    }
+
+    pub(crate) fn expired_args(&self) -> FieldTable {
+        let mut t = self.base(true);
+        if !self.cfg.quorum {
+            t.insert("x-queue-mode".into(), text("lazy"));
+        }
+        t
+    }
+
+    fn level_args(&self, k: u32) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1i64 << k));
+        t.insert(
+            "x-dead-letter-exchange".into(),
+            text(&self.names.after_level(k)),
+        );
+        t
+    }
+
+    /// The registry of queue names: one small message per queue and process start.
+    pub(crate) fn registry_args(&self) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert("x-max-length".into(), AMQPValue::LongLongInt(10_000));
+        t
+    }
+
+    /// An idempotency key held by a queued or running job: one message at most,
+    /// a second publish is refused (nacked).
+    pub(crate) fn hold_args(&self) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        t.insert("x-overflow".into(), text("reject-publish"));
+        t
+    }
+
+    /// A completed job's key: one message, kept `unique_for`; the queue goes
+    /// away a minute after that if nobody touches it.
+    pub(crate) fn done_args(&self) -> FieldTable {
+        let mut t = FieldTable::default();
+        t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        t.insert(
+            "x-expires".into(),
+            ms(self.cfg.settings.unique_for + Duration::from_secs(60)),
+        );
+        t
+    }
+
+    /// The exchanges and bindings every queue of the prefix shares.
+    pub(crate) async fn declare_shared(&self, ch: &Channel) -> Result<()> {
+        let opts = ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: self.cfg.expires.is_some(),
+            ..ExchangeDeclareOptions::default()
+        };
+        let mut exchanges: Vec<String> =
+            (0..LEVELS).map(|k| self.names.level_exchange(k)).collect();
+        exchanges.push(self.names.due_exchange());
+        // Requests on one channel are answered in order: send them all, then read the answers.
+        try_join_all(exchanges.into_iter().map(|x| {
+            ch.exchange_declare(x.into(), ExchangeKind::Topic, opts, FieldTable::default())
+        }))
+        .await
+        .map_err(from_lapin)?;
+        // A zero bit at level k skips the level: on to the next exchange down.
+        try_join_all((0..LEVELS).map(|k| {
+            ch.exchange_bind(
+                self.names.after_level(k).into(),
+                self.names.level_exchange(k).into(),
+                names::level_pattern(k, '0', None).into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+        }))
+        .await
+        .map_err(from_lapin)?;
+        Ok(())
+    }
+
+    /// Everything one queue needs; returns the work queue's ready count.
+    pub(crate) async fn declare_queue(&self, ch: &Channel, q: &str) -> Result<u32> {
+        let n = &self.names;
+        let durable = QueueDeclareOptions::durable();
+        let work = n.work(q);
+        ch.queue_declare(n.expired(q).into(), durable, self.expired_args())
+            .await
+            .map_err(from_lapin)?;
+        ch.queue_declare(n.dead(q).into(), durable, self.dead_args())
+            .await
+            .map_err(from_lapin)?;
+        let declared = ch
+            .queue_declare(work.as_str().into(), durable, self.work_args(q))
+            .await
+            .map_err(from_lapin)?;
+        ch.queue_bind(
+            work.as_str().into(),
+            n.due_exchange().into(),
+            names::due_pattern(q).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(from_lapin)?;
+        try_join_all(
+            (0..LEVELS)
+                .map(|k| ch.queue_declare(n.level_queue(q, k).into(), durable, self.level_args(k))),
+        )
+        .await
+        .map_err(from_lapin)?;
+        try_join_all((0..LEVELS).map(|k| {
+            ch.queue_bind(
+                n.level_queue(q, k).into(),
+                n.level_exchange(k).into(),
+                names::level_pattern(k, '1', Some(q)).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+        }))
+        .await
+        .map_err(from_lapin)?;
+        Ok(declared.message_count())
+    }
+}
