@@ -31,6 +31,8 @@
 mod connect;
 
 pub use connect::{connect, Connect};
+#[cfg(feature = "amqp")]
+pub use jobsmith_amqp as amqp;
 pub use jobsmith_core::{
     in_hours, in_minutes, in_seconds, testing, trace, App, Backend, Backoff, DeadJob, Enqueue,
     Envelope, Error, Failure, Jitter, Job, JobContext, JobDef, JobId, JobOptions, MemoryBackend,
@@ -40,8 +42,6 @@ pub use jobsmith_core::{
 pub use jobsmith_macros::job;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;
-#[cfg(feature = "amqp")]
-pub use jobsmith_amqp as amqp;
 
 /// Everything a job module and a `main` need: `use jobsmith::prelude::*;`.
 pub mod prelude {
