@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --example quickstart                                   # in-process memory backend
 //! JOBSMITH_URL=redis://127.0.0.1:6379 cargo run --example quickstart --features redis
+//! JOBSMITH_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example quickstart --features amqp
 //! ```
 #![allow(clippy::print_stdout)]
 

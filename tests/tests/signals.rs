@@ -1,6 +1,7 @@
 //! `worker.run()` stops on SIGINT and SIGTERM: it stops reserving, lets
 //! running jobs finish within the grace period, releases the rest, and returns.
 //! The worker runs in a child process (this test binary, re-executed).
+#![allow(clippy::print_stdout)] // the child reports to the parent on stdout
 
 use jobsmith::prelude::*;
 use std::io::{BufRead, BufReader};
