@@ -186,6 +186,9 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         if backend == "redis" {
             redis_ceiling();
         }
+        if backend == "sqs" {
+            sqs_raw_rate(&rt, &url, jobs, all.last());
+        }
     }
     if opts.json {
         let objs: Vec<serde_json::Value> = all.iter().map(to_json).collect();
@@ -400,5 +403,24 @@ fn redis_ceiling() {
                 .for_each(|l| eprintln!("bench:   {}", l.trim())),
             Err(e) => eprintln!("bench:   redis-benchmark could not run: {e}"),
         }
+    }
+}
+
+/// Prints the raw AWS SDK rate against the same endpoint, and jobsmith's share of it:
+/// moto, not jobsmith, is the bottleneck there (moto is not AWS).
+fn sqs_raw_rate(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Option<&Figures>) {
+    let n = usize::try_from(jobs).unwrap_or(usize::MAX);
+    match rt.block_on(jobsmith::sqs::raw_rate(url, n)) {
+        Ok((send, recv)) => {
+            eprintln!("bench: sqs raw SDK on the same endpoint: batched send {send:.0}/s, receive+delete {recv:.0}/s");
+            if let Some(f) = ours.filter(|f| f.backend == "sqs") {
+                eprintln!(
+                    "bench: jobsmith reaches {:.0}% of the raw send rate and {:.0}% of the raw receive+delete rate",
+                    100.0 * f.enqueue_per_s / send,
+                    100.0 * f.drain_per_s / recv
+                );
+            }
+        }
+        Err(e) => eprintln!("bench: sqs raw rate could not be measured: {e}"),
     }
 }

@@ -120,8 +120,11 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
         quote_spanned!(output.span()=> <#output as #into_job_result>::into_job_result);
     // A future that is not `Send` is an error at the function's name; the
     // runner awaits this boxed future, so that there is one such error.
-    let boxed_call = quote_spanned!(name.span()=> #p::Box::pin(#name::call(#(#all_idents),*)));
-    let box_pin = quote_spanned!(name.span()=> #p::Box::pin);
+    let boxed_call = {
+        let box_pin = respan(quote!(#p::Box::pin), name.span());
+        quote_spanned!(name.span()=> #box_pin(#name::call(#(#all_idents),*)))
+    };
+    let box_pin = respan(quote!(#p::Box::pin), name.span());
     let delay = Ident::new("delay", name.span());
     let schedule = Ident::new("schedule", name.span());
     let serde_path = format!("{}::serde", p).replace(' ', "");

@@ -24,6 +24,8 @@ pub async fn connect(url: impl AsRef<str>) -> Result<App> {
         "memory" => App::connect_memory(url)?,
         #[cfg(feature = "redis")]
         "redis" | "rediss" => App::new(jobsmith_redis::RedisBackend::connect(url).await?),
+        #[cfg(feature = "sqs")]
+        "sqs" => App::new(jobsmith_sqs::SqsBackend::connect(url).await?),
         #[cfg(feature = "amqp")]
         "amqp" | "amqps" => App::new(jobsmith_amqp::AmqpBackend::connect(url).await?),
         other => {

@@ -42,6 +42,8 @@ pub use jobsmith_core::{
 pub use jobsmith_macros::job;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;
+#[cfg(feature = "sqs")]
+pub use jobsmith_sqs as sqs;
 
 /// Everything a job module and a `main` need: `use jobsmith::prelude::*;`.
 pub mod prelude {

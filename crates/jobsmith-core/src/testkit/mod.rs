@@ -59,6 +59,11 @@ pub struct Approximations {
     /// Priority holds between batches but not strictly within one receive
     /// (SQS: one queue per level, polled highest first).
     pub priority_between_batches_only: bool,
+    /// The broker cannot tell how long its oldest ready job has waited
+    /// without receiving it (SQS: `GetQueueAttributes` has no such
+    /// attribute, and a receive counts as a delivery), so stats report
+    /// `oldest_ready_age: None` rather than a guess.
+    pub oldest_ready_age_unknown: bool,
 }
 
 /// Ways to hurt a backend under test.

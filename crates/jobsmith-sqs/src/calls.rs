@@ -1,0 +1,253 @@
+//! The SQS requests the backend makes, batched ten entries to a call.
+
+use crate::codec::Outgoing;
+use crate::error::from_sdk;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use futures_util::future::join_all;
+use jobsmith_core::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// SQS takes at most ten entries in one batch call.
+pub(crate) const BATCH: usize = 10;
+
+/// SQS's longest per-message delay: 15 minutes.
+pub(crate) const MAX_DELAY: u64 = 900;
+
+/// One message to send.
+#[derive(Debug)]
+pub(crate) struct Send {
+    pub(crate) out: Outgoing,
+    /// Whole seconds to keep it hidden (standard queues only).
+    pub(crate) delay: u64,
+    /// FIFO message group and deduplication id.
+    pub(crate) fifo: Option<(String, String)>,
+}
+
+/// Splits `sends` into batches of at most ten whose sizes add up to at most `budget`.
+fn batches(sends: &[Send], budget: usize) -> Vec<&[Send]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut total = 0;
+    for (i, s) in sends.iter().enumerate() {
+        let size = s.out.size();
+        if i > start && (i - start == BATCH || total + size > budget) {
+            out.push(&sends[start..i]);
+            start = i;
+            total = 0;
+        }
+        total += size;
+    }
+    if start < sends.len() {
+        out.push(&sends[start..]);
+    }
+    out
+}
+
+/// Sends `sends` to `url` in order, one batch call after another.
+pub(crate) async fn send(client: &Client, url: &str, sends: &[Send], budget: usize) -> Result<()> {
+    for chunk in batches(sends, budget) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(s.out.body.clone())
+                    .set_message_attributes(s.out.sdk_attributes());
+                match &s.fifo {
+                    Some((group, dedup)) => {
+                        e = e
+                            .message_group_id(group.clone())
+                            .message_deduplication_id(dedup.clone());
+                    }
+                    None if s.delay > 0 => {
+                        e = e.delay_seconds(i32::try_from(s.delay.min(MAX_DELAY)).unwrap_or(900));
+                    }
+                    None => {}
+                }
+                e.build().map_err(|e| Error::Backend(format!("sqs: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| from_sdk("SendMessageBatch", e))?;
+        if let Some(f) = out.failed().first() {
+            return Err(Error::Backend(format!(
+                "sqs SendMessageBatch: {} of {} messages refused: {}: {}",
+                out.failed().len(),
+                chunk.len(),
+                f.code(),
+                f.message().unwrap_or("")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes messages from `url`; for each receipt, whether SQS accepted it.
+pub(crate) async fn delete(client: &Client, url: &str, receipts: &[&str]) -> Result<Vec<bool>> {
+    let calls = receipts.chunks(BATCH).map(|chunk| async move {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*r)
+                    .build()
+                    .map_err(|e| Error::Backend(format!("sqs: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = client
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| from_sdk("DeleteMessageBatch", e))?;
+        let mut ok = vec![true; chunk.len()];
+        for f in out.failed() {
+            if let Some(slot) = f.id().parse::<usize>().ok().and_then(|i| ok.get_mut(i)) {
+                *slot = false;
+            }
+        }
+        Ok::<_, Error>(ok)
+    });
+    let mut all = Vec::with_capacity(receipts.len());
+    for r in join_all(calls).await {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// Sets the visibility timeout of messages in `url`; for each, whether SQS accepted it.
+pub(crate) async fn change_visibility(
+    client: &Client,
+    url: &str,
+    receipts: &[&str],
+    seconds: u64,
+) -> Result<Vec<bool>> {
+    let seconds = i32::try_from(seconds.min(43_200)).unwrap_or(43_200);
+    let calls = receipts.chunks(BATCH).map(|chunk| async move {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*r)
+                    .visibility_timeout(seconds)
+                    .build()
+                    .map_err(|e| Error::Backend(format!("sqs: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = client
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| from_sdk("ChangeMessageVisibilityBatch", e))?;
+        let mut ok = vec![true; chunk.len()];
+        for f in out.failed() {
+            if let Some(slot) = f.id().parse::<usize>().ok().and_then(|i| ok.get_mut(i)) {
+                *slot = false;
+            }
+        }
+        Ok::<_, Error>(ok)
+    });
+    let mut all = Vec::with_capacity(receipts.len());
+    for r in join_all(calls).await {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// Receives up to `max` (at most ten) messages from `url`, hiding them for
+/// `visibility`; returns them with the instant the request was sent.
+pub(crate) async fn receive(
+    client: &Client,
+    url: &str,
+    max: usize,
+    wait: Duration,
+    visibility: u64,
+) -> Result<(Vec<Message>, Instant)> {
+    let sent = Instant::now();
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(10))
+        .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+        .visibility_timeout(i32::try_from(visibility.min(43_200)).unwrap_or(43_200))
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_system_attribute_names(
+            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+        )
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| from_sdk("ReceiveMessage", e))?;
+    Ok((out.messages.unwrap_or_default(), sent))
+}
+
+/// Messages in `url`: (visible, in flight, delayed).
+pub(crate) async fn counts(client: &Client, url: &str) -> Result<(u64, u64, u64)> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| from_sdk("GetQueueAttributes", e))?;
+    let get = |name: QueueAttributeName| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    ))
+}
+
+/// Whole seconds SQS should wait for `d`, rounded up, at least one.
+pub(crate) fn whole_seconds_up(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(n: usize) -> Send {
+        Send {
+            out: Outgoing::text("x".repeat(n)),
+            delay: 0,
+            fifo: None,
+        }
+    }
+
+    #[test]
+    fn batches_hold_ten_and_fit_the_budget() {
+        let sends: Vec<Send> = (0..25).map(|_| sized(10)).collect();
+        let lens: Vec<usize> = batches(&sends, 1000).iter().map(|b| b.len()).collect();
+        assert_eq!(lens, vec![10, 10, 5]);
+        let sends: Vec<Send> = [100, 100, 900, 50, 1000].into_iter().map(sized).collect();
+        let lens: Vec<usize> = batches(&sends, 1000).iter().map(|b| b.len()).collect();
+        assert_eq!(lens, vec![2, 2, 1], "a batch never goes over the budget");
+    }
+}

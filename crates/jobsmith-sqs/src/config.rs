@@ -1,0 +1,164 @@
+//! [`SqsConfig`]: what an `sqs://` URL says.
+
+use jobsmith_core::{query_pairs, split_scheme, Error, Result, Settings};
+
+/// The queue-name prefix used when the URL names none.
+pub const DEFAULT_PREFIX: &str = "jobsmith";
+
+/// SQS's own limit on one message, in bytes, counted as SQS counts them
+/// (the body's UTF-8 bytes plus every message attribute's name, type and value).
+pub const SQS_MESSAGE_LIMIT: usize = 262_144;
+
+/// How an [`SqsBackend`](crate::SqsBackend) reaches SQS and names its queues.
+///
+/// Written as a URL:
+/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50`
+/// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
+/// `unique_for`, `max_payload`). Credentials never appear in the URL: they
+/// come from the standard AWS chain (environment, profile, web identity,
+/// container or instance role).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqsConfig {
+    /// The AWS region, such as `us-east-1`.
+    pub region: String,
+    /// Every queue this backend creates or uses is named `<prefix>-...`.
+    pub prefix: String,
+    /// An endpoint to use instead of AWS's (moto, LocalStack, ElasticMQ).
+    pub endpoint: Option<String>,
+    /// Use FIFO queues (`.fifo`): message group and deduplication id come
+    /// from the job's idempotency key, or its id when it has none.
+    pub fifo: bool,
+    /// A message received this many times without being settled (its
+    /// workers kept dying) is moved to the dead-letter queue by SQS's own
+    /// redrive policy. Default 50.
+    pub max_receives: u32,
+    /// The settings every backend honours.
+    pub settings: Settings,
+}
+
+impl SqsConfig {
+    /// A configuration for `region` with the default prefix and settings.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            endpoint: None,
+            fifo: false,
+            max_receives: 50,
+            settings: Settings::default(),
+        }
+    }
+
+    /// Reads an `sqs://<region>?...` URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = split_scheme(url)?;
+        if scheme != "sqs" {
+            return Err(Error::Config(format!("`{scheme}://` is not an sqs:// URL")));
+        }
+        let authority = rest.split(['?', '/']).next().unwrap_or("");
+        if authority.is_empty() {
+            return Err(Error::Config(
+                "an sqs:// URL names its region: `sqs://us-east-1?prefix=myapp`".into(),
+            ));
+        }
+        let mut config = Self::new(authority);
+        let bad = |k: &str, v: &str, why: &str| {
+            Error::Config(format!("bad sqs:// URL setting `{k}={v}`: {why}"))
+        };
+        for (k, v) in query_pairs(rest) {
+            match k {
+                "prefix" => config.prefix = v.to_owned(),
+                "endpoint" => config.endpoint = Some(v.to_owned()),
+                "fifo" => {
+                    config.fifo = match v {
+                        "" | "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(bad(k, v, "write true or false")),
+                    }
+                }
+                "max_receives" => {
+                    config.max_receives = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| bad(k, v, "a whole number from 1 to 1000"))?;
+                }
+                _ => {}
+            }
+        }
+        config.settings = Settings::from_query(query_pairs(rest))?;
+        config.check_prefix()?;
+        Ok(config)
+    }
+
+    /// Uses `prefix` for queue names.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Uses `endpoint` instead of AWS's.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Uses `settings`.
+    #[must_use]
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The largest envelope an enqueue accepts: `max_payload`, or SQS's 256 KiB.
+    pub fn limit(&self) -> usize {
+        self.settings.max_payload.unwrap_or(SQS_MESSAGE_LIMIT)
+    }
+
+    pub(crate) fn check_prefix(&self) -> Result<()> {
+        let ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 40
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "SQS queue prefix `{}` must be 1 to 40 letters, digits or hyphens",
+                self.prefix
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_part_of_the_url() {
+        let c = SqsConfig::from_url(
+            "sqs://eu-west-1?prefix=app-1&endpoint=http://127.0.0.1:5000&fifo=true&max_receives=7&dead_max=5",
+        )
+        .expect("valid");
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.prefix, "app-1");
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(c.fifo);
+        assert_eq!(c.max_receives, 7);
+        assert_eq!(c.settings.dead_max, 5);
+        assert_eq!(c.limit(), SQS_MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn refuses_what_sqs_would() {
+        assert!(SqsConfig::from_url("sqs://?prefix=x").is_err());
+        assert!(SqsConfig::from_url("sqs://us-east-1?prefix=a.b").is_err());
+        assert!(SqsConfig::from_url("sqs://us-east-1?fifo=maybe").is_err());
+        assert!(SqsConfig::from_url("redis://x").is_err());
+    }
+}

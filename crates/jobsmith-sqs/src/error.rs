@@ -1,0 +1,64 @@
+//! How SQS errors become jobsmith errors.
+
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use jobsmith_core::Error;
+use std::fmt;
+
+/// A request that never got an answer (refused or dropped connection,
+/// timeout, an unreadable response) or that SQS answered with a 5xx or a
+/// throttling error is transient ([`Error::Connection`]); any other answer is
+/// [`Error::Backend`], naming the operation and SQS's error code.
+pub(crate) fn from_sdk<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("");
+            code.contains("Throttl")
+                || code.contains("ServiceUnavailable")
+                || code.contains("InternalError")
+                || code.contains("RequestThrottled")
+        }
+        _ => false,
+    };
+    if transient {
+        return Error::Connection(Box::new(OpError {
+            op,
+            detail: DisplayErrorContext(&e).to_string(),
+        }));
+    }
+    let detail = match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
+        None => DisplayErrorContext(&e).to_string(),
+    };
+    Error::Backend(format!("sqs {op}: {detail}"))
+}
+
+/// Whether an error says the queue does not exist.
+pub(crate) fn is_missing_queue<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    e.code()
+        .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
+}
+
+/// One failed SQS request, as the source of an [`Error::Connection`].
+#[derive(Debug)]
+struct OpError {
+    op: &'static str,
+    detail: String,
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sqs {} failed: {}", self.op, self.detail)
+    }
+}
+
+impl std::error::Error for OpError {}

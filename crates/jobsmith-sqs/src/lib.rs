@@ -1,0 +1,44 @@
+//! The AWS SQS backend of [jobsmith](https://docs.rs/jobsmith).
+//!
+//! Applications use it through the facade: enable its `sqs` feature and
+//! connect with an `sqs://<region>?prefix=<prefix>` URL (add
+//! `&endpoint=http://127.0.0.1:5000` for moto, LocalStack or ElasticMQ).
+//! What SQS lacks is built from SQS's own parts: priorities are one queue
+//! per level, swept highest first and long-polled all at once; delays past
+//! 15 minutes are sent again until due; leases are visibility timeouts,
+//! fenced by the holder's own clock; dead letters live in a dead-letter
+//! queue with a redrive policy. `docs/backends-sqs.md` says what is
+//! guaranteed, what is approximated, and the IAM permissions needed.
+//!
+//! ```no_run
+//! use jobsmith_core::{App, Backend, Envelope};
+//! use jobsmith_sqs::SqsBackend;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> jobsmith_core::Result<()> {
+//! let backend =
+//!     SqsBackend::connect("sqs://us-east-1?prefix=myapp&endpoint=http://127.0.0.1:5000").await?;
+//! let env = Envelope::with_args("resize", "images", &serde_json::json!({"id": 7}))?;
+//! backend.enqueue(vec![env]).await?;
+//! let app = App::new(backend);
+//! assert_eq!(app.stats().await?[0].ready, 1);
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod calls;
+mod codec;
+mod config;
+mod dead;
+mod error;
+mod inbox;
+mod keys;
+mod leases;
+mod names;
+mod queues;
+mod raw;
+
+pub use backend::SqsBackend;
+pub use config::{SqsConfig, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT};
+pub use names::priority_level;
+#[doc(hidden)]
+pub use raw::raw_rate;

@@ -1,0 +1,39 @@
+//! The backend conformance suite from `jobsmith-core`, against the SQS
+//! endpoint at `JOBSMITH_SQS_ENDPOINT` (default moto on 127.0.0.1:5000),
+//! with a fresh queue prefix per test and a proxy in front to cut the
+//! connection. Two contract items are approximations on SQS, each flagged
+//! and each checked in its weaker form by the suite:
+//! - priority is strict between reserves, not within one receive (SQS
+//!   returns a sample of a queue's messages, so a batch may mix levels);
+//! - the oldest ready job's age is unknown (`GetQueueAttributes` has no
+//!   such attribute, and peeking would count as a delivery).
+
+mod support;
+
+use jobsmith_core::testkit::{Approximations, Harness};
+use jobsmith_core::{BoxFuture, Settings};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
+    Box::pin(async move {
+        let proxy = support::Proxy::start(support::host_port(&support::endpoint())).await;
+        let backend = support::backend(settings.clone(), Some(&proxy.url())).await;
+        let direct = jobsmith_sqs::SqsBackend::connect_with(
+            backend.config().clone().with_endpoint(support::endpoint()),
+        )
+        .await
+        .expect("the SQS endpoint is reachable");
+        let mut approximations = Approximations::default();
+        approximations.priority_between_batches_only = true;
+        approximations.oldest_ready_age_unknown = true;
+        Harness {
+            backend: Arc::new(backend),
+            faults: Arc::new(support::SqsFaults { proxy, direct }),
+            short_lease: Duration::from_secs(2),
+            approximations,
+        }
+    })
+}
+
+jobsmith_core::conformance_suite!(harness);
