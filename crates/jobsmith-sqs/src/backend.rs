@@ -5,7 +5,7 @@ use crate::codec::{self, Outgoing};
 use crate::config::{SqsConfig, SQS_MESSAGE_LIMIT};
 use crate::dead;
 use crate::inbox::{Inbox, Received};
-use crate::keys::Keys;
+use crate::keys::{Claim, Keys};
 use crate::leases::{Held, Leases, SETTLE_MARGIN};
 use crate::names::{priority_level, Role};
 use crate::queues::Queues;
@@ -17,7 +17,8 @@ use jobsmith_core::{
     Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, QueueStats,
     Result, Timestamp,
 };
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,11 +48,16 @@ pub(crate) struct Inner {
     lost_receives: std::sync::Mutex<Vec<(String, u64, u64)>>,
 }
 
-/// The SDK client for `config`: its region and endpoint, credentials from
-/// the standard AWS chain (placeholders for a loopback endpoint when the
-/// environment names none), and quick retries so a lost connection is
-/// reported within seconds.
+/// The SQS client for `config`; see [`sdk_config`].
 pub(crate) async fn client(config: &SqsConfig) -> Client {
+    Client::new(&sdk_config(config).await)
+}
+
+/// The SDK configuration for `config`, shared by the SQS and DynamoDB
+/// clients: its region and endpoint, credentials from the standard AWS chain
+/// (placeholders for a loopback endpoint when the environment names none),
+/// and quick retries so a lost connection is reported within seconds.
+async fn sdk_config(config: &SqsConfig) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
         .retry_config(
@@ -77,7 +83,7 @@ pub(crate) async fn client(config: &SqsConfig) -> Client {
             ));
         }
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }
 
 fn is_loopback(endpoint: &str) -> bool {
@@ -100,15 +106,21 @@ impl SqsBackend {
     /// Connects with a configuration.
     pub async fn connect_with(config: SqsConfig) -> Result<Self> {
         config.check_prefix()?;
-        let client = client(&config).await;
+        config.check_keys_table()?;
+        let sdk = sdk_config(&config).await;
+        let client = Client::new(&sdk);
         let queues = Queues::new(client.clone(), &config);
+        let keys = Keys::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            config.keys_table_name(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 config,
                 queues,
                 leases: Leases::default(),
-                keys: Keys::default(),
+                keys,
                 inbox: Inbox::default(),
                 lost_receives: std::sync::Mutex::default(),
             }),
@@ -128,6 +140,17 @@ impl SqsBackend {
     /// The URL of `queue`'s SQS queue at priority level 0, created when missing.
     pub async fn queue_url(&self, queue: &str) -> Result<String> {
         self.inner.queues.level_url(queue, 0).await
+    }
+
+    /// Deletes the DynamoDB table of idempotency keys (test clean-up);
+    /// whether it existed.
+    pub async fn delete_key_table(&self) -> Result<bool> {
+        self.inner.keys.delete_table().await
+    }
+
+    /// The name of the DynamoDB table of idempotency keys.
+    pub fn key_table(&self) -> &str {
+        self.inner.keys.table()
     }
 
     /// Deletes every SQS queue under this backend's prefix (test clean-up).
@@ -356,11 +379,16 @@ impl Inner {
             let receipts: Vec<&str> = expired.iter().map(|(r, _)| r.as_str()).collect();
             let deleted = calls::delete(&self.client, url, &receipts).await?;
             let n = deleted.iter().filter(|ok| **ok).count();
-            for (_, env) in &expired {
-                if let Some(k) = &env.idempotency_key {
-                    self.keys.free(queue, k, &env.id);
-                }
-            }
+            let freed: Vec<Claim<'_>> = expired
+                .iter()
+                .zip(&deleted)
+                .filter(|(_, ok)| **ok)
+                .filter_map(|((_, env), _)| {
+                    let k = env.idempotency_key.as_deref()?;
+                    Some((queue, k, &env.id))
+                })
+                .collect();
+            self.keys.free_all(&freed).await;
             self.count_expired(queue, n).await?;
         }
         Ok(out)
@@ -596,7 +624,14 @@ impl Inner {
 
     async fn ack(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let (mut statuses, by_url) = self.take_held(leases);
-        let unique_for = self.config.settings.unique_for;
+        // Keys are marked completed before the messages are deleted: if
+        // that fails, nothing is settled and the leases stay held for a retry.
+        if let Err(e) = self.complete_keys(leases, &by_url).await {
+            for (_, h) in by_url.into_values().flatten() {
+                self.leases.restore(h);
+            }
+            return Err(e);
+        }
         let results = join_all(
             by_url
                 .into_iter()
@@ -607,15 +642,9 @@ impl Inner {
         for r in results {
             match r {
                 Ok(done) => {
-                    for (i, h, ok) in done {
+                    for (i, _, ok) in done {
                         if !ok {
                             statuses[i] = LeaseStatus::Lost;
-                            continue;
-                        }
-                        if let Ok(env) = &h.payload {
-                            if let Some(k) = &env.idempotency_key {
-                                self.keys.complete(&leases[i].queue, k, &env.id, unique_for);
-                            }
                         }
                     }
                 }
@@ -626,6 +655,21 @@ impl Inner {
             Some(e) => Err(e),
             None => Ok(statuses),
         }
+    }
+
+    /// Marks the idempotency keys of held jobs completed, all at once.
+    async fn complete_keys(&self, leases: &[Lease], by_url: &HeldByQueue) -> Result<()> {
+        let unique_for = self.config.settings.unique_for;
+        let done = join_all(by_url.values().flatten().filter_map(|(i, h)| {
+            let env = h.payload.as_ref().ok()?;
+            let k = env.idempotency_key.as_deref()?;
+            Some(
+                self.keys
+                    .complete(&leases[*i].queue, k, &env.id, unique_for),
+            )
+        }))
+        .await;
+        done.into_iter().collect()
     }
 
     /// Sends a replacement for a held message, then deletes the held one.
@@ -717,11 +761,7 @@ impl Inner {
             }
         };
         calls::delete(&self.client, &held.url, &[held.receipt.as_str()]).await?;
-        if let Ok(env) = &held.payload {
-            if let Some(k) = &env.idempotency_key {
-                self.keys.free(&lease.queue, k, &env.id);
-            }
-        }
+        self.free_key(&lease.queue, &held).await;
         dead::enforce_retention(self, &lease.queue, &family).await?;
         Ok(LeaseStatus::Held)
     }
@@ -735,13 +775,18 @@ impl Inner {
         let Some((_, held, true)) = done.into_iter().next() else {
             return Ok(LeaseStatus::Lost);
         };
-        if let Ok(env) = &held.payload {
-            if let Some(k) = &env.idempotency_key {
-                self.keys.free(&lease.queue, k, &env.id);
-            }
-        }
+        self.free_key(&lease.queue, &held).await;
         self.count_expired(&lease.queue, 1).await?;
         Ok(LeaseStatus::Held)
+    }
+
+    /// Frees the idempotency key of a settled job that did not complete.
+    async fn free_key(&self, queue: &str, held: &Held) {
+        if let Ok(env) = &held.payload {
+            if let Some(k) = &env.idempotency_key {
+                self.keys.free_all(&[(queue, k, &env.id)]).await;
+            }
+        }
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
@@ -852,14 +897,13 @@ impl Backend for SqsBackend {
             }
             prepared.push((env, String::from_utf8(bytes).unwrap_or_default()));
         }
+        let verdicts = claim_keys(&inner.keys, &prepared).await?;
         let mut ids = Vec::with_capacity(prepared.len());
         let mut groups: Vec<((String, i8), Vec<(Envelope, Send)>)> = Vec::new();
-        for (env, body) in prepared {
-            if let Some(k) = &env.idempotency_key {
-                if let Some(existing) = inner.keys.claim(&env.queue, k, &env.id) {
-                    ids.push(existing);
-                    continue;
-                }
+        for ((env, body), existing) in prepared.into_iter().zip(verdicts) {
+            if let Some(existing) = existing {
+                ids.push(existing);
+                continue;
             }
             ids.push(env.id.clone());
             let target = (env.queue.clone(), priority_level(env.priority));
@@ -876,11 +920,15 @@ impl Backend for SqsBackend {
                 calls::send(&inner.client, &url, &sends, inner.budget()).await
             };
             if let Err(e) = sent.await {
-                for (env, _) in groups[n..].iter().flat_map(|(_, g)| g) {
-                    if let Some(k) = &env.idempotency_key {
-                        inner.keys.free(&env.queue, k, &env.id);
-                    }
-                }
+                let unsent: Vec<Claim<'_>> = groups[n..]
+                    .iter()
+                    .flat_map(|(_, g)| g)
+                    .filter_map(|(env, _)| {
+                        let k = env.idempotency_key.as_deref()?;
+                        Some((env.queue.as_str(), k, &env.id))
+                    })
+                    .collect();
+                inner.keys.free_all(&unsent).await;
                 return Err(e);
             }
         }
@@ -959,6 +1007,38 @@ impl Backend for SqsBackend {
         names.dedup();
         Ok(names)
     }
+}
+
+/// Claims the idempotency keys of an enqueue's jobs: for each job, `None`
+/// to send it, or the id of the job that holds its key. A key that occurs
+/// twice in the batch is claimed once; the later jobs get the first's answer.
+async fn claim_keys(keys: &Keys, prepared: &[(Envelope, String)]) -> Result<Vec<Option<JobId>>> {
+    let mut claims: Vec<Claim<'_>> = Vec::new();
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut slots: Vec<Option<(usize, bool)>> = Vec::with_capacity(prepared.len());
+    for (env, _) in prepared {
+        let Some(k) = env.idempotency_key.as_deref() else {
+            slots.push(None);
+            continue;
+        };
+        match first.entry((env.queue.as_str(), k)) {
+            Entry::Occupied(o) => slots.push(Some((*o.get(), false))),
+            Entry::Vacant(v) => {
+                v.insert(claims.len());
+                slots.push(Some((claims.len(), true)));
+                claims.push((env.queue.as_str(), k, &env.id));
+            }
+        }
+    }
+    let held = keys.claim_all(&claims).await?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            None => None,
+            Some((c, true)) => held[c].clone(),
+            Some((c, false)) => Some(held[c].clone().unwrap_or_else(|| claims[c].2.clone())),
+        })
+        .collect())
 }
 
 fn clone_send(s: &Send) -> Send {

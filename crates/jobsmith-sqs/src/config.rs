@@ -12,7 +12,7 @@ pub const SQS_MESSAGE_LIMIT: usize = 262_144;
 /// How an [`SqsBackend`](crate::SqsBackend) reaches SQS and names its queues.
 ///
 /// Written as a URL:
-/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50`
+/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>`
 /// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
 /// `unique_for`, `max_payload`). Credentials never appear in the URL: they
 /// come from the standard AWS chain (environment, profile, web identity,
@@ -32,6 +32,9 @@ pub struct SqsConfig {
     /// workers kept dying) is moved to the dead-letter queue by SQS's own
     /// redrive policy. Default 50.
     pub max_receives: u32,
+    /// The DynamoDB table that holds idempotency keys across processes;
+    /// `None` for `<prefix>-keys`. Created when a keyed job first needs it.
+    pub keys_table: Option<String>,
     /// The settings every backend honours.
     pub settings: Settings,
 }
@@ -45,6 +48,7 @@ impl SqsConfig {
             endpoint: None,
             fifo: false,
             max_receives: 50,
+            keys_table: None,
             settings: Settings::default(),
         }
     }
@@ -83,11 +87,13 @@ impl SqsConfig {
                         .filter(|n| (1..=1000).contains(n))
                         .ok_or_else(|| bad(k, v, "a whole number from 1 to 1000"))?;
                 }
+                "keys_table" => config.keys_table = Some(v.to_owned()),
                 _ => {}
             }
         }
         config.settings = Settings::from_query(query_pairs(rest))?;
         config.check_prefix()?;
+        config.check_keys_table()?;
         Ok(config)
     }
 
@@ -103,6 +109,20 @@ impl SqsConfig {
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
+    }
+
+    /// Keeps idempotency keys in the DynamoDB table `table`.
+    #[must_use]
+    pub fn with_keys_table(mut self, table: impl Into<String>) -> Self {
+        self.keys_table = Some(table.into());
+        self
+    }
+
+    /// The DynamoDB table of idempotency keys: `keys_table`, or `<prefix>-keys`.
+    pub fn keys_table_name(&self) -> String {
+        self.keys_table
+            .clone()
+            .unwrap_or_else(|| format!("{}-keys", self.prefix))
     }
 
     /// Uses `settings`.
@@ -133,6 +153,21 @@ impl SqsConfig {
             )))
         }
     }
+
+    pub(crate) fn check_keys_table(&self) -> Result<()> {
+        let name = self.keys_table_name();
+        let ok = (3..=255).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "DynamoDB table name `{name}` must be 3 to 255 letters, digits, `_`, `.` or `-`"
+            )))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +187,9 @@ mod tests {
         assert_eq!(c.max_receives, 7);
         assert_eq!(c.settings.dead_max, 5);
         assert_eq!(c.limit(), SQS_MESSAGE_LIMIT);
+        assert_eq!(c.keys_table_name(), "app-1-keys");
+        let c = SqsConfig::from_url("sqs://eu-west-1?keys_table=shared.keys").expect("valid");
+        assert_eq!(c.keys_table_name(), "shared.keys");
     }
 
     #[test]
@@ -159,6 +197,8 @@ mod tests {
         assert!(SqsConfig::from_url("sqs://?prefix=x").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?prefix=a.b").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?fifo=maybe").is_err());
+        assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=a%20b").is_err());
+        assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=ab").is_err());
         assert!(SqsConfig::from_url("redis://x").is_err());
     }
 }

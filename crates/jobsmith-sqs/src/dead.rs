@@ -225,11 +225,15 @@ pub(crate) async fn requeue(inner: &Inner, queue: &str, ids: &[JobId]) -> Result
         };
         env.attempt = 0;
         env.run_at = Timestamp::now();
-        if let Some(k) = &env.idempotency_key {
-            let _ = inner.keys.claim(queue, k, &env.id);
-        }
         let body = String::from_utf8(env.to_bytes()).unwrap_or_default();
+        let key = env.idempotency_key.as_deref();
+        // The job takes its key again, unless another job took it meanwhile
+        // (then both run: the requeue was asked for by name).
+        let (mut claimed, mut sent) = (false, false);
         let step = async {
+            if let Some(k) = key {
+                claimed = inner.keys.claim(queue, k, &env.id).await?.is_none();
+            }
             let url = inner
                 .queues
                 .level_url(queue, priority_level(env.priority))
@@ -250,11 +254,15 @@ pub(crate) async fn requeue(inner: &Inner, queue: &str, ids: &[JobId]) -> Result
                 SQS_MESSAGE_LIMIT.max(inner.limit()),
             )
             .await?;
+            sent = true;
             calls::delete(&inner.client, &family.dead, &[f.receipt.as_str()]).await
         };
         match step.await {
             Ok(_) => moved += 1,
             Err(e) => {
+                if let (Some(k), true, false) = (key, claimed, sent) {
+                    inner.keys.free_all(&[(queue, k, &env.id)]).await;
+                }
                 failed = Some(e);
                 break;
             }

@@ -1,4 +1,4 @@
-//! How SQS errors become jobsmith errors.
+//! How SQS and DynamoDB errors become jobsmith errors.
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use jobsmith_core::Error;
@@ -13,6 +13,23 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
+    from_service("sqs", op, e)
+}
+
+/// As [`from_sdk`], for a request to DynamoDB (the idempotency key table).
+pub(crate) fn from_dynamodb<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    from_service("dynamodb", op, e)
+}
+
+fn from_service<E, R>(service: &'static str, op: &'static str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
     let transient = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
@@ -22,12 +39,16 @@ where
             code.contains("Throttl")
                 || code.contains("ServiceUnavailable")
                 || code.contains("InternalError")
+                || code.contains("InternalServer")
                 || code.contains("RequestThrottled")
+                || code.contains("ProvisionedThroughputExceeded")
+                || code.contains("RequestLimitExceeded")
         }
         _ => false,
     };
     if transient {
         return Error::Connection(Box::new(OpError {
+            service,
             op,
             detail: DisplayErrorContext(&e).to_string(),
         }));
@@ -36,7 +57,7 @@ where
         Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
         None => DisplayErrorContext(&e).to_string(),
     };
-    Error::Backend(format!("sqs {op}: {detail}"))
+    Error::Backend(format!("{service} {op}: {detail}"))
 }
 
 /// Whether an error says the queue does not exist.
@@ -48,16 +69,17 @@ where
         .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
 }
 
-/// One failed SQS request, as the source of an [`Error::Connection`].
+/// One failed SQS or DynamoDB request, as the source of an [`Error::Connection`].
 #[derive(Debug)]
 struct OpError {
+    service: &'static str,
     op: &'static str,
     detail: String,
 }
 
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sqs {} failed: {}", self.op, self.detail)
+        write!(f, "{} {} failed: {}", self.service, self.op, self.detail)
     }
 }
 

@@ -7,8 +7,11 @@
 //! per level, swept highest first and long-polled all at once; delays past
 //! 15 minutes are sent again until due; leases are visibility timeouts,
 //! fenced by the holder's own clock; dead letters live in a dead-letter
-//! queue with a redrive policy. `docs/backends-sqs.md` says what is
-//! guaranteed, what is approximated, and the IAM permissions needed.
+//! queue with a redrive policy. Idempotency keys, which need a conditional
+//! write SQS lacks, live in a DynamoDB table (`<prefix>-keys`, created when
+//! a keyed job first needs it) shared by every process. The SQS section of
+//! `docs/backends.md` says what is guaranteed, what is approximated, and
+//! the IAM permissions needed.
 //!
 //! ```no_run
 //! use jobsmith_core::{App, Backend, Envelope};

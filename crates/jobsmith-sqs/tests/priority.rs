@@ -1,4 +1,4 @@
-//! What SQS priority levels guarantee, pinned down (`docs/backends-sqs.md`).
+//! What SQS priority levels guarantee, pinned down (SQS section of `docs/backends.md`).
 //!
 //! Priorities fall into nine levels, one SQS queue each. A reserve sweeps
 //! the levels highest first, so across levels priority is strict; within a
