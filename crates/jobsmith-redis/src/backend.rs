@@ -12,7 +12,7 @@ use jobsmith_core::{
     Result, Timestamp,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ScriptInvocation, Value};
+use redis::{Client, Cmd, ErrorKind, Script, ScriptInvocation, ServerErrorKind, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +99,28 @@ impl RedisBackend {
         inv.invoke_async(&mut conn).await.map_err(from_redis)
     }
 
+    /// Runs a script call built by [`eval_cmd`], loading the script first if
+    /// the server does not know it. With `again`, the call is one whose
+    /// repetition is harmless, and is tried once more on a fresh connection if
+    /// the first one turns out dead (see [`Self::run_again`]).
+    async fn eval(&self, script: &Script, cmd: &Cmd, again: bool) -> Result<Value> {
+        let mut conn = self.conn();
+        let mut retried = false;
+        loop {
+            match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await.map_err(from_redis)?;
+                    return cmd.query_async(&mut conn).await.map_err(from_redis);
+                }
+                Err(e) if again && !retried && e.is_connection_dropped() => {
+                    retried = true;
+                    conn = self.conn();
+                }
+                other => return other.map_err(from_redis),
+            }
+        }
+    }
+
     /// Runs a script whose repetition is harmless (reads, enqueue by id, reserve),
     /// trying once more on a fresh connection if the first one turns out dead.
     ///
@@ -149,7 +171,7 @@ impl RedisBackend {
             let id = JobId(reply::string(id, "job id")?);
             let token = reply::string(token, "lease token")?;
             let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
-            let raw = reply::bytes(payload, "payload")?;
+            let raw = stored_payload(reply::bytes(payload, "payload")?);
             let envelope = match Envelope::from_bytes(&raw) {
                 Ok(mut env) => {
                     env.attempt = attempt;
@@ -177,7 +199,7 @@ impl RedisBackend {
     async fn per_lease(
         &self,
         leases: &[Lease],
-        script: &redis::Script,
+        script: &Script,
         head: Option<u64>,
         what: &str,
     ) -> Result<Vec<LeaseStatus>> {
@@ -253,7 +275,7 @@ fn dead_job(queue: &str, item: Value) -> Result<DeadJob> {
         return Err(Error::Backend("redis: a dead job entry is short".into()));
     };
     let id = JobId(reply::string(id, "job id")?);
-    let mut raw = reply::bytes(payload, "payload")?;
+    let mut raw = stored_payload(reply::bytes(payload, "payload")?);
     let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
     let reason = reply::string(reason, "reason")?;
     let died_us = u64::try_from(reply::int(&died, "time of death")?).unwrap_or(0);
@@ -269,6 +291,29 @@ fn dead_job(queue: &str, item: Value) -> Result<DeadJob> {
         died_at: Timestamp(died_us / 1000),
         raw,
     })
+}
+
+/// The payload in a job's stored form, `<ready ms> <payload>` (see
+/// `lua/common.lua`): the bytes after the first space, exactly as enqueued.
+/// Bytes without that prefix are handed back whole.
+fn stored_payload(mut raw: Vec<u8>) -> Vec<u8> {
+    let digits = raw.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 && raw.get(digits) == Some(&b' ') {
+        raw.drain(..=digits);
+    }
+    raw
+}
+
+/// An `EVALSHA` of `script` on the queue whose key base is `base`, with room
+/// for `args` more arguments of about `size` bytes in all.
+///
+/// Built directly rather than through [`redis::ScriptInvocation`], which
+/// keeps each argument in its own allocation and copies them all again into
+/// the command it sends.
+fn eval_cmd(script: &Script, base: &str, args: usize, size: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(4 + args, size + base.len() + 64);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(base);
+    cmd
 }
 
 fn ms(d: Duration) -> u64 {
@@ -289,12 +334,19 @@ impl Backend for RedisBackend {
 
     async fn enqueue(&self, jobs: Vec<Envelope>) -> Result<Vec<JobId>> {
         let limit = self.limit();
-        let payloads: Vec<Vec<u8>> = jobs.iter().map(Envelope::to_bytes).collect();
-        if let Some(p) = payloads.iter().find(|p| p.len() > limit) {
-            return Err(Error::PayloadTooLarge {
-                size: p.len(),
-                limit,
-            });
+        // Each job's stored form, `<run_at> <envelope JSON>`, written at once.
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
+        for env in &jobs {
+            let mut p = format!("{} ", env.run_at.as_millis()).into_bytes();
+            let head = p.len();
+            serde_json::to_writer(&mut p, env).map_err(Error::Serialize)?;
+            if p.len() - head > limit {
+                return Err(Error::PayloadTooLarge {
+                    size: p.len() - head,
+                    limit,
+                });
+            }
+            payloads.push(p);
         }
         let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, env) in jobs.iter().enumerate() {
@@ -304,14 +356,16 @@ impl Backend for RedisBackend {
         register
             .arg(self.inner.keys.queues())
             .arg(groups.keys().collect::<Vec<_>>());
+        // Every chunk is sent at once, pipelined on the one connection.
+        let script = &Scripts::get().enqueue;
         let mut calls = Vec::new();
         for (queue, idx) in &groups {
             for chunk in idx.chunks(CHUNK) {
-                let mut inv = Scripts::get().enqueue.key(self.inner.keys.base(queue));
-                inv.arg(chunk.len());
+                let size: usize = chunk.iter().map(|&i| payloads[i].len() + 80).sum();
+                let mut cmd = eval_cmd(script, &self.inner.keys.base(queue), 6 * chunk.len(), size);
                 for &i in chunk {
                     let env = &jobs[i];
-                    inv.arg(env.id.as_str())
+                    cmd.arg(env.id.as_str())
                         .arg(&payloads[i][..])
                         .arg(env.priority)
                         .arg(env.run_at.as_millis())
@@ -319,18 +373,24 @@ impl Backend for RedisBackend {
                         .arg(env.idempotency_key.as_deref().unwrap_or(""));
                 }
                 calls.push(async move {
-                    let ids = reply::array(self.run_again(&inv).await?, "enqueue")?;
-                    if ids.len() != chunk.len() {
-                        return Err(Error::Backend(format!(
-                            "redis: enqueue answered {} of {} jobs",
-                            ids.len(),
-                            chunk.len()
-                        )));
+                    let held = reply::array(self.eval(script, &cmd, true).await?, "enqueue")?;
+                    let mut owners = Vec::with_capacity(held.len() / 2);
+                    let mut it = held.into_iter();
+                    while let (Some(pos), Some(owner)) = (it.next(), it.next()) {
+                        let pos = usize::try_from(reply::int(&pos, "enqueue")?).unwrap_or(0);
+                        let Some(&i) = pos.checked_sub(1).and_then(|p| chunk.get(p)) else {
+                            return Err(Error::Backend(format!(
+                                "redis: enqueue answered position {pos} of {}",
+                                chunk.len()
+                            )));
+                        };
+                        owners.push((i, JobId(reply::string(owner, "job id")?)));
                     }
-                    Ok::<_, Error>((chunk, ids))
+                    Ok::<_, Error>(owners)
                 });
             }
         }
+        drop(payloads);
         let mut conn = self.conn();
         let (_, done) = futures_util::future::try_join(
             async {
@@ -342,11 +402,10 @@ impl Backend for RedisBackend {
             try_join_all(calls),
         )
         .await?;
-        let mut out = vec![JobId(String::new()); jobs.len()];
-        for (chunk, ids) in done {
-            for (&i, id) in chunk.iter().zip(ids) {
-                out[i] = JobId(reply::string(id, "job id")?);
-            }
+        drop(groups);
+        let mut out: Vec<JobId> = jobs.into_iter().map(|env| env.id).collect();
+        for (i, owner) in done.into_iter().flatten() {
+            out[i] = owner;
         }
         Ok(out)
     }

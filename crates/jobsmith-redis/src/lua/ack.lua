@@ -6,14 +6,12 @@ for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
 local out = {}
 if #ids == 0 then return out end
 local scores = redis.call('ZMSCORE', LEASES, unpack(ids))
-local gone, keys = {}, {}
+local gone = {}
 for j, id in ipairs(ids) do
   local token = ARGV[2 * j + 1]
-  local h = JOB .. id
-  local f = scores[j] and redis.call('HMGET', h, 'n', 'k')
+  local f = scores[j] and redis.call('HMGET', JOBS, 'n:' .. id, 'k:' .. id)
   if f and f[1] == token then
     gone[#gone + 1] = id
-    keys[#keys + 1] = h
     local key = f[2]
     if key and key ~= '' then
       local ik = IDEM .. key
@@ -32,6 +30,6 @@ for j, id in ipairs(ids) do
 end
 if #gone > 0 then
   redis.call('ZREM', LEASES, unpack(gone))
-  redis.call('DEL', unpack(keys))
+  drop_jobs(gone)
 end
 return out

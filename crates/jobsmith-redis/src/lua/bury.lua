@@ -4,25 +4,24 @@
 local id, token, reason = ARGV[1], ARGV[2], ARGV[3]
 local dead_max, max_age = tonumber(ARGV[4]), tonumber(ARGV[5])
 if not held(id, token) then return 0 end
-local h = JOB .. id
 local now, now_us = clock()
 redis.call('ZREM', LEASES, id)
-redis.call('HDEL', h, 'r')
-free_key(id, redis.call('HGET', h, 'k'))
-redis.call('HSET', h, 'reason', reason)
+free_key(id, redis.call('HGET', JOBS, 'k:' .. id))
+redis.call('HSET', JOBS, 'reason:' .. id, reason)
 redis.call('ZADD', DEAD, int(now_us), id)
 local limit = 1000
 local old = redis.call('ZRANGEBYSCORE', DEAD, '-inf', '(' .. int(now_us - max_age * 1000), 'LIMIT', 0, limit)
 for _, victim in ipairs(old) do
   redis.call('ZREM', DEAD, victim)
-  redis.call('DEL', JOB .. victim)
 end
+drop_jobs(old)
 local excess = redis.call('ZCARD', DEAD) - dead_max
 if excess > 0 then
   if excess > limit then excess = limit end
-  for _, victim in ipairs(redis.call('ZRANGE', DEAD, 0, excess - 1)) do
+  local victims = redis.call('ZRANGE', DEAD, 0, excess - 1)
+  for _, victim in ipairs(victims) do
     redis.call('ZREM', DEAD, victim)
-    redis.call('DEL', JOB .. victim)
   end
+  drop_jobs(victims)
 end
 return 1

@@ -8,11 +8,43 @@ local SCHEDULED = B .. ':scheduled' -- zset: id scored by run_at (ms)
 local LEASES = B .. ':leases'     -- zset: id scored by lease expiry (ms)
 local DEAD = B .. ':dead'         -- zset: id scored by time of death (µs)
 local WAKE = B .. ':wake'         -- list: wake-up tokens for blocked reserves
-local JOB = B .. ':j:'            -- hash per job
+local JOBS = B .. ':jobs'         -- hash: every job's fields, named `<tag>:<id>` (see below)
 local IDEM = B .. ':idem:'        -- string per idempotency key: the owning job id
 local MAX_WAKE = 32
 -- Most values handed to one variadic command through unpack(); Lua fails near 8,000.
 local MAX_UNPACK = 500
+
+-- A job's fields in JOBS, each named tag .. ':' .. id (a tag holds no ':',
+-- so no two jobs' fields can share a name, whatever their ids):
+--   p  '<r> <payload>': when it is or was to become ready (ms, digits), a
+--      space, then the payload exactly as enqueued (Rust strips the prefix)
+--   pr priority (absent = 0)        x  expires_at (ms, absent or 0 = never)
+--   k  idempotency key              n  reservations so far
+--   u  reservations handed back     reason  why it died
+-- A plain job is one field: priority, TTL and key are written only when set.
+local TAGS = { 'p:', 'pr:', 'x:', 'k:', 'n:', 'u:', 'reason:' }
+
+-- The ready time at the head of a stored payload.
+local function ready_at(p)
+  return tonumber(string.match(p, '^(%d+) '))
+end
+
+-- Deletes every field of the given jobs, in bounded HDELs.
+local function drop_jobs(ids)
+  local names = {}
+  for _, id in ipairs(ids) do
+    for _, tag in ipairs(TAGS) do names[#names + 1] = tag .. id end
+  end
+  for i = 1, #names, MAX_UNPACK do
+    redis.call('HDEL', JOBS, unpack(names, i, math.min(i + MAX_UNPACK - 1, #names)))
+  end
+end
+
+-- A job's priority, or nil if the job is gone.
+local function prio_of(id)
+  if redis.call('HEXISTS', JOBS, 'p:' .. id) == 0 then return nil end
+  return redis.call('HGET', JOBS, 'pr:' .. id) or '0'
+end
 
 -- A number as an integer string: Lua's own formatting keeps only 14 digits.
 local function int(n)
@@ -39,13 +71,16 @@ local function push_ready(id, prio, head)
   end
 end
 
+-- MAX_WAKE wake tokens, to push any number of them in one RPUSH.
+local TOKENS = {}
+for i = 1, MAX_WAKE do TOKENS[i] = '1' end
+
 -- Leaves up to n wake tokens for reserves blocked on this queue.
 local function wake(n)
   if n > MAX_WAKE then n = MAX_WAKE end
-  for _ = 1, n do
-    redis.call('RPUSH', WAKE, '1')
+  if redis.call('RPUSH', WAKE, unpack(TOKENS, 1, n)) > MAX_WAKE then
+    redis.call('LTRIM', WAKE, 0, MAX_WAKE - 1)
   end
-  redis.call('LTRIM', WAKE, 0, MAX_WAKE - 1)
 end
 
 -- Frees an idempotency key if this job holds it.
@@ -68,7 +103,7 @@ end
 -- Whether `token` is the live lease on job `id`: it is leased, and the
 -- lease is its latest reservation (field `n` counts reservations).
 local function held(id, token)
-  return redis.call('ZSCORE', LEASES, id) and redis.call('HGET', JOB .. id, 'n') == token
+  return redis.call('ZSCORE', LEASES, id) and redis.call('HGET', JOBS, 'n:' .. id) == token
 end
 
 -- A job's attempt: reservations minus the ones handed back uncounted.
@@ -80,14 +115,13 @@ end
 -- jobs whose lease ran out back to the head of ready. Returns how many.
 local function settle(now, limit)
   local moved = 0
-  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-  for i = 1, #due, 2 do
+  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'LIMIT', 0, limit)
+  for i = 1, #due do
     local id = due[i]
     redis.call('ZREM', SCHEDULED, id)
-    local h = JOB .. id
-    local prio = redis.call('HGET', h, 'pr')
+    -- Its ready time, run_at, is already at the head of its payload.
+    local prio = prio_of(id)
     if prio then
-      redis.call('HSET', h, 'r', due[i + 1])
       push_ready(id, prio, false)
       moved = moved + 1
     end
@@ -96,7 +130,7 @@ local function settle(now, limit)
   for i = #lost, 1, -1 do
     local id = lost[i]
     redis.call('ZREM', LEASES, id)
-    local prio = redis.call('HGET', JOB .. id, 'pr')
+    local prio = prio_of(id)
     if prio then
       push_ready(id, prio, true)
       moved = moved + 1

@@ -13,7 +13,7 @@ end
 for _, id in ipairs(ids) do
   local died = redis.call('ZSCORE', DEAD, id)
   if died then
-    local f = redis.call('HMGET', JOB .. id, 'p', 'n', 'u', 'reason')
+    local f = redis.call('HMGET', JOBS, 'p:' .. id, 'n:' .. id, 'u:' .. id, 'reason:' .. id)
     if f[1] then
       out[#out + 1] = { id, f[1], attempt_of(f[2], f[3]), f[4] or '', died }
     end

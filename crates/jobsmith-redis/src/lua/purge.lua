@@ -2,6 +2,6 @@
 local ids = redis.call('ZRANGEBYSCORE', DEAD, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', DEAD, id)
-  redis.call('DEL', JOB .. id)
 end
+drop_jobs(ids)
 return #ids

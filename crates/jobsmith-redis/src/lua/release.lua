@@ -6,10 +6,9 @@ local n = 0
 for i = 1, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if held(id, token) then
-    local h = JOB .. id
     redis.call('ZREM', LEASES, id)
-    redis.call('HINCRBY', h, 'u', 1)
-    push_ready(id, redis.call('HGET', h, 'pr') or '0', true)
+    redis.call('HINCRBY', JOBS, 'u:' .. id, 1)
+    push_ready(id, redis.call('HGET', JOBS, 'pr:' .. id) or '0', true)
     n = n + 1
     out[#out + 1] = 1
   else

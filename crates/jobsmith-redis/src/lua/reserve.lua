@@ -12,6 +12,8 @@ local taken, expired = 0, 0
 local until_ms = now + lease
 local leases = {}
 local dropped = {}
+local counts = {}   -- n:<id>, new count pairs for one HSET
+local last_n = {}   -- id -> count set by this call, for an id listed twice
 local prios = redis.call('ZREVRANGE', PRIOS, 0, -1)
 for _, prio in ipairs(prios) do
   if taken >= max then break end
@@ -19,21 +21,40 @@ for _, prio in ipairs(prios) do
   while taken < max do
     local ids = redis.call('LPOP', list, max - taken)
     if not ids then break end
-    for _, id in ipairs(ids) do
-      local h = JOB .. id
-      local f = redis.call('HMGET', h, 'p', 'x', 'k', 'u')
-      if f[1] then
-        local x = tonumber(f[2] or '0') or 0
-        if x > 0 and x <= now then
-          dropped[#dropped + 1] = h
-          free_key(id, f[3])
-          expired = expired + 1
-        else
-          local n = redis.call('HINCRBY', h, 'n', 1)
-          leases[#leases + 1] = until_ms
-          leases[#leases + 1] = id
-          taken = taken + 1
-          out[taken + 1] = { id, tostring(n), attempt_of(n, f[4]), f[1] }
+    -- Five fields per job, read for a hundred jobs at a time (within MAX_UNPACK).
+    for s = 1, #ids, 100 do
+      local e = math.min(s + 99, #ids)
+      local names = {}
+      for j = s, e do
+        local id = ids[j]
+        names[#names + 1] = 'p:' .. id
+        names[#names + 1] = 'x:' .. id
+        names[#names + 1] = 'k:' .. id
+        names[#names + 1] = 'n:' .. id
+        names[#names + 1] = 'u:' .. id
+      end
+      local f = redis.call('HMGET', JOBS, unpack(names))
+      for j = s, e do
+        local id = ids[j]
+        local o = (j - s) * 5
+        local payload = f[o + 1]
+        if payload then
+          local x = tonumber(f[o + 2] or '0') or 0
+          if x > 0 and x <= now then
+            dropped[#dropped + 1] = id
+            free_key(id, f[o + 3])
+            expired = expired + 1
+          else
+            local n = (last_n[id] or tonumber(f[o + 4] or '0') or 0) + 1
+            last_n[id] = n
+            local token = int(n)
+            counts[#counts + 1] = 'n:' .. id
+            counts[#counts + 1] = token
+            leases[#leases + 1] = until_ms
+            leases[#leases + 1] = id
+            taken = taken + 1
+            out[taken + 1] = { id, token, attempt_of(token, f[o + 5]), payload }
+          end
         end
       end
     end
@@ -42,11 +63,10 @@ for _, prio in ipairs(prios) do
     redis.call('ZREM', PRIOS, prio)
   end
 end
+each_slice('HSET', JOBS, counts)
 if #leases > 0 then each_slice('ZADD', LEASES, leases) end
 if #dropped > 0 then
-  for i = 1, #dropped, MAX_UNPACK do
-    redis.call('DEL', unpack(dropped, i, math.min(i + MAX_UNPACK - 1, #dropped)))
-  end
+  drop_jobs(dropped)
   redis.call('INCRBY', B .. ':expired', expired)
 end
 if any_ready() then

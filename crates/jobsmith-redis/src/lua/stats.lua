@@ -7,7 +7,7 @@ for _, prio in ipairs(redis.call('ZRANGE', PRIOS, 0, -1)) do
   ready = ready + redis.call('LLEN', READY .. prio)
   local head = redis.call('LINDEX', READY .. prio, 0)
   if head then
-    local r = tonumber(redis.call('HGET', JOB .. head, 'r') or now) or now
+    local r = ready_at(redis.call('HGET', JOBS, 'p:' .. head) or '') or now
     if not oldest or r < oldest then oldest = r end
   end
 end

@@ -136,7 +136,8 @@ pub fn now_ms() -> u64 {
 }
 
 /// Writes `raw` into `queue` the way the backend stores payloads, as a foreign producer would:
-/// a job hash holding the bytes, its id at the tail of the priority-0 ready list, and a wake token.
+/// the bytes and the ready time in the queue's job hash, its id at the tail of the priority-0
+/// ready list, and a wake token.
 pub async fn push_raw(url: &str, prefix: &str, queue: &str, raw: &[u8]) -> String {
     let id = serde_json::from_slice::<serde_json::Value>(raw)
         .ok()
@@ -151,16 +152,10 @@ pub async fn push_raw(url: &str, prefix: &str, queue: &str, raw: &[u8]) -> Strin
     redis::pipe()
         .atomic()
         .cmd("HSET")
-        .arg(format!("{base}:j:{id}"))
-        .arg("p")
+        .arg(format!("{base}:jobs"))
+        .arg(format!("p:{id}"))
         .arg(raw)
-        .arg("a")
-        .arg(0)
-        .arg("pr")
-        .arg(0)
-        .arg("x")
-        .arg(0)
-        .arg("r")
+        .arg(format!("r:{id}"))
         .arg(now_ms())
         .cmd("RPUSH")
         .arg(format!("{base}:ready:0"))
