@@ -6,6 +6,7 @@ use crate::inner::{supervise, Inner};
 use crate::keys::Claim;
 use crate::lease::reaper;
 use crate::message::{self, Outgoing};
+use crate::park::live_tag;
 use crate::state::Held;
 use jobsmith_core::{
     Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, QueueStats, Result,
@@ -29,7 +30,7 @@ const EARLY: Duration = Duration::from_millis(2);
 
 /// A backend on RabbitMQ. Clones share one connection.
 ///
-/// See the crate docs and `docs/backends-amqp.md` for how each part of the
+/// See the crate docs and `docs/backends.md` for how each part of the
 /// contract is built from the broker's parts.
 #[derive(Clone)]
 pub struct AmqpBackend {
@@ -73,6 +74,12 @@ impl AmqpBackend {
         .await
     }
 
+    /// How many connections to the broker this backend has opened: 1 unless
+    /// it had to reconnect. For tests and diagnostics.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.generation()
+    }
+
     /// Cuts the connection and keeps every operation failing with a transient
     /// error until called again with `false`; then the backend reconnects by
     /// itself. For testing how workers ride out a lost broker.
@@ -94,9 +101,11 @@ impl AmqpBackend {
         leases: &[Lease],
     ) -> Result<(Arc<crate::link::Link>, Vec<Option<Held>>)> {
         let link = self.inner.link().await?;
+        let turn = self.inner.handover.lock().await;
         let mut st = self.inner.lock();
         let held = leases.iter().map(|l| st.take(&l.token, link.gen)).collect();
         drop(st);
+        drop(turn);
         self.inner.reaper.notify_one();
         Ok((link, held))
     }
@@ -107,9 +116,8 @@ impl AmqpBackend {
         let Some(held) = held.pop().flatten() else {
             return Ok(None);
         };
-        let tags = live_tag(&link, &held).into_iter().collect();
         self.inner
-            .replace(&link, msg.into_iter().collect(), tags)
+            .settle(&link, msg.into_iter().collect(), &[&held])
             .await?;
         Ok(Some(held))
     }
@@ -158,13 +166,20 @@ impl Backend for AmqpBackend {
         self.limit()
     }
 
-    async fn enqueue(&self, jobs: Vec<Envelope>) -> Result<Vec<JobId>> {
+    async fn enqueue(&self, mut jobs: Vec<Envelope>) -> Result<Vec<JobId>> {
         let limit = self.limit();
-        for env in &jobs {
-            let size = env.to_bytes().len();
-            if size > limit {
-                return Err(Error::PayloadTooLarge { size, limit });
+        // Serialised once: checked here, published below.
+        let mut bodies = Vec::with_capacity(jobs.len());
+        for env in &mut jobs {
+            env.attempt = 0;
+            let body = env.to_bytes();
+            if body.len() > limit {
+                return Err(Error::PayloadTooLarge {
+                    size: body.len(),
+                    limit,
+                });
             }
+            bodies.push(body);
         }
         let inner = &self.inner;
         let link = inner.link().await?;
@@ -178,8 +193,7 @@ impl Backend for AmqpBackend {
         let mut ids = Vec::with_capacity(jobs.len());
         let mut out = Vec::with_capacity(jobs.len());
         let mut claimed = Vec::new();
-        for mut env in jobs {
-            env.attempt = 0;
+        for (env, body) in jobs.into_iter().zip(bodies) {
             if let Some(key) = &env.idempotency_key {
                 match inner.claim_key(&link, &env.queue, key, &env.id).await? {
                     Claim::Existing(id) => {
@@ -190,7 +204,7 @@ impl Backend for AmqpBackend {
                 }
             }
             ids.push(env.id.clone());
-            out.push(message::job(&inner.names, &env, now));
+            out.push(message::job_with_body(&inner.names, &env, body, now));
         }
         if let Err(e) = message::publish_confirmed(&link.publish, out).await {
             for (q, k) in claimed {
@@ -280,6 +294,7 @@ impl Backend for AmqpBackend {
                                 payload: payload.clone(),
                                 expires_at: lease_until,
                                 delivered: Instant::now(),
+                                parked: None,
                             },
                         );
                         out.push(Delivery {
@@ -331,6 +346,7 @@ impl Backend for AmqpBackend {
         let (link, held) = self.take_held(leases).await?;
         let mut statuses = Vec::with_capacity(leases.len());
         let mut tags = Vec::with_capacity(leases.len());
+        let mut parked = Vec::new();
         for h in held {
             let Some(h) = h else {
                 statuses.push(LeaseStatus::Lost);
@@ -342,9 +358,13 @@ impl Backend for AmqpBackend {
                 }
             }
             tags.extend(live_tag(&link, &h));
+            parked.extend(h.parked);
             statuses.push(LeaseStatus::Held);
         }
-        message::ack_all(&link.consume, tags).await?;
+        self.inner.ack_tags(&link, tags).await?;
+        for p in &parked {
+            self.inner.unpark(&link, p).await?;
+        }
         Ok(statuses)
     }
 
@@ -361,7 +381,7 @@ impl Backend for AmqpBackend {
     async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let (link, held) = self.take_held(leases).await?;
         let mut msgs = Vec::new();
-        let mut tags = Vec::new();
+        let mut settled = Vec::new();
         let statuses = held
             .into_iter()
             .map(|h| match h {
@@ -370,13 +390,14 @@ impl Backend for AmqpBackend {
                         env.attempt = env.attempt.saturating_sub(1);
                     }
                     msgs.push(self.inner.requeue_message(&h));
-                    tags.extend(live_tag(&link, &h));
+                    settled.push(h);
                     LeaseStatus::Held
                 }
                 None => LeaseStatus::Lost,
             })
             .collect();
-        self.inner.replace(&link, msgs, tags).await?;
+        let settled: Vec<&Held> = settled.iter().collect();
+        self.inner.settle(&link, msgs, &settled).await?;
         Ok(statuses)
     }
 
@@ -394,8 +415,7 @@ impl Backend for AmqpBackend {
             Err(m) => m.raw.clone(),
         };
         let msg = message::dead(&self.inner.names, &h.queue, &lease.id, body, reason);
-        let tags = live_tag(&link, &h).into_iter().collect();
-        self.inner.replace(&link, vec![msg], tags).await?;
+        self.inner.settle(&link, vec![msg], &[&h]).await?;
         self.free_key_of(&h).await;
         Ok(LeaseStatus::Held)
     }
@@ -410,29 +430,39 @@ impl Backend for AmqpBackend {
             Err(m) => m.raw.clone(),
         };
         let msg = expired_marker(&self.inner.names, &h.queue, body);
-        let tags = live_tag(&link, &h).into_iter().collect();
-        self.inner.replace(&link, vec![msg], tags).await?;
+        self.inner.settle(&link, vec![msg], &[&h]).await?;
         self.free_key_of(&h).await;
         Ok(LeaseStatus::Held)
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
-        self.inner.link().await?;
+        let link = self.inner.link().await?;
         let until = Timestamp::now().plus(lease);
-        let mut st = self.inner.lock();
-        let out = leases
-            .iter()
-            .map(|l| {
-                let Some(h) = st.leases.get_mut(&l.token) else {
-                    return LeaseStatus::Lost;
-                };
-                let old = std::mem::replace(&mut h.expires_at, until);
-                st.expiry.remove(&(old, l.token.clone()));
-                st.expiry.insert((until, l.token.clone()));
-                LeaseStatus::Held
-            })
-            .collect();
-        drop(st);
+        let mut parked = Vec::new();
+        let mut out: Vec<LeaseStatus> = {
+            let mut st = self.inner.lock();
+            leases
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let Some(h) = st.leases.get_mut(&l.token) else {
+                        return LeaseStatus::Lost;
+                    };
+                    if h.parked.is_some() {
+                        // Its copy must wait as long as the lease: renewed below.
+                        parked.push(i);
+                        return LeaseStatus::Held;
+                    }
+                    let old = std::mem::replace(&mut h.expires_at, until);
+                    st.expiry.remove(&(old, l.token.clone()));
+                    st.expiry.insert((until, l.token.clone()));
+                    LeaseStatus::Held
+                })
+                .collect()
+        };
+        for i in parked {
+            out[i] = self.inner.renew(&link, &leases[i].token, until).await;
+        }
         self.inner.reaper.notify_one();
         Ok(out)
     }
@@ -600,12 +630,6 @@ impl Backend for AmqpBackend {
         names.dedup();
         Ok(names)
     }
-}
-
-/// The delivery tag to settle, if the lease's delivery is on the current
-/// connection; an orphaned lease's redelivery is acked when it arrives.
-fn live_tag(link: &crate::link::Link, held: &Held) -> Option<u64> {
-    (held.gen == link.gen).then_some(held.tag)
 }
 
 /// A record in the queue's expired-job counter.

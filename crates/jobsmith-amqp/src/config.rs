@@ -6,9 +6,12 @@ use std::time::Duration;
 /// The queue-name prefix used when the URL does not give one.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
 
+/// RabbitMQ's own default `consumer_timeout`: 30 minutes.
+pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Where the broker is and how jobsmith uses it, read from a URL.
 ///
-/// `amqp://[user[:password]@]host[:port][/vhost][?prefix=..&quorum=..&prefetch=..&expires=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..]`;
+/// `amqp://[user[:password]@]host[:port][/vhost][?prefix=..&quorum=..&prefetch=..&expires=..&consumer_timeout=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..]`;
 /// `amqps://` is the same over TLS (feature `tls`). The vhost is
 /// percent-encoded (`%2f` is `/`). Other query keys (`heartbeat`,
 /// `connection_timeout`, `frame_max`, `channel_max`) go to the AMQP client.
@@ -25,6 +28,10 @@ pub struct AmqpConfig {
     /// If set, every queue is declared with `x-expires` (deleted after being unused
     /// this long): for throw-away namespaces such as tests.
     pub expires: Option<Duration>,
+    /// The broker's `consumer_timeout` (default 30 min, RabbitMQ's default).
+    /// A delivery held unacknowledged for half of it is handed over to a park
+    /// queue, so the broker never closes the channel under a long job.
+    pub consumer_timeout: Duration,
     /// The settings every backend honours.
     pub settings: Settings,
 }
@@ -53,6 +60,7 @@ impl AmqpConfig {
             quorum: false,
             prefetch: 500,
             expires: None,
+            consumer_timeout: DEFAULT_CONSUMER_TIMEOUT,
             settings,
         };
         let mut passthrough = Vec::new();
@@ -77,6 +85,16 @@ impl AmqpConfig {
                         .ok_or_else(|| bad(k, v, "a number from 1 to 65535".into()))?;
                 }
                 "expires" => cfg.expires = Some(parse_duration(v).map_err(|e| bad(k, v, e))?),
+                "consumer_timeout" => {
+                    cfg.consumer_timeout =
+                        parse_duration(v).map_err(|e| bad(k, v, e)).and_then(|d| {
+                            if d >= Duration::from_secs(1) {
+                                Ok(d)
+                            } else {
+                                Err(bad(k, v, "at least 1s".into()))
+                            }
+                        })?;
+                }
                 "dead_max" | "dead_max_age" | "unique_for" | "max_payload" => {}
                 _ => passthrough.push(format!("{k}={v}")),
             }
@@ -110,6 +128,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("quorum", &self.quorum)
             .field("prefetch", &self.prefetch)
             .field("expires", &self.expires)
+            .field("consumer_timeout", &self.consumer_timeout)
             .field("settings", &self.settings)
             .finish()
     }
@@ -122,12 +141,13 @@ mod tests {
     #[test]
     fn reads_our_keys_and_passes_the_rest_on() {
         let c = AmqpConfig::from_url(
-            "amqp://u:p@h:5672/%2f?prefix=x&quorum=true&prefetch=10&heartbeat=5&dead_max=3",
+            "amqp://u:p@h:5672/%2f?prefix=x&quorum=true&prefetch=10&heartbeat=5&dead_max=3&consumer_timeout=1h",
         )
         .expect("valid");
         assert_eq!(c.prefix, "x");
         assert!(c.quorum);
         assert_eq!(c.prefetch, 10);
+        assert_eq!(c.consumer_timeout, Duration::from_secs(3600));
         assert_eq!(c.settings.dead_max, 3);
         assert_eq!(c.server, "amqp://u:p@h:5672/%2f?heartbeat=5");
         assert_eq!(c.redacted(), "amqp://***@h:5672/%2f?heartbeat=5");
@@ -137,6 +157,13 @@ mod tests {
     fn rejects_bad_values() {
         assert!(AmqpConfig::from_url("amqp://h?prefetch=0").is_err());
         assert!(AmqpConfig::from_url("amqp://h?quorum=yes").is_err());
+        assert!(AmqpConfig::from_url("amqp://h?consumer_timeout=10ms").is_err());
+        assert_eq!(
+            AmqpConfig::from_url("amqp://h")
+                .expect("valid")
+                .consumer_timeout,
+            DEFAULT_CONSUMER_TIMEOUT
+        );
         assert!(AmqpConfig::from_url("redis://h").is_err());
     }
 }

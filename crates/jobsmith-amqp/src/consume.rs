@@ -12,7 +12,7 @@ use crate::message::{self, Outgoing};
 use crate::state::Buffered;
 use jobsmith_core::Result;
 use lapin::message::DeliveryResult;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicRejectOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use std::cmp::Reverse;
 use std::sync::{Arc, Weak};
@@ -175,6 +175,7 @@ impl Inner {
             if self.current().is_some_and(|l| l.gen != gen) {
                 return;
             }
+            st.outstanding.delivered(gen, d.delivery_tag);
             if d.redelivered {
                 if let Some(id) = d
                     .properties
@@ -197,10 +198,7 @@ impl Inner {
                         let tag = d.delivery_tag;
                         tokio::spawn(async move {
                             if let Some(link) = inner.current().filter(|l| l.gen == gen) {
-                                let _ = link
-                                    .consume
-                                    .basic_ack(tag, BasicAckOptions::default())
-                                    .await;
+                                let _ = inner.ack_tags(&link, vec![tag]).await;
                             }
                         });
                         return;
@@ -218,6 +216,7 @@ impl Inner {
                     redelivered: d.redelivered,
                     priority,
                     data: d.data,
+                    received: std::time::Instant::now(),
                 },
             );
         }
@@ -242,14 +241,9 @@ impl Inner {
             message::publish_confirmed(&link.publish, msgs).await
         };
         match published {
-            Ok(()) => message::ack_all(&link.consume, tags).await,
+            Ok(()) => self.ack_tags(link, tags).await,
             Err(e) => {
-                for tag in tags {
-                    let _ = link
-                        .consume
-                        .basic_reject(tag, BasicRejectOptions { requeue: true })
-                        .await;
-                }
+                self.reject_tags(link, tags).await;
                 Err(e)
             }
         }

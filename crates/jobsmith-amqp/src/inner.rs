@@ -25,6 +25,10 @@ pub(crate) struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// Serialises starting consumers, so a queue never gets two in one process.
     pub(crate) consumer_setup: tokio::sync::Mutex<()>,
+    /// Serialises parking and renewing leases with taking them to settle.
+    pub(crate) handover: tokio::sync::Mutex<()>,
+    /// Serialises acks and rejects on the consume channel (see `acks.rs`).
+    pub(crate) settling: tokio::sync::Mutex<()>,
     gen: AtomicU64,
     unavailable: AtomicBool,
     pub(crate) state: Mutex<State>,
@@ -45,6 +49,8 @@ impl Inner {
             current: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
             consumer_setup: tokio::sync::Mutex::new(()),
+            handover: tokio::sync::Mutex::new(()),
+            settling: tokio::sync::Mutex::new(()),
             gen: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -140,6 +146,11 @@ impl Inner {
         }
         self.lost.notify_one();
         self.wake.notify_waiters();
+    }
+
+    /// How many connections have been opened so far.
+    pub(crate) fn generation(&self) -> u64 {
+        self.gen.load(Ordering::SeqCst)
     }
 
     pub(crate) fn is_unavailable(&self) -> bool {

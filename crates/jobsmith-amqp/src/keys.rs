@@ -30,7 +30,7 @@ pub(crate) enum Claim {
     Existing(JobId),
 }
 
-fn is_not_found(e: &lapin::Error) -> bool {
+pub(crate) fn is_not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404)
 }
 

@@ -49,7 +49,11 @@ impl Inner {
         };
         if !expired.is_empty() {
             if let Some(link) = self.current() {
-                let live: Vec<&Held> = expired.iter().filter(|h| h.gen == link.gen).collect();
+                // A parked lease's copy goes back to the work queue by itself when its TTL runs out.
+                let live: Vec<&Held> = expired
+                    .iter()
+                    .filter(|h| h.gen == link.gen && h.parked.is_none())
+                    .collect();
                 let msgs = live.iter().map(|h| self.requeue_message(h)).collect();
                 let tags = live.iter().map(|h| h.tag).collect();
                 if let Err(e) = self.replace(&link, msgs, tags).await {
@@ -62,19 +66,27 @@ impl Inner {
     }
 }
 
-/// Runs [`Inner::reap`] whenever a lease may have run out. Ends when the backend is dropped.
+/// Runs [`Inner::reap`] whenever a lease may have run out, and
+/// [`Inner::hand_over`] every [`Inner::handover_every`]. Ends when the backend is dropped.
 pub(crate) async fn reaper(weak: Weak<Inner>, notify: Arc<Notify>) {
+    let mut handed_over = std::time::Instant::now();
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let next = {
+        let (next, every) = {
             let Some(inner) = weak.upgrade() else { return };
-            inner.reap().await
+            let next = inner.reap().await;
+            let every = inner.handover_every();
+            if handed_over.elapsed() >= every {
+                inner.hand_over().await;
+                handed_over = std::time::Instant::now();
+            }
+            (next, every)
         };
         let sleep = next.map_or(Duration::from_secs(1), |at| {
             at.until_now() + Duration::from_millis(1)
         });
-        let _ = tokio::time::timeout(sleep.min(Duration::from_secs(1)), notified).await;
+        let _ = tokio::time::timeout(sleep.min(every), notified).await;
     }
 }

@@ -15,7 +15,7 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
-//! How it builds the contract from RabbitMQ's parts (see `docs/backends-amqp.md`):
+//! How it builds the contract from RabbitMQ's parts (see `docs/backends.md`):
 //! - durable queues, persistent messages, publisher confirms awaited per batch;
 //! - leases are unacknowledged deliveries, with expiry and fencing kept in
 //!   the process;
@@ -25,8 +25,11 @@
 //! - dead letters in a per-queue dead-letter queue with `x-max-length` and
 //!   `x-message-ttl` for retention;
 //! - idempotency keys held in single-message queues with
-//!   `x-overflow: reject-publish`.
+//!   `x-overflow: reject-publish`;
+//! - deliveries held for half of `consumer_timeout` handed over to a
+//!   per-lease park queue, so long jobs outlive the broker's timeout.
 
+mod acks;
 mod backend;
 mod config;
 mod consume;
@@ -38,8 +41,9 @@ mod lease;
 mod link;
 mod message;
 mod names;
+mod park;
 mod state;
 mod topology;
 
 pub use backend::AmqpBackend;
-pub use config::{AmqpConfig, DEFAULT_PREFIX};
+pub use config::{AmqpConfig, DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFIX};

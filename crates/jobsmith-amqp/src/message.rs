@@ -50,7 +50,16 @@ pub(crate) fn job_props(id: &str, priority: u8) -> BasicProperties {
 
 /// A job envelope, to its work queue now or through the delay levels.
 pub(crate) fn job(names: &Names, env: &Envelope, now: Timestamp) -> Outgoing {
-    let body = env.to_bytes();
+    job_with_body(names, env, env.to_bytes(), now)
+}
+
+/// [`job`], with the envelope already serialised as `body`.
+pub(crate) fn job_with_body(
+    names: &Names,
+    env: &Envelope,
+    body: Vec<u8>,
+    now: Timestamp,
+) -> Outgoing {
     let mut props = job_props(env.id.as_str(), names::broker_priority(env.priority));
     let delay = env.run_at.since(now);
     if delay >= Duration::from_millis(1) {
@@ -155,17 +164,6 @@ pub(crate) async fn publish_all(
         });
     }
     Ok(out)
-}
-
-/// Acks deliveries, pipelined.
-pub(crate) async fn ack_all(ch: &Channel, tags: impl IntoIterator<Item = u64>) -> Result<()> {
-    let acks = tags
-        .into_iter()
-        .map(|t| ch.basic_ack(t, lapin::options::BasicAckOptions::default()));
-    for r in join_all(acks).await {
-        r.map_err(from_lapin)?;
-    }
-    Ok(())
 }
 
 /// Publishes and requires every message to be stored.

@@ -3,7 +3,8 @@
 //! For a prefix `p` and a queue `q`: the work queue `p.q`, its dead-letter
 //! queue `p.q.dead`, its expired-job counter `p.q.expired`, its delay levels
 //! `p.q.delay.00` to `p.q.delay.35`, and idempotency key queues
-//! `p.q.key.<hash>` / `p.q.done.<hash>`. Exchanges `p.delay.00`..`p.delay.35`
+//! `p.q.key.<hash>` / `p.q.done.<hash>`, and park queues `p.q.park.<token>`
+//! for long leases. Exchanges `p.delay.00`..`p.delay.35`
 //! and `p.due` are shared by every queue of the prefix.
 
 use std::time::Duration;
@@ -68,6 +69,11 @@ impl Names {
 
     pub(crate) fn done(&self, q: &str, key: &str) -> String {
         format!("{}.{q}.done.{}", self.prefix, hash_hex(key.as_bytes()))
+    }
+
+    /// Where a long lease's job waits while it runs, named after the lease token.
+    pub(crate) fn park(&self, q: &str, token: &str) -> String {
+        format!("{}.{q}.park.{token}", self.prefix)
     }
 
     /// The queue that remembers which queues exist.

@@ -13,6 +13,8 @@ pub(crate) struct Buffered {
     pub(crate) redelivered: bool,
     pub(crate) priority: u8,
     pub(crate) data: Vec<u8>,
+    /// When it arrived: the broker's `consumer_timeout` counts from then.
+    pub(crate) received: Instant,
 }
 
 /// A delivery handed to a worker under a lease.
@@ -27,6 +29,18 @@ pub(crate) struct Held {
     pub(crate) expires_at: Timestamp,
     /// When the broker delivered the message now backing this lease.
     pub(crate) delivered: Instant,
+    /// Set once the delivery was handed over to a park queue: the lease no
+    /// longer rests on a delivery (`gen` and `tag` mean nothing).
+    pub(crate) parked: Option<Parked>,
+}
+
+/// A lease whose job waits in its own park queue instead of an unacked delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Parked {
+    /// The park queue's name.
+    pub(crate) queue: String,
+    /// The longest TTL a copy may get: well inside the queue's `x-expires`.
+    pub(crate) max_ttl: std::time::Duration,
 }
 
 /// Buffers are ordered by broker priority, then delivery tag (delivery order).
@@ -52,6 +66,8 @@ pub(crate) struct State {
     /// Jobs settled while their lease was orphaned, by job id, until when to
     /// watch for them: when one is redelivered here, it is acked at once.
     pub(crate) tombstones: HashMap<String, Timestamp>,
+    /// Deliveries of the current connection not settled yet.
+    pub(crate) outstanding: crate::acks::Outstanding,
 }
 
 impl State {
@@ -66,7 +82,7 @@ impl State {
     pub(crate) fn take(&mut self, token: &str, gen: u64) -> Option<Held> {
         let held = self.leases.remove(token)?;
         self.expiry.remove(&(held.expires_at, token.to_owned()));
-        if held.gen != gen {
+        if held.gen != gen && held.parked.is_none() {
             if let Ok(env) = &held.payload {
                 self.orphans.remove(env.id.as_str());
                 let now = Timestamp::now();
@@ -89,13 +105,14 @@ impl State {
 
     /// Forgets everything tied to older connections: the broker has requeued it.
     pub(crate) fn new_connection(&mut self, gen: u64) {
+        self.outstanding.reset(gen);
         self.consuming.clear();
         self.declared.clear();
         self.buffers.clear();
         let stale: Vec<(String, Option<String>)> = self
             .leases
             .iter()
-            .filter(|(_, h)| h.gen != gen)
+            .filter(|(_, h)| h.gen != gen && h.parked.is_none())
             .map(|(t, h)| (t.clone(), h.payload.as_ref().ok().map(|e| e.id.0.clone())))
             .collect();
         for (t, id) in stale {

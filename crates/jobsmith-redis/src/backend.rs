@@ -40,6 +40,24 @@ struct Inner {
     config: RedisConfig,
 }
 
+/// A client for the server `config` names, with its TLS trust settings.
+fn open_client(config: &RedisConfig) -> Result<Client> {
+    #[cfg(feature = "tls")]
+    crate::tls::install_provider();
+    match &config.tls_ca {
+        #[cfg(feature = "tls")]
+        Some(ca) if config.server.starts_with("rediss://") => {
+            crate::tls::client_trusting(&config.server, ca)
+        }
+        Some(ca) => Err(Error::Config(format!(
+            "a CA file ({}) applies only to TLS: write `rediss://`",
+            ca.display()
+        ))),
+        None => Client::open(config.server.as_str())
+            .map_err(|e| Error::Config(format!("bad Redis URL: {e}"))),
+    }
+}
+
 impl RedisBackend {
     /// Connects to the server a `redis://` or `rediss://` URL names; see [`RedisConfig`].
     pub async fn connect(url: &str) -> Result<Self> {
@@ -48,10 +66,7 @@ impl RedisBackend {
 
     /// Connects with a configuration already read.
     pub async fn connect_with(config: RedisConfig) -> Result<Self> {
-        #[cfg(feature = "tls")]
-        crate::tls::install_provider();
-        let client = Client::open(config.server.as_str())
-            .map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
+        let client = open_client(&config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(10)))

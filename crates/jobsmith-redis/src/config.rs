@@ -1,6 +1,7 @@
 //! [`RedisConfig`]: what a `redis://` or `rediss://` URL says.
 
 use jobsmith_core::{query_pairs, split_scheme, Error, Result, Settings};
+use std::path::PathBuf;
 
 /// The key prefix used when the URL does not give one.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
@@ -8,9 +9,23 @@ pub const DEFAULT_PREFIX: &str = "jobsmith";
 /// Where the Redis server is and how jobsmith uses it, read from a URL.
 ///
 /// `redis://[user[:password]@]host[:port][/db][?prefix=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..]`;
-/// `rediss://` is the same over TLS (feature `tls`), and `#insecure` skips
-/// certificate checks. Every key jobsmith writes starts with `prefix`
-/// (default [`DEFAULT_PREFIX`]).
+/// `rediss://` is the same over TLS (feature `tls`). Every key jobsmith
+/// writes starts with `prefix` (default [`DEFAULT_PREFIX`]).
+///
+/// Over TLS the server's certificate is checked against the system's root
+/// certificates, or, with `tls_ca=/path/to/ca.pem`, against the CA
+/// certificates in that PEM file only (a private CA; as `redis-cli --cacert`).
+/// The URL fragment `#insecure` skips the checks altogether: for tests only.
+///
+/// ```
+/// # use jobsmith_redis::RedisConfig;
+/// # fn main() -> jobsmith_core::Result<()> {
+/// # #[cfg(feature = "tls")] {
+/// let c = RedisConfig::from_url("rediss://cache:6380?prefix=app&tls_ca=/etc/redis/ca.pem")?;
+/// assert_eq!(c.tls_ca.as_deref(), Some(std::path::Path::new("/etc/redis/ca.pem")));
+/// # }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The connection part of the URL, with the query string removed.
@@ -19,6 +34,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// The settings every backend honours.
     pub settings: Settings,
+    /// A PEM file of CA certificates to trust instead of the system's roots
+    /// (`tls_ca=` in the URL; `rediss://` only).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -34,14 +52,28 @@ impl RedisConfig {
         };
         let settings = Settings::from_query(query_pairs(rest))?;
         let mut prefix = DEFAULT_PREFIX.to_owned();
+        let mut tls_ca = None;
         for (k, v) in query_pairs(rest) {
-            if k == "prefix" {
-                if v.is_empty() {
+            match k {
+                "prefix" if v.is_empty() => {
                     return Err(Error::Config(
                         "bad URL setting `prefix=`: the key prefix cannot be empty".into(),
                     ));
                 }
-                prefix = v.to_owned();
+                "prefix" => prefix = v.to_owned(),
+                "tls_ca" if v.is_empty() => {
+                    return Err(Error::Config(
+                        "bad URL setting `tls_ca=`: give the path of a PEM file of CA certificates"
+                            .into(),
+                    ));
+                }
+                "tls_ca" if scheme != "rediss" => {
+                    return Err(Error::Config(format!(
+                        "bad URL setting `tls_ca={v}`: a CA applies only to TLS, write `rediss://`"
+                    )));
+                }
+                "tls_ca" => tls_ca = Some(PathBuf::from(v)),
+                _ => {}
             }
         }
         let base = rest.split_once('?').map_or(rest, |(b, _)| b);
@@ -59,6 +91,7 @@ impl RedisConfig {
             server,
             prefix,
             settings,
+            tls_ca,
         })
     }
 
@@ -66,6 +99,15 @@ impl RedisConfig {
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// The same server, trusting the CA certificates in the PEM file `path`
+    /// instead of the system's roots (as `tls_ca=` in the URL does; for a
+    /// path that a URL cannot spell, such as one with `&` or `#`).
+    #[must_use]
+    pub fn with_tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
         self
     }
 
@@ -91,6 +133,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("server", &shown)
             .field("prefix", &self.prefix)
             .field("settings", &self.settings)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -126,5 +169,22 @@ mod tests {
         assert!(RedisConfig::from_url("amqp://x").is_err());
         assert!(RedisConfig::from_url("redis://x?prefix=").is_err());
         assert!(RedisConfig::from_url("redis://x?dead_max=many").is_err());
+        assert_eq!(c.tls_ca, None);
+        let e = RedisConfig::from_url("redis://x?tls_ca=/ca.pem").expect_err("plain TCP");
+        assert!(e.to_string().contains("rediss://"), "{e}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn reads_tls_ca() {
+        let c = RedisConfig::from_url("rediss://h:6380/1?tls_ca=/etc/ca.pem&prefix=p#insecure")
+            .expect("valid");
+        assert_eq!(c.server, "rediss://h:6380/1#insecure");
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(RedisConfig::from_url("rediss://h?tls_ca=").is_err());
+        let c = RedisConfig::from_url("rediss://h")
+            .expect("valid")
+            .with_tls_ca("/a&b.pem");
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/a&b.pem")));
     }
 }

@@ -1,7 +1,8 @@
 //! The Redis backend of [jobsmith](https://docs.rs/jobsmith).
 //!
 //! Applications use it through the facade: enable its `redis` feature and
-//! connect with a `redis://` URL. Every move between states is one Lua
+//! connect with a `redis://` URL (`rediss://` for TLS, with the facade's
+//! `redis-tls` feature; [`RedisConfig`] says how certificates are checked). Every move between states is one Lua
 //! script on one queue's keys, which share a hash tag; a reserved job holds a
 //! lease that any live worker reclaims when it runs out, and stale holders are
 //! fenced off by a per-reservation token; idle workers block on a wake list

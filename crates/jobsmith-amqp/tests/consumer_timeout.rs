@@ -1,0 +1,219 @@
+//! Jobs that run longer than the broker's `consumer_timeout` run once, and the
+//! broker never closes the worker's channel under them.
+//!
+//! It lowers `consumer_timeout` (to 5 s) and `channel_tick_interval` (to 1 s,
+//! how often a channel checks it) on the shared local broker, and puts the old
+//! values back however it ends: it must run alone, so it lives in its own
+//! binary (see .config/nextest.toml).
+
+mod support;
+
+use jobsmith_core::{App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, Registry};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The broker's `consumer_timeout` during the test.
+const TIMEOUT_MS: u64 = 5_000;
+
+/// How long each long job runs: well past the timeout.
+const RUN_FOR: Duration = Duration::from_secs(9);
+
+/// Attempts seen per job, one entry per run.
+static RUNS: Mutex<BTreeMap<u64, Vec<u32>>> = Mutex::new(BTreeMap::new());
+
+static LONG_JOB: JobDef = JobDef {
+    name: "long_run",
+    location: "jobsmith-amqp tests/consumer_timeout.rs",
+    options: jobsmith_core::JobOptions::DEFAULT,
+    run: run_long,
+};
+
+fn run_long(
+    args: &RawValue,
+    ctx: JobContext,
+) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Args {
+        n: u64,
+    }
+    let args: Args = serde_json::from_str(args.get())?;
+    Ok(Box::pin(async move {
+        RUNS.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(args.n)
+            .or_default()
+            .push(ctx.attempt());
+        tokio::time::sleep(RUN_FOR).await;
+        Ok(())
+    }))
+}
+
+fn rabbitmqctl_eval(expr: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["eval", expr])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Sets broker settings for the test and puts the old values back when dropped.
+struct BrokerSettings {
+    old: Vec<(&'static str, String)>,
+}
+
+impl BrokerSettings {
+    fn set(values: &[(&'static str, u64)]) -> Self {
+        let mut old = Vec::new();
+        for (key, value) in values {
+            let was = rabbitmqctl_eval(&format!("application:get_env(rabbit, {key})."))
+                .expect("rabbitmqctl eval works here");
+            old.push((*key, was));
+            assert_eq!(
+                rabbitmqctl_eval(&format!("application:set_env(rabbit, {key}, {value}).")),
+                Some("ok".to_owned()),
+                "set {key}"
+            );
+        }
+        Self { old }
+    }
+}
+
+impl Drop for BrokerSettings {
+    fn drop(&mut self) {
+        for (key, was) in &self.old {
+            // `{ok,V}` was set; `undefined` was not.
+            let expr = match was.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
+                Some(v) => format!("application:set_env(rabbit, {key}, {v})."),
+                None => format!("application:unset_env(rabbit, {key})."),
+            };
+            let _ = rabbitmqctl_eval(&expr);
+        }
+    }
+}
+
+/// A plain consumer that holds a delivery unacknowledged has its channel
+/// closed by the broker: the lowered timeout is in force for new channels.
+async fn assert_timeout_in_force() {
+    let conn =
+        lapin::Connection::connect(&support::base_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let q = format!("{}.timeout_probe", support::fresh_prefix());
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        BasicPublishOptions::default(),
+        b"x",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .expect("publish");
+    ch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let started = Instant::now();
+    while ch.status().connected() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !ch.status().connected(),
+        "the broker closes a channel holding a delivery past consumer_timeout = {TIMEOUT_MS} ms"
+    );
+    drop(consumer);
+    if let Ok(c2) = conn.create_channel().await {
+        let _ = c2
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+fn job(n: u64) -> Envelope {
+    Envelope::with_args("long_run", "default", &serde_json::json!({"n": n})).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_longer_than_consumer_timeout_run_once_on_a_live_channel() {
+    let _settings = BrokerSettings::set(&[
+        ("consumer_timeout", TIMEOUT_MS),
+        ("channel_tick_interval", 1_000),
+    ]);
+    assert_timeout_in_force().await;
+
+    let backend = support::fresh(&format!("&consumer_timeout={TIMEOUT_MS}ms")).await;
+    let probe = backend.clone();
+    let b: Arc<dyn Backend> = Arc::new(backend);
+    // Two jobs, one at a time: the first runs past the timeout on its lease,
+    // the second waits past it in the prefetch buffer.
+    b.enqueue(vec![job(1), job(2)]).await.expect("enqueue");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = App::from_backend(Arc::clone(&b))
+        .worker()
+        .registry(Registry::from_defs([&LONG_JOB]).expect("one job"))
+        .concurrency(1)
+        .lease(Duration::from_secs(2))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let run = tokio::spawn(worker.run_report());
+
+    let deadline = Instant::now() + 2 * RUN_FOR + Duration::from_secs(20);
+    loop {
+        let stats = b.stats(&["default".to_owned()]).await.expect("stats");
+        let s = &stats[0];
+        let all_started = RUNS.lock().expect("lock").len() == 2;
+        if all_started && s.ready + s.scheduled + s.in_flight == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both jobs finish: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the lease and the timeout again: a parked copy left behind would be back by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _ = stop_tx.send(());
+    let report = run.await.expect("worker task").expect("worker runs");
+
+    let runs = RUNS.lock().expect("lock").clone();
+    assert_eq!(
+        runs,
+        BTreeMap::from([(1, vec![1]), (2, vec![1])]),
+        "each job ran once, on its first attempt"
+    );
+    assert_eq!(report.succeeded, 2, "{report:?}");
+    assert_eq!(report.lost_leases, 0, "{report:?}");
+    assert_eq!(
+        probe.connections_opened(),
+        1,
+        "the broker never closed the worker's channel, so it never reconnected"
+    );
+    let stats = b.stats(&["default".to_owned()]).await.expect("stats");
+    assert_eq!(stats[0].ready + stats[0].in_flight + stats[0].dead, 0);
+}
