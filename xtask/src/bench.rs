@@ -30,6 +30,10 @@ fn micros_since_epoch() -> u64 {
     u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The draining worker's concurrency: also the most jobs one reserve takes,
+/// since no-op jobs free their slots at once.
+const DRAIN_CONCURRENCY: usize = 128;
+
 /// The bench's no-op job: counts itself and, while latency is measured,
 /// records how long after its enqueue it started.
 #[job(queue = "bench", retries = 0)]
@@ -169,6 +173,9 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         );
     }
     let opts = parse(args)?;
+    if opts.backends.len() > 1 {
+        return several(&opts);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,7 +187,6 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         eprintln!("bench: {backend}: {jobs} jobs at {url}");
         match rt.block_on(bench_one(backend, &url, jobs)) {
             Ok(f) => all.push(f),
-            Err(e) if opts.backends.len() > 1 => eprintln!("bench: {backend} skipped: {e}"),
             Err(e) => return Err(format!("{backend}: {e}")),
         }
         if backend == "redis" {
@@ -199,10 +205,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         };
         println!("{out}");
     } else {
-        println!(
-            "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
-            "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
-        );
+        print_header();
         for f in &all {
             println!(
                 "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
@@ -218,6 +221,56 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Benches each backend in a process of its own, so that each one's peak
+/// memory and CPU are its own, and prints one table (or a JSON array).
+fn several(opts: &Options) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for backend in &opts.backends {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "--backend", backend, "--json"]);
+        if let Some(n) = opts.jobs {
+            cmd.args(["--jobs", &n.to_string()]);
+        }
+        let out = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<serde_json::Value>(text.trim()) {
+            Ok(v) if out.status.success() => rows.push(v),
+            _ => eprintln!("bench: {backend} skipped (it failed; see above)"),
+        }
+    }
+    if opts.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    print_header();
+    for v in &rows {
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
+            v["backend"].as_str().unwrap_or("?"),
+            f("jobs"),
+            f("enqueue_per_s"),
+            f("drain_per_s"),
+            f("latency_p50_ms"),
+            f("latency_p99_ms"),
+            f("worker_cpu_ms_per_1k"),
+            f("rss_mib")
+        );
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
+        "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
+    );
 }
 
 fn to_json(f: &Figures) -> serde_json::Value {
@@ -265,7 +318,7 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
     let worker = app
         .worker()
         .queues(["bench"])
-        .concurrency(64)
+        .concurrency(DRAIN_CONCURRENCY)
         .batch_size(256)
         .state_shared(std::sync::Arc::clone(&probe))
         .stop_on(async move {
