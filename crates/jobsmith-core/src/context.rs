@@ -82,75 +82,67 @@ impl fmt::Debug for StateMap {
     }
 }
 
-/// Extends the lease of the job it belongs to; the worker provides it.
-pub(crate) type Heartbeat = Arc<dyn Fn() -> crate::job::BoxFuture<'static, bool> + Send + Sync>;
-
 /// The running job's own details, injected into any job with a `JobContext` parameter.
+///
+/// Cloning is cheap: the job's lease is shared, not copied.
 #[derive(Clone)]
 pub struct JobContext {
-    id: JobId,
-    name: Arc<str>,
-    queue: Arc<str>,
+    name: &'static str,
+    lease: Arc<Lease>,
     attempt: u32,
     max_attempts: u32,
     state: Arc<StateMap>,
     cancel: watch::Receiver<bool>,
-    heartbeat: Option<Heartbeat>,
+    /// Where and for how long `heartbeat` extends the lease; none when run inline.
+    renew: Option<(Arc<dyn Backend>, Duration)>,
 }
 
 impl JobContext {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        id: JobId,
-        name: Arc<str>,
-        queue: Arc<str>,
-        attempt: u32,
-        max_attempts: u32,
+        name: &'static str,
+        lease: Arc<Lease>,
+        (attempt, max_attempts): (u32, u32),
         state: Arc<StateMap>,
         cancel: watch::Receiver<bool>,
-        heartbeat: Option<Heartbeat>,
+        renew: Option<(Arc<dyn Backend>, Duration)>,
     ) -> Self {
         Self {
-            id,
             name,
-            queue,
+            lease,
             attempt,
             max_attempts,
             state,
             cancel,
-            heartbeat,
+            renew,
         }
     }
 
     /// A context for running a job inline, outside any worker, with `state`.
-    pub fn inline(name: &str, state: Arc<StateMap>) -> Self {
+    pub fn inline(name: &'static str, state: Arc<StateMap>) -> Self {
         // The sender is dropped: an inline job is never cancelled.
         let (_tx, cancel) = watch::channel(false);
-        Self::new(
-            JobId::new(),
-            name.into(),
-            "inline".into(),
-            1,
-            1,
-            state,
-            cancel,
-            None,
-        )
+        let lease = Lease {
+            id: JobId::new(),
+            queue: "inline".to_owned(),
+            token: String::new(),
+            expires_at: crate::time::Timestamp(u64::MAX),
+        };
+        Self::new(name, Arc::new(lease), (1, 1), state, cancel, None)
     }
 
     /// The job's id.
     pub fn id(&self) -> &JobId {
-        &self.id
+        &self.lease.id
     }
 
     /// The job's registered name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name
     }
 
     /// The queue the job came from.
     pub fn queue(&self) -> &str {
-        &self.queue
+        &self.lease.queue
     }
 
     /// This attempt's number, from 1.
@@ -178,10 +170,16 @@ impl JobContext {
     /// busy for long stretches. Returns `false` when the lease was lost: another
     /// worker may now own the job, and this one should stop.
     pub async fn heartbeat(&self) -> bool {
-        match &self.heartbeat {
-            Some(beat) => beat().await,
-            None => true,
-        }
+        let Some((backend, extend_by)) = &self.renew else {
+            return true;
+        };
+        matches!(
+            backend
+                .extend(std::slice::from_ref(&*self.lease), *extend_by)
+                .await
+                .as_deref(),
+            Ok([crate::backend::LeaseStatus::Held])
+        )
     }
 
     /// Whether the worker asked this job to stop (shutdown grace period over, or timeout).
@@ -202,9 +200,9 @@ impl JobContext {
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobContext")
-            .field("id", &self.id)
+            .field("id", self.id())
             .field("name", &self.name)
-            .field("queue", &self.queue)
+            .field("queue", &self.queue())
             .field("attempt", &self.attempt)
             .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
@@ -240,24 +238,4 @@ impl<T: Send + Sync + 'static> FromContext for State<T> {
             ))
         })
     }
-}
-
-pub(crate) fn lease_heartbeat(
-    backend: Arc<dyn Backend>,
-    lease: Lease,
-    extend_by: Duration,
-) -> Heartbeat {
-    Arc::new(move || {
-        let backend = Arc::clone(&backend);
-        let lease = lease.clone();
-        Box::pin(async move {
-            matches!(
-                backend
-                    .extend(std::slice::from_ref(&lease), extend_by)
-                    .await
-                    .as_deref(),
-                Ok([crate::backend::LeaseStatus::Held])
-            )
-        })
-    })
 }

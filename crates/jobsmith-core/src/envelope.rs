@@ -132,6 +132,24 @@ impl Envelope {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The length of [`Envelope::to_bytes`], counted without building the bytes.
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // As in `to_bytes`: serializing plain data cannot fail.
+        let _ = serde_json::to_writer(&mut count, self);
+        count.0
+    }
+
     /// Parses an envelope from JSON bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)

@@ -297,7 +297,7 @@ impl Backend for MemoryBackend {
         self.check_available()?;
         let limit = self.limit();
         for env in &jobs {
-            let size = env.to_bytes().len();
+            let size = env.encoded_len();
             if size > limit {
                 return Err(Error::PayloadTooLarge { size, limit });
             }
@@ -307,7 +307,7 @@ impl Backend for MemoryBackend {
         let mut st = self.lock();
         for mut env in jobs {
             let seq = st.next_seq();
-            let q = st.queue(&env.queue.clone());
+            let q = st.queue(&env.queue);
             if let Some(key) = &env.idempotency_key {
                 match q.keys.get(key) {
                     Some(h) if h.completed_until.is_none_or(|until| until > now) => {

@@ -2,9 +2,9 @@
 
 use super::catch::CatchPanic;
 use super::run::Shared;
-use super::settle::Settle;
-use crate::backend::Delivery;
-use crate::context::{lease_heartbeat, JobContext};
+use super::settle::{Outcome, Settle};
+use crate::backend::{Delivery, Lease, Malformed};
+use crate::context::JobContext;
 use crate::envelope::Envelope;
 use crate::job::{Failure, JobDef};
 use crate::time::Timestamp;
@@ -15,34 +15,42 @@ use tracing::Instrument;
 
 /// Runs one delivery to its outcome and hands that to the settler.
 pub(super) async fn execute(shared: Arc<Shared>, delivery: Delivery) {
-    let lease = delivery.lease.clone();
+    let Delivery { lease, envelope } = delivery;
+    // One lease, shared by the running-jobs table and the job's context.
+    let lease = Arc::new(lease);
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    shared.track(&lease, cancel_tx);
-    let settle = decide(&shared, delivery, cancel_rx).await;
+    let slot = shared.track(Arc::clone(&lease), cancel_tx);
+    let outcome = decide(&shared, &lease, envelope, cancel_rx).await;
     // No await between these two: a shutdown abort sees the job either still
     // running (and releases it) or settled, never neither.
-    shared.untrack(&lease);
-    shared.send(settle);
+    shared.untrack(slot);
+    // The context is gone with the job's future, unless the job kept a clone.
+    let lease = Arc::try_unwrap(lease).unwrap_or_else(|kept| Lease::clone(&kept));
+    shared.send(Settle { lease, outcome });
 }
 
-async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receiver<bool>) -> Settle {
-    let lease = delivery.lease;
-    let mut env = match delivery.envelope {
+async fn decide(
+    shared: &Arc<Shared>,
+    lease: &Arc<Lease>,
+    envelope: Result<Envelope, Malformed>,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let env = match envelope {
         Ok(env) => env,
         Err(bad) => {
             tracing::error!(queue = %lease.queue, id = %lease.id, reason = %bad.reason, "dead-lettering a payload that is not a job envelope");
-            return Settle::Dead(lease, bad.reason);
+            return Outcome::Dead(bad.reason);
         }
     };
     let now = Timestamp::now();
     if env.is_expired(now) {
-        return Settle::Expire(lease, env.job);
+        return Outcome::Expire(env.job);
     }
     let def = match shared.registry.get(&env.job) {
         Ok(def) => def,
         Err(e) => {
             tracing::error!(queue = %lease.queue, id = %lease.id, job = %env.job, "dead-lettering a job of unknown name");
-            return Settle::Dead(lease, e.to_string());
+            return Outcome::Dead(e.to_string());
         }
     };
     if env.attempt > env.max_attempts {
@@ -50,21 +58,15 @@ async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receive
             "attempt {} of {}: the worker running the last attempt was lost (its lease expired)",
             env.attempt, env.max_attempts
         );
-        return Settle::Dead(lease, reason);
+        return Outcome::Dead(reason);
     }
     let ctx = JobContext::new(
-        env.id.clone(),
-        def.name.into(),
-        env.queue.as_str().into(),
-        env.attempt,
-        env.max_attempts,
+        def.name,
+        Arc::clone(lease),
+        (env.attempt, env.max_attempts),
         Arc::clone(&shared.state),
         cancel,
-        Some(lease_heartbeat(
-            Arc::clone(&shared.backend),
-            lease.clone(),
-            shared.lease,
-        )),
+        Some((Arc::clone(&shared.backend), shared.lease)),
     );
     let fut = match (def.run)(&env.args, ctx) {
         Ok(fut) => fut,
@@ -73,7 +75,7 @@ async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receive
                 "arguments of job `{}` do not match its signature: {e}",
                 def.name
             );
-            return Settle::Dead(lease, reason);
+            return Outcome::Dead(reason);
         }
     };
 
@@ -100,9 +102,9 @@ async fn decide(shared: &Arc<Shared>, delivery: Delivery, cancel: watch::Receive
     match result {
         Ok(()) => {
             tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "job succeeded");
-            Settle::Ack(lease, def.name)
+            Outcome::Ack(def.name)
         }
-        Err(failure) => failed(def, &mut env, lease, failure),
+        Err(failure) => failed(def, env, failure),
     }
 }
 
@@ -126,30 +128,22 @@ async fn run_guarded(
     outcome.unwrap_or_else(|panic| Err(Failure::retryable(format!("panicked: {panic}"))))
 }
 
-fn failed(
-    def: &'static JobDef,
-    env: &mut Envelope,
-    lease: crate::backend::Lease,
-    failure: Failure,
-) -> Settle {
+fn failed(def: &'static JobDef, mut env: Envelope, failure: Failure) -> Outcome {
     let attempt = env.attempt;
     if failure.is_permanent() {
         tracing::error!(error = %failure, "job failed permanently");
-        return Settle::Dead(lease, format!("failed permanently: {failure}"));
+        return Outcome::Dead(format!("failed permanently: {failure}"));
     }
     if attempt >= env.max_attempts {
         tracing::error!(error = %failure, "job failed on its last attempt");
-        return Settle::Dead(
-            lease,
-            format!(
-                "attempt {attempt} of {} failed: {failure}",
-                env.max_attempts
-            ),
-        );
+        return Outcome::Dead(format!(
+            "attempt {attempt} of {} failed: {failure}",
+            env.max_attempts
+        ));
     }
     let delay = def.options.backoff.delay(attempt);
     tracing::warn!(error = %failure, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
     env.last_error = Some(failure.message().to_owned());
     env.run_at = Timestamp::now().plus(delay);
-    Settle::Retry(lease, env.clone(), def.name)
+    Outcome::Retry(env, def.name)
 }

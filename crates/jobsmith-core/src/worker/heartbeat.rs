@@ -13,16 +13,16 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let leases = shared.running_leases();
+        let (slots, leases) = shared.running_leases();
         if leases.is_empty() {
             continue;
         }
         match shared.backend.extend(&leases, shared.lease).await {
             Ok(statuses) => {
-                for (lease, status) in leases.iter().zip(statuses) {
+                for ((slot, lease), status) in slots.into_iter().zip(&leases).zip(statuses) {
                     if status == LeaseStatus::Lost {
                         tracing::warn!(id = %lease.id, queue = %lease.queue, "lease lost while the job runs; asking it to stop");
-                        shared.cancel(lease);
+                        shared.cancel(slot);
                     }
                 }
             }

@@ -38,6 +38,9 @@ pub(super) struct Counters {
     pub(super) lost: Counter,
 }
 
+/// A running job's lease, and the sender that asks it to stop.
+type Running = (Arc<Lease>, watch::Sender<bool>);
+
 /// What the worker's tasks share.
 pub(super) struct Shared {
     pub(super) backend: Arc<dyn Backend>,
@@ -45,19 +48,23 @@ pub(super) struct Shared {
     pub(super) state: Arc<StateMap>,
     pub(super) lease: Duration,
     pub(super) counters: Counters,
-    running: Mutex<HashMap<String, (Lease, watch::Sender<bool>)>>,
+    /// Running jobs by slot number, with the sender that cancels each.
+    running: Mutex<HashMap<u64, Running>>,
+    next_slot: AtomicU64,
     settle_tx: mpsc::UnboundedSender<Settle>,
     unsettled: AtomicUsize,
 }
 
 impl Shared {
-    pub(super) fn track(&self, lease: &Lease, cancel: watch::Sender<bool>) {
-        self.running_map()
-            .insert(lease.token.clone(), (lease.clone(), cancel));
+    /// Records a running job; returns its slot for [`Shared::untrack`].
+    pub(super) fn track(&self, lease: Arc<Lease>, cancel: watch::Sender<bool>) -> u64 {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        self.running_map().insert(slot, (lease, cancel));
+        slot
     }
 
-    pub(super) fn untrack(&self, lease: &Lease) {
-        self.running_map().remove(&lease.token);
+    pub(super) fn untrack(&self, slot: u64) {
+        self.running_map().remove(&slot);
     }
 
     pub(super) fn send(&self, settle: Settle) {
@@ -71,15 +78,17 @@ impl Shared {
         self.unsettled.fetch_sub(n, Ordering::SeqCst);
     }
 
-    pub(super) fn running_leases(&self) -> Vec<Lease> {
+    /// The running jobs' slots and leases.
+    pub(super) fn running_leases(&self) -> (Vec<u64>, Vec<Lease>) {
         self.running_map()
-            .values()
-            .map(|(l, _)| l.clone())
-            .collect()
+            .iter()
+            .map(|(slot, (lease, _))| (*slot, Lease::clone(lease)))
+            .unzip()
     }
 
-    pub(super) fn cancel(&self, lease: &Lease) {
-        if let Some((_, tx)) = self.running_map().get(&lease.token) {
+    /// Asks the job in `slot`, if it still runs, to stop.
+    pub(super) fn cancel(&self, slot: u64) {
+        if let Some((_, tx)) = self.running_map().get(&slot) {
             tx.send_replace(true);
         }
     }
@@ -95,9 +104,7 @@ impl Shared {
         true
     }
 
-    fn running_map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Lease, watch::Sender<bool>)>> {
+    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -177,6 +184,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         lease: worker.lease,
         counters: Counters::default(),
         running: Mutex::new(HashMap::new()),
+        next_slot: AtomicU64::new(0),
         settle_tx,
         unsettled: AtomicUsize::new(0),
     });
@@ -193,7 +201,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         Duration::from_secs(5)
     };
     let mut retry_delay = Duration::from_millis(50);
-    let mut rotation = 0usize;
+    // Turned by one queue per reserve, so that no queue is always served last.
+    let mut order = queues.clone();
 
     'reserve: loop {
         while jobs.try_join_next().is_some() {}
@@ -211,11 +220,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
                 Err(_) => break,
             }
         }
-        rotation = rotation.wrapping_add(1);
-        let mut order = queues.clone();
         if !order.is_empty() {
-            let k = rotation % order.len();
-            order.rotate_left(k);
+            order.rotate_left(1);
         }
         let reserved = tokio::select! {
             () = &mut stop => break 'reserve,
@@ -273,13 +279,13 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     .await
     .is_ok();
     if !finished {
-        for lease in shared.running_leases() {
-            shared.cancel(&lease);
+        for slot in shared.running_leases().0 {
+            shared.cancel(slot);
         }
         jobs.shutdown().await;
     }
     // Whatever is still tracked never settled: hand it back, uncounted.
-    let leftover = shared.running_leases();
+    let (_, leftover) = shared.running_leases();
     if !leftover.is_empty() {
         match backend.release(&leftover).await {
             Ok(statuses) => {

@@ -7,17 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The outcome of one delivery, to be told to the backend.
+/// The outcome of one delivery, to be told to the backend with its lease.
 #[derive(Debug)]
-pub(super) enum Settle {
+pub(super) enum Outcome {
     /// Succeeded.
-    Ack(Lease, &'static str),
+    Ack(&'static str),
     /// Failed; run again at the envelope's `run_at`.
-    Retry(Lease, Envelope, &'static str),
+    Retry(Envelope, &'static str),
     /// Failed for good, with the reason.
-    Dead(Lease, String),
+    Dead(String),
     /// Its TTL had passed; dropped unrun.
-    Expire(Lease, String),
+    Expire(String),
+}
+
+/// An outcome and the lease to settle it with.
+#[derive(Debug)]
+pub(super) struct Settle {
+    pub(super) lease: Lease,
+    pub(super) outcome: Outcome,
 }
 
 /// How many outcomes one flush takes at most.
@@ -43,20 +50,20 @@ pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
 async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
     let mut acks = Vec::new();
     let mut names = Vec::new();
-    for settle in batch.drain(..) {
-        match settle {
-            Settle::Ack(lease, name) => {
+    for Settle { lease, outcome } in batch.drain(..) {
+        match outcome {
+            Outcome::Ack(name) => {
                 acks.push(lease);
                 names.push(name);
             }
-            Settle::Retry(lease, env, name) => {
+            Outcome::Retry(env, name) => {
                 let status = persist(|| shared.backend.retry(&lease, &env)).await;
                 if shared.count(status, "retry") {
                     metrics::counter!("jobsmith_jobs_retried_total", "job" => name).increment(1);
                     shared.counters.retried.inc();
                 }
             }
-            Settle::Dead(lease, reason) => {
+            Outcome::Dead(reason) => {
                 let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
                 if shared.count(status, "dead-letter") {
                     metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue.clone())
@@ -64,7 +71,7 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
                     shared.counters.dead.inc();
                 }
             }
-            Settle::Expire(lease, name) => {
+            Outcome::Expire(name) => {
                 let status = persist(|| shared.backend.expire(&lease)).await;
                 if shared.count(status, "expire") {
                     metrics::counter!("jobsmith_jobs_expired_total", "job" => name).increment(1);
