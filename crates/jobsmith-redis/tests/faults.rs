@@ -1,11 +1,11 @@
 //! Fault tests, each on a `redis-server` of its own: a worker process killed
-//! mid-run, Redis restarted mid-run, and payloads no worker can run.
+//! mid-run, and Redis restarted mid-run. (Payloads no worker can run are a
+//! conformance case: `worker_dead_letters_bad_input_and_carries_on`.)
 
 mod support;
 
 use jobsmith_core::{App, Backend, Envelope};
 use jobsmith_redis::{RedisBackend, RedisConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::record::{self, Recorder};
 use support::server::Server;
@@ -195,65 +195,4 @@ async fn redis_restart_mid_run_loses_no_acknowledged_job() {
         "{} jobs accepted, {failed} enqueue batches refused while Redis was down; {report:?}",
         accepted.len()
     );
-}
-
-/// 3. Garbage bytes and a valid envelope naming an unknown job, written
-///    straight into the queue, both reach the dead-letter queue with their
-///    reason, and the worker goes on to run a normal job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_unknown_jobs_are_dead_lettered_and_the_worker_carries_on() {
-    let server = Server::start(false).await;
-    let url = server.url();
-    let prefix = support::fresh_prefix();
-    let b = backend(&url, &prefix).await;
-    let recorder = Recorder::connect(&url, &prefix).await;
-    let garbage: &[u8] = b"\xff\xfe{{ not an envelope";
-    let garbage_id = support::push_raw(&url, &prefix, "default", garbage).await;
-    let unknown =
-        Envelope::with_args("no_such_job", "default", &serde_json::json!({"x": 1})).expect("json");
-    let unknown_id = support::push_raw(&url, &prefix, "default", &unknown.to_bytes()).await;
-    assert_eq!(unknown_id, unknown.id.0);
-    b.enqueue(vec![record::envelope(7, 0)])
-        .await
-        .expect("enqueue");
-
-    let report = App::from_backend(Arc::new(b.clone()) as Arc<dyn Backend>)
-        .worker()
-        .registry(record::registry())
-        .state(recorder.clone())
-        .until_idle()
-        .run_report()
-        .await
-        .expect("the worker carries on");
-    assert_eq!(
-        recorder.done().await,
-        vec![7],
-        "the normal job ran after the bad ones"
-    );
-    assert_eq!((report.dead, report.succeeded), (2, 1), "{report:?}");
-
-    let dead = b.dead_list("default", 0, 10).await.expect("list");
-    assert_eq!(dead.len(), 2, "both bad payloads are dead: {dead:?}");
-    let g = b
-        .dead_get("default", &garbage_id.as_str().into())
-        .await
-        .expect("get")
-        .expect("garbage is dead");
-    assert_eq!(g.raw, garbage, "the garbage is kept byte for byte");
-    assert!(
-        g.reason.contains("not a job envelope"),
-        "reason: {}",
-        g.reason
-    );
-    let u = b
-        .dead_get("default", &unknown.id)
-        .await
-        .expect("get")
-        .expect("the unknown job is dead");
-    assert!(
-        u.reason.contains("no_such_job"),
-        "reason names the job: {}",
-        u.reason
-    );
-    assert_eq!(u.envelope().expect("still an envelope").job, "no_such_job");
 }

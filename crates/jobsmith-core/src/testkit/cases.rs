@@ -64,6 +64,21 @@ async fn take_one(b: &dyn Backend, queue: &str) -> Delivery {
     got.pop().expect("checked")
 }
 
+/// Enqueues `env`, reserves it and buries it: a dead job, by the usual path.
+async fn bury(b: &dyn Backend, env: Envelope, reason: &str) -> JobId {
+    let queue = env.queue.clone();
+    let id = enqueue(b, env).await;
+    let d = take_one(b, &queue).await;
+    b.dead_letter(&d.lease, reason).await.expect("dead-letter");
+    id
+}
+
+/// The ids in `queue`'s dead-letter queue, newest first.
+async fn dead_ids(b: &dyn Backend, queue: &str) -> Vec<JobId> {
+    let dead = b.dead_list(queue, 0, 10).await.expect("dead list");
+    dead.into_iter().map(|d| d.id).collect()
+}
+
 async fn stats(b: &dyn Backend, queue: &str) -> crate::QueueStats {
     b.stats(&qs(queue))
         .await
@@ -304,9 +319,7 @@ pub async fn idle_reserve_wakes_on_release(factory: Factory) {
 pub async fn idle_reserve_wakes_on_dead_requeue(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
-    let id = enqueue(b, job("q", 1)).await;
-    let d = take_one(b, "q").await;
-    b.dead_letter(&d.lease, "boom").await.expect("dead-letter");
+    let id = bury(b, job("q", 1), "boom").await;
     let waiter = waiting_reserve(&h.backend, "q");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let at = Instant::now();
@@ -618,35 +631,17 @@ pub async fn dead_letter_retention_by_count_and_age(factory: Factory) {
     let b = &*h.backend;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(enqueue(b, job("q", n)).await);
-        let d = take_one(b, "q").await;
-        b.dead_letter(&d.lease, "x").await.expect("dead");
+        ids.push(bury(b, job("q", n), "x").await);
     }
-    let kept: Vec<_> = b
-        .dead_list("q", 0, 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
     assert_eq!(
-        kept,
+        dead_ids(b, "q").await,
         vec![ids[4].clone(), ids[3].clone(), ids[2].clone()],
         "the newest 3 are kept"
     );
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let id = enqueue(b, job("q", 9)).await;
-    let d = take_one(b, "q").await;
-    b.dead_letter(&d.lease, "x").await.expect("dead");
-    let kept: Vec<_> = b
-        .dead_list("q", 0, 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let id = bury(b, job("q", 9), "x").await;
     assert_eq!(
-        kept,
+        dead_ids(b, "q").await,
         vec![id],
         "dead jobs older than dead_max_age are dropped"
     );
@@ -736,9 +731,7 @@ pub async fn idempotent_key_freed_by_dead_letter(factory: Factory) {
     let b = &*h.backend;
     let mut a = job("q", 1);
     a.idempotency_key = Some("retryable".into());
-    let id = enqueue(b, a).await;
-    let d = take_one(b, "q").await;
-    b.dead_letter(&d.lease, "x").await.expect("dead");
+    let id = bury(b, a, "x").await;
     let mut again = job("q", 2);
     again.idempotency_key = Some("retryable".into());
     let id2 = enqueue(b, again).await;
@@ -1065,5 +1058,45 @@ pub async fn worker_retries_then_dead_letters(factory: Factory) {
     assert!(
         all.iter().any(|d| d.raw == b"garbage"),
         "garbage is dead-lettered as it was"
+    );
+}
+
+/// Garbage bytes and a valid envelope naming an unknown job, written straight
+/// into the queue by a foreign producer, reach the dead-letter queue with
+/// their reasons; the worker carries on and runs the next job.
+pub async fn worker_dead_letters_bad_input_and_carries_on(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    let garbage: &[u8] = b"\xff\xfe{{ not an envelope";
+    h.faults.push_raw("default", garbage).await;
+    let unknown = Envelope::with_args("no_such_job", "default", &json!({"x": 1})).expect("json");
+    h.faults.push_raw("default", &unknown.to_bytes()).await;
+    enqueue(b, job("default", 7)).await;
+    let counter = NoopCounter::default();
+    let report = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(super::noop_registry())
+        .state(counter.clone())
+        .until_idle()
+        .run_report()
+        .await
+        .expect("the worker carries on");
+    assert_eq!(counter.get(), 1, "the normal job ran after the bad ones");
+    assert_eq!((report.dead, report.succeeded), (2, 1), "{report:?}");
+    let dead = b.dead_list("default", 0, 10).await.expect("list");
+    assert_eq!(dead.len(), 2, "both bad payloads are dead: {dead:?}");
+    let g = dead
+        .iter()
+        .find(|d| d.raw == garbage)
+        .expect("the garbage is kept byte for byte");
+    assert!(!g.reason.is_empty(), "the garbage's reason is given");
+    let u = dead
+        .iter()
+        .find(|d| d.envelope().is_some_and(|e| e.job == "no_such_job"))
+        .expect("the unknown job is dead, still an envelope");
+    assert!(
+        u.reason.contains("no_such_job"),
+        "reason names the job: {}",
+        u.reason
     );
 }

@@ -144,6 +144,7 @@ macro_rules! conformance_suite {
             connection_drop_loses_nothing_acknowledged,
             worker_reconnects_and_finishes_every_job,
             worker_retries_then_dead_letters,
+            worker_dead_letters_bad_input_and_carries_on,
         }
     };
 }
