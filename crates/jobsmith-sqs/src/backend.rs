@@ -28,8 +28,11 @@ use std::time::{Duration, Instant};
 /// here for the rest.
 const EARLY: Duration = Duration::from_secs(1);
 
+/// Per SQS queue URL: items with the index of their lease in a request.
+type ByUrl<T> = BTreeMap<String, Vec<(usize, T)>>;
+
 /// Held messages by the SQS queue they came from, with their index in a request.
-type HeldByQueue = BTreeMap<String, Vec<(usize, Held)>>;
+type HeldByQueue = ByUrl<Held>;
 
 /// Jobs on AWS SQS. Clones share one client and one view of the queues.
 #[derive(Clone)]
@@ -201,7 +204,7 @@ impl Inner {
     }
 
     /// A batch call's total size budget.
-    fn budget(&self) -> usize {
+    pub(crate) fn budget(&self) -> usize {
         self.limit().max(SQS_MESSAGE_LIMIT)
     }
 
@@ -363,16 +366,19 @@ impl Inner {
                 calls::change_visibility(&self.client, url, &[receipt.as_str()], secs).await?;
             }
         } else if !redelay.is_empty() {
-            let sends: Vec<Send> = redelay
-                .iter()
-                .map(|(_, body, delay)| Send {
-                    out: Outgoing::text(body.clone()),
-                    delay: *delay,
-                    fifo: None,
+            let (receipts, sends): (Vec<String>, Vec<Send>) = redelay
+                .into_iter()
+                .map(|(receipt, body, delay)| {
+                    let send = Send {
+                        out: Outgoing::text(body),
+                        delay,
+                        fifo: None,
+                    };
+                    (receipt, send)
                 })
-                .collect();
-            calls::send(&self.client, url, &sends, self.budget()).await?;
-            let receipts: Vec<&str> = redelay.iter().map(|(r, _, _)| r.as_str()).collect();
+                .unzip();
+            calls::send(&self.client, url, sends, self.budget()).await?;
+            let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
             calls::delete(&self.client, url, &receipts).await?;
         }
         if !expired.is_empty() {
@@ -407,7 +413,7 @@ impl Inner {
                 fifo: None,
             })
             .collect();
-        calls::send(&self.client, &family.expired, &sends, self.budget()).await
+        calls::send(&self.client, &family.expired, sends, self.budget()).await
     }
 
     /// Receives once from each level of `queues`, highest first, until `max`
@@ -478,16 +484,17 @@ impl Inner {
     /// whose visibility is shorter, and records each lease.
     async fn hand_out(&self, taken: Vec<Received>, lease: Duration) -> Result<Vec<Delivery>> {
         let want = Instant::now() + lease;
-        let mut short: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut short: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in taken.iter().enumerate() {
             if r.deadline < want {
-                short.entry(r.url.clone()).or_default().push(i);
+                short.entry(r.url.as_str()).or_default().push(i);
             }
         }
         let mut deadlines: Vec<Option<Instant>> = taken.iter().map(|r| Some(r.deadline)).collect();
+        let secs = whole_seconds_up(lease);
+        let mut failed = None;
         for (url, idx) in &short {
             let receipts: Vec<&str> = idx.iter().map(|&i| taken[i].receipt.as_str()).collect();
-            let secs = whole_seconds_up(lease);
             let sent = Instant::now();
             match calls::change_visibility(&self.client, url, &receipts, secs).await {
                 Ok(ok) => {
@@ -496,11 +503,15 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    // Nothing is lost: the messages wait for the next reserve.
-                    self.inbox.put(taken);
-                    return Err(e);
+                    failed = Some(e);
+                    break;
                 }
             }
+        }
+        if let Some(e) = failed {
+            // Nothing is lost: the messages wait for the next reserve.
+            self.inbox.put(taken);
+            return Err(e);
         }
         let now = Instant::now();
         let wall = Timestamp::now();
@@ -508,8 +519,8 @@ impl Inner {
         for (r, deadline) in taken.into_iter().zip(deadlines) {
             let Some(deadline) = deadline else { continue };
             let lease = Lease {
-                id: r.id.clone(),
-                queue: r.queue.clone(),
+                id: r.id,
+                queue: r.queue,
                 token: r.receipt.clone(),
                 expires_at: wall.plus(deadline.saturating_duration_since(now)),
             };
@@ -589,15 +600,10 @@ impl Inner {
 
     /// Takes leases that still hold, grouped by the queue they came from.
     fn take_held(&self, leases: &[Lease]) -> (Vec<LeaseStatus>, HeldByQueue) {
-        let mut statuses = vec![LeaseStatus::Lost; leases.len()];
-        let mut by_url: BTreeMap<String, Vec<(usize, Held)>> = BTreeMap::new();
-        for (i, lease) in leases.iter().enumerate() {
-            if let Some(h) = self.leases.take(lease) {
-                statuses[i] = LeaseStatus::Held;
-                by_url.entry(h.url.clone()).or_default().push((i, h));
-            }
-        }
-        (statuses, by_url)
+        by_url(leases, |lease| {
+            let h = self.leases.take(lease)?;
+            Some((h.url.clone(), h))
+        })
     }
 
     /// Deletes the held messages of one queue; puts them back on a transport error.
@@ -686,7 +692,7 @@ impl Inner {
                 .level_url(&lease.queue, priority_level(env.priority))
                 .await?;
             let send = self.send_of(&env, body, false);
-            calls::send(&self.client, &url, &[send], self.budget()).await
+            calls::send(&self.client, &url, vec![send], self.budget()).await
         };
         if let Err(e) = sent.await {
             self.leases.restore(held);
@@ -720,7 +726,7 @@ impl Inner {
                     },
                 })
                 .collect();
-            if let Err(e) = calls::send(&self.client, &url, &sends, self.budget()).await {
+            if let Err(e) = calls::send(&self.client, &url, sends, self.budget()).await {
                 for (_, h) in held {
                     self.leases.restore(h);
                 }
@@ -750,7 +756,7 @@ impl Inner {
                 delay: 0,
                 fifo,
             };
-            calls::send(&self.client, &family.dead, &[send], self.budget()).await?;
+            calls::send(&self.client, &family.dead, vec![send], self.budget()).await?;
             Ok::<_, Error>(family)
         };
         let family = match buried.await {
@@ -790,13 +796,7 @@ impl Inner {
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
-        let mut statuses = vec![LeaseStatus::Lost; leases.len()];
-        let mut by_url: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
-        for (i, l) in leases.iter().enumerate() {
-            if let Some((url, receipt)) = self.leases.check(l) {
-                by_url.entry(url).or_default().push((i, receipt));
-            }
-        }
+        let (mut statuses, by_url) = by_url(leases, |l| self.leases.check(l));
         let secs = whole_seconds_up(lease);
         for (url, entries) in by_url {
             let receipts: Vec<&str> = entries.iter().map(|(_, r)| r.as_str()).collect();
@@ -806,9 +806,9 @@ impl Inner {
                 if ok {
                     self.leases
                         .extended(&leases[*i], sent + Duration::from_secs(secs));
-                    statuses[*i] = LeaseStatus::Held;
                 } else {
                     self.leases.forget(&leases[*i]);
+                    statuses[*i] = LeaseStatus::Lost;
                 }
             }
         }
@@ -851,6 +851,23 @@ impl Inner {
         s.scheduled += moved - due.min(moved);
         Ok(s)
     }
+}
+
+/// Each lease's status (`Held` where `pick` finds it still held, else
+/// `Lost`), and what `pick` found, grouped by SQS queue URL with the lease's index.
+fn by_url<T>(
+    leases: &[Lease],
+    mut pick: impl FnMut(&Lease) -> Option<(String, T)>,
+) -> (Vec<LeaseStatus>, ByUrl<T>) {
+    let mut statuses = vec![LeaseStatus::Lost; leases.len()];
+    let mut groups: ByUrl<T> = BTreeMap::new();
+    for (i, lease) in leases.iter().enumerate() {
+        if let Some((url, found)) = pick(lease) {
+            statuses[i] = LeaseStatus::Held;
+            groups.entry(url).or_default().push((i, found));
+        }
+    }
+    (statuses, groups)
 }
 
 /// Whole seconds of SQS delay until `run_at`, rounded down (the rest is
@@ -899,7 +916,8 @@ impl Backend for SqsBackend {
         }
         let verdicts = claim_keys(&inner.keys, &prepared).await?;
         let mut ids = Vec::with_capacity(prepared.len());
-        let mut groups: Vec<((String, i8), Vec<(Envelope, Send)>)> = Vec::new();
+        // Per target (queue, level): the jobs, and their messages in the same order.
+        let mut groups: Vec<((String, i8), Vec<Envelope>, Vec<Send>)> = Vec::new();
         for ((env, body), existing) in prepared.into_iter().zip(verdicts) {
             if let Some(existing) = existing {
                 ids.push(existing);
@@ -908,22 +926,26 @@ impl Backend for SqsBackend {
             ids.push(env.id.clone());
             let target = (env.queue.clone(), priority_level(env.priority));
             let send = inner.send_of(&env, body, true);
-            match groups.iter_mut().find(|(t, _)| *t == target) {
-                Some((_, g)) => g.push((env, send)),
-                None => groups.push((target, vec![(env, send)])),
+            match groups.iter_mut().find(|(t, _, _)| *t == target) {
+                Some((_, envs, sends)) => {
+                    envs.push(env);
+                    sends.push(send);
+                }
+                None => groups.push((target, vec![env], vec![send])),
             }
         }
-        for (n, ((queue, level), group)) in groups.iter().enumerate() {
+        for n in 0..groups.len() {
+            let ((queue, level), _, sends) = &mut groups[n];
+            let sends = std::mem::take(sends);
             let sent = async {
                 let url = inner.queues.level_url(queue, *level).await?;
-                let sends: Vec<Send> = group.iter().map(|(_, s)| clone_send(s)).collect();
-                calls::send(&inner.client, &url, &sends, inner.budget()).await
+                calls::send(&inner.client, &url, sends, inner.budget()).await
             };
             if let Err(e) = sent.await {
                 let unsent: Vec<Claim<'_>> = groups[n..]
                     .iter()
-                    .flat_map(|(_, g)| g)
-                    .filter_map(|(env, _)| {
+                    .flat_map(|(_, envs, _)| envs)
+                    .filter_map(|env| {
                         let k = env.idempotency_key.as_deref()?;
                         Some((env.queue.as_str(), k, &env.id))
                     })
@@ -1039,14 +1061,6 @@ async fn claim_keys(keys: &Keys, prepared: &[(Envelope, String)]) -> Result<Vec<
             Some((c, false)) => Some(held[c].clone().unwrap_or_else(|| claims[c].2.clone())),
         })
         .collect())
-}
-
-fn clone_send(s: &Send) -> Send {
-    Send {
-        out: s.out.clone(),
-        delay: s.delay,
-        fifo: s.fifo.clone(),
-    }
 }
 
 impl fmt::Debug for SqsBackend {

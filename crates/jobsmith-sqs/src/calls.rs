@@ -2,6 +2,7 @@
 
 use crate::codec::Outgoing;
 use crate::error::from_sdk;
+use aws_sdk_sqs::error::BuildError;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
@@ -9,6 +10,8 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use futures_util::future::join_all;
 use jobsmith_core::{Error, Result};
+use std::future::Future;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// SQS takes at most ten entries in one batch call.
@@ -27,49 +30,62 @@ pub(crate) struct Send {
     pub(crate) fifo: Option<(String, String)>,
 }
 
-/// Splits `sends` into batches of at most ten whose sizes add up to at most `budget`.
-fn batches(sends: &[Send], budget: usize) -> Vec<&[Send]> {
+/// Splits `sends` into batches of at most ten whose sizes add up to at most
+/// `budget`: the index range of each.
+fn batches(sends: &[Send], budget: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut total = 0;
     for (i, s) in sends.iter().enumerate() {
         let size = s.out.size();
         if i > start && (i - start == BATCH || total + size > budget) {
-            out.push(&sends[start..i]);
+            out.push(start..i);
             start = i;
             total = 0;
         }
         total += size;
     }
     if start < sends.len() {
-        out.push(&sends[start..]);
+        out.push(start..sends.len());
     }
     out
 }
 
+fn build_error(e: BuildError) -> Error {
+    Error::Backend(format!("sqs: {e}"))
+}
+
 /// Sends `sends` to `url` in order, one batch call after another.
-pub(crate) async fn send(client: &Client, url: &str, sends: &[Send], budget: usize) -> Result<()> {
-    for chunk in batches(sends, budget) {
-        let entries = chunk
-            .iter()
+pub(crate) async fn send(
+    client: &Client,
+    url: &str,
+    sends: Vec<Send>,
+    budget: usize,
+) -> Result<()> {
+    let ranges = batches(&sends, budget);
+    let mut sends = sends.into_iter();
+    for range in ranges {
+        let count = range.len();
+        let entries = sends
+            .by_ref()
+            .take(count)
             .enumerate()
             .map(|(i, s)| {
+                let attributes = s.out.sdk_attributes();
                 let mut e = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(s.out.body.clone())
-                    .set_message_attributes(s.out.sdk_attributes());
-                match &s.fifo {
+                    .message_body(s.out.body)
+                    .set_message_attributes(attributes);
+                match s.fifo {
                     Some((group, dedup)) => {
-                        e = e
-                            .message_group_id(group.clone())
-                            .message_deduplication_id(dedup.clone());
+                        e = e.message_group_id(group).message_deduplication_id(dedup);
                     }
                     None if s.delay > 0 => {
                         e = e.delay_seconds(i32::try_from(s.delay.min(MAX_DELAY)).unwrap_or(900));
                     }
                     None => {}
                 }
-                e.build().map_err(|e| Error::Backend(format!("sqs: {e}")))
+                e.build().map_err(build_error)
             })
             .collect::<Result<Vec<_>>>()?;
         let out = client
@@ -83,7 +99,7 @@ pub(crate) async fn send(client: &Client, url: &str, sends: &[Send], budget: usi
             return Err(Error::Backend(format!(
                 "sqs SendMessageBatch: {} of {} messages refused: {}: {}",
                 out.failed().len(),
-                chunk.len(),
+                count,
                 f.code(),
                 f.message().unwrap_or("")
             )));
@@ -92,9 +108,34 @@ pub(crate) async fn send(client: &Client, url: &str, sends: &[Send], budget: usi
     Ok(())
 }
 
+/// Runs `call` on each batch of `receipts` at once; for each receipt, whether
+/// SQS accepted it.
+async fn per_receipt<'a, F, Fut>(receipts: &'a [&'a str], call: F) -> Result<Vec<bool>>
+where
+    F: Fn(&'a [&'a str]) -> Fut,
+    Fut: Future<Output = Result<Vec<bool>>>,
+{
+    let mut all = Vec::with_capacity(receipts.len());
+    for r in join_all(receipts.chunks(BATCH).map(call)).await {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// For a batch of `len` entries with ids `0..len`: whether each is not among `failed`.
+fn accepted<'a>(len: usize, failed: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+    let mut ok = vec![true; len];
+    for id in failed {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| ok.get_mut(i)) {
+            *slot = false;
+        }
+    }
+    ok
+}
+
 /// Deletes messages from `url`; for each receipt, whether SQS accepted it.
 pub(crate) async fn delete(client: &Client, url: &str, receipts: &[&str]) -> Result<Vec<bool>> {
-    let calls = receipts.chunks(BATCH).map(|chunk| async move {
+    per_receipt(receipts, |chunk| async move {
         let entries = chunk
             .iter()
             .enumerate()
@@ -103,7 +144,7 @@ pub(crate) async fn delete(client: &Client, url: &str, receipts: &[&str]) -> Res
                     .id(i.to_string())
                     .receipt_handle(*r)
                     .build()
-                    .map_err(|e| Error::Backend(format!("sqs: {e}")))
+                    .map_err(build_error)
             })
             .collect::<Result<Vec<_>>>()?;
         let out = client
@@ -113,19 +154,9 @@ pub(crate) async fn delete(client: &Client, url: &str, receipts: &[&str]) -> Res
             .send()
             .await
             .map_err(|e| from_sdk("DeleteMessageBatch", e))?;
-        let mut ok = vec![true; chunk.len()];
-        for f in out.failed() {
-            if let Some(slot) = f.id().parse::<usize>().ok().and_then(|i| ok.get_mut(i)) {
-                *slot = false;
-            }
-        }
-        Ok::<_, Error>(ok)
-    });
-    let mut all = Vec::with_capacity(receipts.len());
-    for r in join_all(calls).await {
-        all.extend(r?);
-    }
-    Ok(all)
+        Ok(accepted(chunk.len(), out.failed().iter().map(|f| f.id())))
+    })
+    .await
 }
 
 /// Sets the visibility timeout of messages in `url`; for each, whether SQS accepted it.
@@ -136,7 +167,7 @@ pub(crate) async fn change_visibility(
     seconds: u64,
 ) -> Result<Vec<bool>> {
     let seconds = i32::try_from(seconds.min(43_200)).unwrap_or(43_200);
-    let calls = receipts.chunks(BATCH).map(|chunk| async move {
+    per_receipt(receipts, |chunk| async move {
         let entries = chunk
             .iter()
             .enumerate()
@@ -146,7 +177,7 @@ pub(crate) async fn change_visibility(
                     .receipt_handle(*r)
                     .visibility_timeout(seconds)
                     .build()
-                    .map_err(|e| Error::Backend(format!("sqs: {e}")))
+                    .map_err(build_error)
             })
             .collect::<Result<Vec<_>>>()?;
         let out = client
@@ -156,19 +187,9 @@ pub(crate) async fn change_visibility(
             .send()
             .await
             .map_err(|e| from_sdk("ChangeMessageVisibilityBatch", e))?;
-        let mut ok = vec![true; chunk.len()];
-        for f in out.failed() {
-            if let Some(slot) = f.id().parse::<usize>().ok().and_then(|i| ok.get_mut(i)) {
-                *slot = false;
-            }
-        }
-        Ok::<_, Error>(ok)
-    });
-    let mut all = Vec::with_capacity(receipts.len());
-    for r in join_all(calls).await {
-        all.extend(r?);
-    }
-    Ok(all)
+        Ok(accepted(chunk.len(), out.failed().iter().map(|f| f.id())))
+    })
+    .await
 }
 
 /// Receives up to `max` (at most ten) messages from `url`, hiding them for

@@ -247,13 +247,7 @@ pub(crate) async fn requeue(inner: &Inner, queue: &str, ids: &[JobId]) -> Result
                 delay: 0,
                 fifo,
             };
-            calls::send(
-                &inner.client,
-                &url,
-                &[send],
-                SQS_MESSAGE_LIMIT.max(inner.limit()),
-            )
-            .await?;
+            calls::send(&inner.client, &url, vec![send], inner.budget()).await?;
             sent = true;
             calls::delete(&inner.client, &family.dead, &[f.receipt.as_str()]).await
         };

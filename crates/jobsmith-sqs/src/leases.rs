@@ -66,15 +66,15 @@ impl Leases {
     /// Whether a lease still holds; drops it when it does not.
     pub(crate) fn check(&self, lease: &Lease) -> Option<(String, String)> {
         let mut map = self.lock();
-        let ok = map
-            .get(&lease.token)
-            .is_some_and(|h| Instant::now() + SETTLE_MARGIN < h.deadline);
-        if !ok {
-            map.remove(&lease.token);
-            return None;
+        match map.get(&lease.token) {
+            Some(h) if Instant::now() + SETTLE_MARGIN < h.deadline => {
+                Some((h.url.clone(), h.receipt.clone()))
+            }
+            _ => {
+                map.remove(&lease.token);
+                None
+            }
         }
-        map.get(&lease.token)
-            .map(|h| (h.url.clone(), h.receipt.clone()))
     }
 
     /// Moves a lease's deadline after its visibility timeout was changed.

@@ -39,7 +39,7 @@ pub async fn raw_rate(url: &str, n: usize) -> Result<(f64, f64)> {
         })
         .collect();
     let started = Instant::now();
-    calls::send(&client, &queue, &sends, usize::MAX).await?;
+    calls::send(&client, &queue, sends, usize::MAX).await?;
     let send_rate = n as f64 / started.elapsed().as_secs_f64();
 
     let started = Instant::now();
