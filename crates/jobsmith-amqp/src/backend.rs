@@ -6,14 +6,15 @@ use crate::inner::{supervise, Inner};
 use crate::keys::Claim;
 use crate::lease::reaper;
 use crate::message::{self, Outgoing};
+use crate::names::Names;
 use crate::park::live_tag;
-use crate::state::Held;
+use crate::state::{Buffered, Held};
+use crate::topology::passive_count;
 use jobsmith_core::{
-    Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, QueueStats, Result,
-    Timestamp,
+    Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, QueueStats,
+    Result, Timestamp,
 };
-use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueuePurgeOptions;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,41 +111,36 @@ impl AmqpBackend {
         Ok((link, held))
     }
 
-    /// Replaces one held delivery with `msg`; on failure the delivery goes back to the broker.
-    async fn settle_one(&self, lease: &Lease, msg: Option<Outgoing>) -> Result<Option<Held>> {
+    /// Replaces one held delivery with the message `msg` makes of it; on
+    /// failure the delivery goes back to the broker. `None` if the lease was lost.
+    async fn settle_one(
+        &self,
+        lease: &Lease,
+        msg: impl FnOnce(&Held) -> Outgoing,
+    ) -> Result<Option<Held>> {
         let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
         let Some(held) = held.pop().flatten() else {
             return Ok(None);
         };
-        self.inner
-            .settle(&link, msg.into_iter().collect(), &[&held])
-            .await?;
+        self.inner.settle(&link, vec![msg(&held)], &[&held]).await?;
         Ok(Some(held))
     }
 
     async fn free_key_of(&self, held: &Held) {
-        if let Ok(env) = &held.payload {
-            if let Some(k) = &env.idempotency_key {
-                if let Ok(link) = self.inner.link().await {
-                    if let Err(e) = self.inner.free_key(&link, &held.queue, k).await {
-                        tracing::warn!(error = %e, key = %k, "could not free an idempotency key");
-                    }
-                }
-            }
-        }
-    }
-
-    async fn passive_count(&self, ch: &lapin::Channel, queue: String) -> Result<u64> {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
+        let Some(k) = held
+            .payload
+            .as_ref()
+            .ok()
+            .and_then(|env| env.idempotency_key.as_ref())
+        else {
+            return;
         };
-        Ok(u64::from(
-            ch.queue_declare(queue.into(), passive, FieldTable::default())
-                .await
-                .map_err(from_lapin)?
-                .message_count(),
-        ))
+        let Ok(link) = self.inner.link().await else {
+            return;
+        };
+        if let Err(e) = self.inner.free_key(&link, &held.queue, k).await {
+            tracing::warn!(error = %e, key = %k, "could not free an idempotency key");
+        }
     }
 }
 
@@ -154,6 +150,46 @@ struct Aside {
     msgs: Vec<Outgoing>,
     tags: Vec<u64>,
     expired: Vec<(String, Envelope)>,
+}
+
+impl Aside {
+    /// The payload to lease out of a buffered delivery of `q`, or `None`
+    /// when the delivery is set aside instead: replaced by a republished copy
+    /// (redelivered, or early) or by a record of its expiry.
+    fn sort(
+        &mut self,
+        names: &Names,
+        q: &str,
+        b: Buffered,
+        now: Timestamp,
+    ) -> Option<std::result::Result<Envelope, Malformed>> {
+        let mut env = match message::parse(&b.data) {
+            Ok(env) => env,
+            Err(m) => return Some(Err(m)),
+        };
+        if b.redelivered {
+            // The delivery before this one was lost with its connection:
+            // count it, then take the copy in turn.
+            env.attempt = env.attempt.saturating_add(1);
+            env.run_at = env.run_at.min(now);
+            self.msgs.push(message::job(names, &env, now));
+            self.tags.push(b.tag);
+            return None;
+        }
+        if env.is_expired(now) {
+            self.tags.push(b.tag);
+            self.msgs.push(message::expired(names, q, b.data));
+            self.expired.push((q.to_owned(), env));
+            return None;
+        }
+        if env.run_at.since(now) > EARLY {
+            self.msgs.push(message::job(names, &env, now));
+            self.tags.push(b.tag);
+            return None;
+        }
+        env.attempt = env.attempt.saturating_add(1);
+        Some(Ok(env))
+    }
 }
 
 #[async_trait::async_trait]
@@ -227,8 +263,6 @@ impl Backend for AmqpBackend {
         // A short reserve looks at the broker once when it finds nothing
         // buffered: jobs the broker holds ready are on their way to us.
         let mut caught_up = wait >= CATCH_UP;
-        let link = inner.link().await?;
-        inner.ensure_consuming(&link, queues).await?;
         loop {
             let notified = inner.wake.notified();
             tokio::pin!(notified);
@@ -250,32 +284,9 @@ impl Backend for AmqpBackend {
                         if b.gen != link.gen {
                             continue;
                         }
-                        let payload = match message::parse(&b.data) {
-                            Ok(mut env) => {
-                                if b.redelivered {
-                                    // The delivery before this one was lost with its
-                                    // connection: count it, then take the copy in turn.
-                                    env.attempt = env.attempt.saturating_add(1);
-                                    env.run_at = env.run_at.min(now);
-                                    aside.msgs.push(message::job(&inner.names, &env, now));
-                                    aside.tags.push(b.tag);
-                                    continue;
-                                }
-                                if env.is_expired(now) {
-                                    aside.tags.push(b.tag);
-                                    aside.msgs.push(expired_marker(&inner.names, q, b.data));
-                                    aside.expired.push((q.clone(), env));
-                                    continue;
-                                }
-                                if env.run_at.since(now) > EARLY {
-                                    aside.msgs.push(message::job(&inner.names, &env, now));
-                                    aside.tags.push(b.tag);
-                                    continue;
-                                }
-                                env.attempt = env.attempt.saturating_add(1);
-                                Ok(env)
-                            }
-                            Err(m) => Err(m),
+                        let (tag, priority) = (b.tag, b.priority);
+                        let Some(payload) = aside.sort(&inner.names, q, b, now) else {
+                            continue;
                         };
                         let seq = st.next_seq();
                         let token = format!("{}-{}-{seq}", inner.instance, link.gen);
@@ -289,8 +300,8 @@ impl Backend for AmqpBackend {
                             Held {
                                 queue: q.clone(),
                                 gen: link.gen,
-                                tag: b.tag,
-                                priority: b.priority,
+                                tag,
+                                priority,
                                 payload: payload.clone(),
                                 expires_at: lease_until,
                                 delivered: Instant::now(),
@@ -372,7 +383,7 @@ impl Backend for AmqpBackend {
         let mut env = envelope.clone();
         env.id = lease.id.clone();
         let msg = message::job(&self.inner.names, &env, Timestamp::now());
-        Ok(match self.settle_one(lease, Some(msg)).await? {
+        Ok(match self.settle_one(lease, |_| msg).await? {
             Some(_) => LeaseStatus::Held,
             None => LeaseStatus::Lost,
         })
@@ -402,35 +413,37 @@ impl Backend for AmqpBackend {
     }
 
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<LeaseStatus> {
-        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
-        let Some(h) = held.pop().flatten() else {
+        let names = &self.inner.names;
+        let dead = |h: &Held| {
+            let body = match &h.payload {
+                Ok(env) => {
+                    let mut env = env.clone();
+                    env.last_error = Some(reason.to_owned());
+                    env.to_bytes()
+                }
+                Err(m) => m.raw.clone(),
+            };
+            message::dead(names, &h.queue, &lease.id, body, reason)
+        };
+        let Some(h) = self.settle_one(lease, dead).await? else {
             return Ok(LeaseStatus::Lost);
         };
-        let body = match &h.payload {
-            Ok(env) => {
-                let mut env = env.clone();
-                env.last_error = Some(reason.to_owned());
-                env.to_bytes()
-            }
-            Err(m) => m.raw.clone(),
-        };
-        let msg = message::dead(&self.inner.names, &h.queue, &lease.id, body, reason);
-        self.inner.settle(&link, vec![msg], &[&h]).await?;
         self.free_key_of(&h).await;
         Ok(LeaseStatus::Held)
     }
 
     async fn expire(&self, lease: &Lease) -> Result<LeaseStatus> {
-        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
-        let Some(h) = held.pop().flatten() else {
+        let names = &self.inner.names;
+        let expired = |h: &Held| {
+            let body = match &h.payload {
+                Ok(env) => env.to_bytes(),
+                Err(m) => m.raw.clone(),
+            };
+            message::expired(names, &h.queue, body)
+        };
+        let Some(h) = self.settle_one(lease, expired).await? else {
             return Ok(LeaseStatus::Lost);
         };
-        let body = match &h.payload {
-            Ok(env) => env.to_bytes(),
-            Err(m) => m.raw.clone(),
-        };
-        let msg = expired_marker(&self.inner.names, &h.queue, body);
-        self.inner.settle(&link, vec![msg], &[&h]).await?;
         self.free_key_of(&h).await;
         Ok(LeaseStatus::Held)
     }
@@ -546,11 +559,7 @@ impl Backend for AmqpBackend {
                 .map_err(from_lapin)?;
             return Ok(n as usize);
         };
-        let cutoff = Timestamp(
-            Timestamp::now()
-                .0
-                .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
-        );
+        let cutoff = crate::dead::ago(age);
         let browse = self.inner.browse_dead(&link, queue).await?;
         let mut n = 0;
         let mut result = Ok(());
@@ -575,15 +584,16 @@ impl Backend for AmqpBackend {
             inner.ensure_queue(&link, q).await?;
             let names = &inner.names;
             let ch = link.admin().await?;
-            let ready = self.passive_count(&ch, names.work(q)).await?;
+            let ready = u64::from(passive_count(&ch, names.work(q)).await?);
             let scheduled: u64 = futures_util::future::try_join_all(
-                (0..crate::names::LEVELS).map(|k| self.passive_count(&ch, names.level_queue(q, k))),
+                (0..crate::names::LEVELS).map(|k| passive_count(&ch, names.level_queue(q, k))),
             )
             .await?
             .into_iter()
+            .map(u64::from)
             .sum();
-            let dead = self.passive_count(&ch, names.dead(q)).await?;
-            let expired = self.passive_count(&ch, names.expired(q)).await?;
+            let dead = u64::from(passive_count(&ch, names.dead(q)).await?);
+            let expired = u64::from(passive_count(&ch, names.expired(q)).await?);
             drop(ch);
             let now = Timestamp::now();
             let st = inner.lock();
@@ -624,21 +634,14 @@ impl Backend for AmqpBackend {
             .into_iter()
             .map(|d| String::from_utf8_lossy(&d.data).into_owned())
             .collect();
-        names.extend(inner.lock().wanted.iter().cloned());
-        names.extend(inner.lock().declared.iter().cloned());
+        {
+            let st = inner.lock();
+            names.extend(st.wanted.iter().cloned());
+            names.extend(st.declared.iter().cloned());
+        }
         names.sort();
         names.dedup();
         Ok(names)
-    }
-}
-
-/// A record in the queue's expired-job counter.
-fn expired_marker(names: &crate::names::Names, queue: &str, body: Vec<u8>) -> Outgoing {
-    Outgoing {
-        exchange: String::new(),
-        routing_key: names.expired(queue),
-        body,
-        props: lapin::BasicProperties::default().with_delivery_mode(2),
     }
 }
 

@@ -10,6 +10,8 @@ use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
 use crate::state::Buffered;
+use crate::topology::passive_count;
+use futures_util::future::try_join_all;
 use jobsmith_core::Result;
 use lapin::message::DeliveryResult;
 use lapin::options::BasicConsumeOptions;
@@ -40,12 +42,7 @@ impl Inner {
             st.registered.insert(q.to_owned())
         };
         if register {
-            let entry = Outgoing {
-                exchange: String::new(),
-                routing_key: self.names.registry(),
-                body: q.as_bytes().to_vec(),
-                props: lapin::BasicProperties::default().with_delivery_mode(2),
-            };
+            let entry = message::to_queue(self.names.registry(), q.as_bytes().to_vec());
             admin
                 .queue_declare(
                     self.names.registry().into(),
@@ -62,19 +59,14 @@ impl Inner {
     /// How many jobs the broker holds ready in `queues` (not yet delivered to anyone).
     pub(crate) async fn broker_ready(&self, link: &Link, queues: &[String]) -> Result<u32> {
         let ch = link.admin().await?;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..lapin::options::QueueDeclareOptions::default()
-        };
-        let mut n = 0;
-        for q in queues {
-            n += ch
-                .queue_declare(self.names.work(q).into(), passive, FieldTable::default())
-                .await
-                .map_err(from_lapin)?
-                .message_count();
-        }
-        Ok(n)
+        // Requests on one channel are answered in order: send them all, then read the answers.
+        let counts = try_join_all(
+            queues
+                .iter()
+                .map(|q| passive_count(&ch, self.names.work(q))),
+        )
+        .await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Starts consumers for the queues that have none on this link yet.
@@ -96,10 +88,9 @@ impl Inner {
             if self.lock().consuming.contains(q) {
                 continue;
             }
-            if let Some(ready) = self.start_consumer(link, q).await? {
-                if ready > 0 {
-                    warming.push((q.clone(), ready.min(u32::from(self.cfg.prefetch)) as usize));
-                }
+            let ready = self.start_consumer(link, q).await?;
+            if ready > 0 {
+                warming.push((q.clone(), ready.min(u32::from(self.cfg.prefetch)) as usize));
             }
         }
         // A new consumer's first deliveries are on their way: let them land, so
@@ -120,16 +111,12 @@ impl Inner {
     }
 
     /// Declares `q` and consumes it on `link`; returns its ready count.
-    pub(crate) async fn start_consumer(
-        self: &Arc<Self>,
-        link: &Link,
-        q: &str,
-    ) -> Result<Option<u32>> {
-        self.ensure_queue(link, q).await?;
-        let declared = Some(
-            self.broker_ready(link, std::slice::from_ref(&q.to_owned()))
-                .await?,
-        );
+    pub(crate) async fn start_consumer(self: &Arc<Self>, link: &Link, q: &str) -> Result<u32> {
+        // Declaring told the count already; a queue declared before is asked.
+        let ready = match self.ensure_queue(link, q).await? {
+            Some(ready) => ready,
+            None => passive_count(&*link.admin().await?, self.names.work(q)).await?,
+        };
         let consumer = link
             .consume
             .basic_consume(
@@ -166,7 +153,7 @@ impl Inner {
         let mut st = self.lock();
         st.wanted.insert(q.to_owned());
         st.consuming.insert(q.to_owned());
-        Ok(declared)
+        Ok(ready)
     }
 
     fn buffer(self: &Arc<Self>, gen: u64, q: &str, d: lapin::message::Delivery) {
@@ -176,33 +163,31 @@ impl Inner {
                 return;
             }
             st.outstanding.delivered(gen, d.delivery_tag);
-            if d.redelivered {
-                if let Some(id) = d
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|i| i.as_str().to_owned())
-                {
-                    if let Some(token) = st.orphans.remove(&id) {
-                        if let Some(h) = st.leases.get_mut(&token) {
-                            // Our own job, back after a reconnect: its lease holds on.
-                            h.gen = gen;
-                            h.tag = d.delivery_tag;
-                            h.delivered = std::time::Instant::now();
-                            return;
+            let redelivered_id = d
+                .properties
+                .message_id()
+                .as_ref()
+                .filter(|_| d.redelivered)
+                .map(|i| i.as_str());
+            if let Some(id) = redelivered_id {
+                let orphan = st.orphans.remove(id);
+                if let Some(h) = orphan.and_then(|token| st.leases.get_mut(&token)) {
+                    // Our own job, back after a reconnect: its lease holds on.
+                    h.gen = gen;
+                    h.tag = d.delivery_tag;
+                    h.delivered = std::time::Instant::now();
+                    return;
+                }
+                if st.tombstones.remove(id).is_some() {
+                    // Settled while its connection was down: done with it.
+                    let inner = Arc::clone(self);
+                    let tag = d.delivery_tag;
+                    tokio::spawn(async move {
+                        if let Some(link) = inner.current().filter(|l| l.gen == gen) {
+                            let _ = inner.ack_tags(&link, vec![tag]).await;
                         }
-                    }
-                    if st.tombstones.remove(&id).is_some() {
-                        // Settled while its connection was down: done with it.
-                        let inner = Arc::clone(self);
-                        let tag = d.delivery_tag;
-                        tokio::spawn(async move {
-                            if let Some(link) = inner.current().filter(|l| l.gen == gen) {
-                                let _ = inner.ack_tags(&link, vec![tag]).await;
-                            }
-                        });
-                        return;
-                    }
+                    });
+                    return;
                 }
             }
             let priority = d.properties.priority().unwrap_or(0);

@@ -43,6 +43,15 @@ impl Browse {
     }
 }
 
+/// The instant `age` before now (the epoch if that is earlier).
+pub(crate) fn ago(age: Duration) -> Timestamp {
+    Timestamp(
+        Timestamp::now()
+            .as_millis()
+            .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
 /// Every message of `queue` (as many as it held when the browse began).
 pub(crate) async fn collect(
     link: &Link,
@@ -97,9 +106,7 @@ impl Inner {
         self.ensure_queue(link, q).await?;
         let (channel, deliveries) =
             collect(link, &self.names.dead(q), self.topology().dead_args()).await?;
-        let oldest = Timestamp(Timestamp::now().0.saturating_sub(
-            u64::try_from(self.cfg.settings.dead_max_age.as_millis()).unwrap_or(u64::MAX),
-        ));
+        let oldest = ago(self.cfg.settings.dead_max_age);
         let mut browse = Browse {
             channel,
             jobs: Vec::with_capacity(deliveries.len()),

@@ -18,7 +18,7 @@ use lapin::options::{
     BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use std::sync::Arc;
 
 /// Whether an enqueue took the key.
@@ -34,50 +34,44 @@ pub(crate) fn is_not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404)
 }
 
-fn id_message(queue: String, id: &JobId, ttl_ms: Option<u64>) -> Outgoing {
-    let mut props = BasicProperties::default().with_delivery_mode(2);
-    if let Some(ms) = ttl_ms {
-        props = props.with_expiration(ms.to_string().into());
-    }
-    Outgoing {
-        exchange: String::new(),
-        routing_key: queue,
-        body: id.as_str().as_bytes().to_vec(),
-        props,
+/// A job id for a key queue, persistent.
+fn id_message(queue: String, id: &JobId) -> Outgoing {
+    message::to_queue(queue, id.as_str().as_bytes().to_vec())
+}
+
+/// What a request on a key queue found: `None` when the queue is missing,
+/// which closes the channel, so it is reopened.
+async fn found<T>(link: &Link, ch: &mut Channel, answer: lapin::Result<T>) -> Result<Option<T>> {
+    match answer {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if is_not_found(&e) => {
+            *ch = link.reopen_admin().await?;
+            Ok(None)
+        }
+        Err(e) => Err(from_lapin(e)),
     }
 }
 
 /// The id a key queue holds, leaving it there; `None` when the queue is
-/// missing or empty. A missing queue closes the channel, which is reopened.
+/// missing or empty.
 async fn peek(link: &Link, ch: &mut Channel, queue: &str) -> Result<Option<JobId>> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    match ch
+    let declared = ch
         .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(q) if q.message_count() == 0 => return Ok(None),
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {
-            *ch = link.reopen_admin().await?;
-            return Ok(None);
-        }
-        Err(e) => return Err(from_lapin(e)),
+        .await;
+    match found(link, ch, declared).await? {
+        Some(q) if q.message_count() > 0 => {}
+        _ => return Ok(None),
     }
-    let got = match ch
+    let got = ch
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-        .await
-    {
-        Ok(got) => got,
-        Err(e) if is_not_found(&e) => {
-            *ch = link.reopen_admin().await?;
-            return Ok(None);
-        }
-        Err(e) => return Err(from_lapin(e)),
+        .await;
+    let Some(Some(m)) = found(link, ch, got).await? else {
+        return Ok(None);
     };
-    let Some(m) = got else { return Ok(None) };
     let id = JobId(String::from_utf8_lossy(&m.delivery.data).into_owned());
     ch.basic_nack(
         m.delivery.delivery_tag,
@@ -107,22 +101,14 @@ impl Inner {
             if let Some(existing) = peek(link, &mut ch, &done).await? {
                 return Ok(Claim::Existing(existing));
             }
-            ch.queue_declare(
-                hold.as_str().into(),
-                QueueDeclareOptions::durable(),
-                self.topology().hold_args(),
-            )
-            .await
-            .map_err(from_lapin)?;
+            declare(&ch, &hold, self.topology().hold_args()).await?;
             let outcome =
-                message::publish_all(&ch, vec![id_message(hold.clone(), id, None)], true).await?;
+                message::publish_all(&ch, vec![id_message(hold.clone(), id)], true).await?;
             match outcome.first() {
                 Some(Confirmed::Ack) => {
                     if let Some(existing) = peek(link, &mut ch, &done).await? {
                         // It completed while we took the hold: give the hold back.
-                        ch.queue_delete(hold.as_str().into(), QueueDeleteOptions::default())
-                            .await
-                            .map_err(from_lapin)?;
+                        delete(&ch, hold).await?;
                         return Ok(Claim::Existing(existing));
                     }
                     return Ok(Claim::Taken);
@@ -152,36 +138,19 @@ impl Inner {
     ) -> Result<()> {
         let done = self.names.done(q, key);
         let ch = link.admin().await?;
-        ch.queue_declare(
-            done.as_str().into(),
-            QueueDeclareOptions::durable(),
-            self.topology().done_args(),
-        )
-        .await
-        .map_err(from_lapin)?;
-        let ttl = u64::try_from(self.cfg.settings.unique_for.as_millis())
-            .unwrap_or(u64::MAX)
-            .min(crate::topology::MAX_TTL_MS);
-        message::publish_confirmed(&ch, vec![id_message(done, id, Some(ttl))]).await?;
-        ch.queue_delete(
-            self.names.hold(q, key).into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .map_err(from_lapin)?;
-        Ok(())
+        declare(&ch, &done, self.topology().done_args()).await?;
+        let mut msg = id_message(done, id);
+        msg.props = msg
+            .props
+            .with_expiration(message::expiration(self.cfg.settings.unique_for));
+        message::publish_confirmed(&ch, vec![msg]).await?;
+        delete(&ch, self.names.hold(q, key)).await
     }
 
     /// The job holding `key` died or expired: the key is free again.
     pub(crate) async fn free_key(&self, link: &Link, q: &str, key: &str) -> Result<()> {
         let ch = link.admin().await?;
-        ch.queue_delete(
-            self.names.hold(q, key).into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .map_err(from_lapin)?;
-        Ok(())
+        delete(&ch, self.names.hold(q, key)).await
     }
 
     /// A dead job is requeued: it takes its key again, whoever had it.
@@ -194,17 +163,27 @@ impl Inner {
     ) -> Result<()> {
         let hold = self.names.hold(q, key);
         let ch = link.admin().await?;
-        ch.queue_declare(
-            hold.as_str().into(),
-            QueueDeclareOptions::durable(),
-            self.topology().hold_args(),
-        )
-        .await
-        .map_err(from_lapin)?;
+        declare(&ch, &hold, self.topology().hold_args()).await?;
         ch.queue_purge(hold.as_str().into(), QueuePurgeOptions::default())
             .await
             .map_err(from_lapin)?;
-        message::publish_all(&ch, vec![id_message(hold, id, None)], true).await?;
+        message::publish_all(&ch, vec![id_message(hold, id)], true).await?;
         Ok(())
     }
+}
+
+/// Declares a durable key queue.
+async fn declare(ch: &Channel, queue: &str, args: FieldTable) -> Result<()> {
+    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(from_lapin)?;
+    Ok(())
+}
+
+/// Deletes a key queue, and the id in it.
+async fn delete(ch: &Channel, queue: String) -> Result<()> {
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .map_err(from_lapin)?;
+    Ok(())
 }

@@ -21,9 +21,10 @@ impl Inner {
     pub(crate) fn requeue_message(&self, held: &Held) -> Outgoing {
         match &held.payload {
             Ok(env) => {
+                let now = Timestamp::now();
                 let mut env = env.clone();
-                env.run_at = env.run_at.min(Timestamp::now());
-                message::job(&self.names, &env, Timestamp::now())
+                env.run_at = env.run_at.min(now);
+                message::job(&self.names, &env, now)
             }
             Err(m) => message::raw(&self.names, &held.queue, m.raw.clone(), held.priority),
         }

@@ -6,7 +6,7 @@ use crate::names::{self, Names};
 use futures_util::future::join_all;
 use jobsmith_core::{Envelope, Error, JobId, Malformed, Result, Timestamp};
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
 use std::time::Duration;
@@ -73,11 +73,7 @@ pub(crate) fn job_with_body(
     }
     if let Some(at) = env.expires_at {
         // The broker drops (and counts, via the expired queue) what runs out in line.
-        let left = at
-            .since(now)
-            .as_millis()
-            .min(u128::from(crate::topology::MAX_TTL_MS));
-        props = props.with_expiration(left.to_string().into());
+        props = props.with_expiration(expiration(at.since(now)));
     }
     Outgoing {
         exchange: String::new(),
@@ -87,16 +83,34 @@ pub(crate) fn job_with_body(
     }
 }
 
-/// Raw bytes back into a queue, ready now, as they were.
-pub(crate) fn raw(names: &Names, queue: &str, body: Vec<u8>, priority: u8) -> Outgoing {
+/// A persistent message straight into `queue`, through the default exchange.
+pub(crate) fn to_queue(queue: String, body: Vec<u8>) -> Outgoing {
     Outgoing {
         exchange: String::new(),
-        routing_key: names.work(queue),
+        routing_key: queue,
         body,
-        props: BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_priority(priority),
+        props: BasicProperties::default().with_delivery_mode(2),
     }
+}
+
+/// Raw bytes back into a queue, ready now, as they were.
+pub(crate) fn raw(names: &Names, queue: &str, body: Vec<u8>, priority: u8) -> Outgoing {
+    let mut m = to_queue(names.work(queue), body);
+    m.props = m.props.with_priority(priority);
+    m
+}
+
+/// A record in the queue's expired-job counter.
+pub(crate) fn expired(names: &Names, queue: &str, body: Vec<u8>) -> Outgoing {
+    to_queue(names.expired(queue), body)
+}
+
+/// A per-message TTL (`expiration`) of `ttl`, capped at the broker's limit.
+pub(crate) fn expiration(ttl: Duration) -> ShortString {
+    ttl.as_millis()
+        .min(u128::from(crate::topology::MAX_TTL_MS))
+        .to_string()
+        .into()
 }
 
 /// A job to its queue's dead-letter queue, with the reason in headers.
@@ -130,21 +144,30 @@ pub(crate) fn dead(
 /// Publishes every message, then waits for every confirm: one round trip for the batch.
 pub(crate) async fn publish_all(
     ch: &Channel,
-    msgs: Vec<Outgoing>,
+    mut msgs: Vec<Outgoing>,
     mandatory: bool,
 ) -> Result<Vec<Confirmed>> {
+    let opts = BasicPublishOptions {
+        mandatory,
+        ..BasicPublishOptions::default()
+    };
     // Each publish queues its frames when first polled, so polling them all
-    // in order pipelines the batch while keeping its order on the wire.
-    let sends = msgs.iter().map(|m| {
+    // in order pipelines the batch while keeping its order on the wire. Names
+    // and properties move into the frames; only the bodies stay borrowed.
+    let sends = msgs.iter_mut().map(|m| {
+        let Outgoing {
+            exchange,
+            routing_key,
+            body,
+            props,
+        } = m;
+        let body: &[u8] = body;
         ch.basic_publish(
-            m.exchange.as_str().into(),
-            m.routing_key.as_str().into(),
-            BasicPublishOptions {
-                mandatory,
-                ..BasicPublishOptions::default()
-            },
-            &m.body,
-            m.props.clone(),
+            std::mem::take(exchange).into(),
+            std::mem::take(routing_key).into(),
+            opts,
+            body,
+            std::mem::take(props),
         )
     });
     let pending = join_all(sends).await;

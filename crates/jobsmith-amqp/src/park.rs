@@ -159,7 +159,7 @@ impl Inner {
         let mut m = self.requeue_message(h);
         m.exchange = String::new();
         m.routing_key = park.to_owned();
-        m.props = m.props.with_expiration(ttl_text(ttl).into());
+        m.props = m.props.with_expiration(message::expiration(ttl));
         m
     }
 
@@ -225,17 +225,16 @@ impl Inner {
             Err(e) => return Err(from_lapin(e)),
         };
         let Some(old) = got else { return Ok(false) };
+        let tag = old.delivery.delivery_tag;
         let copy = Outgoing {
             exchange: String::new(),
             routing_key: park.to_owned(),
-            body: old.delivery.data.clone(),
+            body: old.delivery.data,
             props: old
                 .delivery
                 .properties
-                .clone()
-                .with_expiration(ttl_text(ttl).into()),
+                .with_expiration(message::expiration(ttl)),
         };
-        let tag = old.delivery.delivery_tag;
         if let Err(e) = message::publish_confirmed(&admin, vec![copy]).await {
             let _ = admin
                 .basic_nack(
@@ -290,10 +289,4 @@ impl Inner {
 /// arrives, and a parked lease has no delivery.
 pub(crate) fn live_tag(link: &Link, held: &Held) -> Option<u64> {
     (held.parked.is_none() && held.gen == link.gen).then_some(held.tag)
-}
-
-fn ttl_text(ttl: Duration) -> String {
-    ttl.as_millis()
-        .clamp(1, u128::from(crate::topology::MAX_TTL_MS))
-        .to_string()
 }

@@ -109,24 +109,23 @@ impl State {
         self.consuming.clear();
         self.declared.clear();
         self.buffers.clear();
-        let stale: Vec<(String, Option<String>)> = self
-            .leases
-            .iter()
-            .filter(|(_, h)| h.gen != gen && h.parked.is_none())
-            .map(|(t, h)| (t.clone(), h.payload.as_ref().ok().map(|e| e.id.0.clone())))
-            .collect();
-        for (t, id) in stale {
-            match id {
-                Some(id) => {
-                    self.orphans.insert(id, t);
+        let (expiry, orphans) = (&mut self.expiry, &mut self.orphans);
+        self.leases.retain(|t, h| {
+            if h.gen == gen || h.parked.is_some() {
+                return true;
+            }
+            match &h.payload {
+                Ok(env) => {
+                    orphans.insert(env.id.0.clone(), t.clone());
+                    true
                 }
-                None => {
-                    if let Some(h) = self.leases.remove(&t) {
-                        self.expiry.remove(&(h.expires_at, t));
-                    }
+                // Nothing to match a redelivery with: the lease is gone.
+                Err(_) => {
+                    expiry.remove(&(h.expires_at, t.clone()));
+                    false
                 }
             }
-        }
+        });
     }
 
     pub(crate) fn buffered(&self, q: &str) -> usize {

@@ -15,12 +15,25 @@ use jobsmith_core::Result;
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
 
 /// The broker's limit for TTL arguments: 2^32 - 1 ms (about 49.7 days).
 pub(crate) const MAX_TTL_MS: u64 = u32::MAX as u64;
+
+/// How many messages `queue` holds ready, without declaring it.
+pub(crate) async fn passive_count(ch: &Channel, queue: impl Into<ShortString>) -> Result<u32> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    Ok(ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .map_err(from_lapin)?
+        .message_count())
+}
 
 /// Argument tables for each kind of queue.
 pub(crate) struct Topology<'a> {

@@ -37,65 +37,16 @@ fn run_long(
     args: &RawValue,
     ctx: JobContext,
 ) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Args {
-        n: u64,
-    }
-    let args: Args = serde_json::from_str(args.get())?;
+    let n = support::arg_n(args)?;
     Ok(Box::pin(async move {
         RUNS.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(args.n)
+            .entry(n)
             .or_default()
             .push(ctx.attempt());
         tokio::time::sleep(RUN_FOR).await;
         Ok(())
     }))
-}
-
-fn rabbitmqctl_eval(expr: &str) -> Option<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["eval", expr])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Sets broker settings for the test and puts the old values back when dropped.
-struct BrokerSettings {
-    old: Vec<(&'static str, String)>,
-}
-
-impl BrokerSettings {
-    fn set(values: &[(&'static str, u64)]) -> Self {
-        let mut old = Vec::new();
-        for (key, value) in values {
-            let was = rabbitmqctl_eval(&format!("application:get_env(rabbit, {key})."))
-                .expect("rabbitmqctl eval works here");
-            old.push((*key, was));
-            assert_eq!(
-                rabbitmqctl_eval(&format!("application:set_env(rabbit, {key}, {value}).")),
-                Some("ok".to_owned()),
-                "set {key}"
-            );
-        }
-        Self { old }
-    }
-}
-
-impl Drop for BrokerSettings {
-    fn drop(&mut self) {
-        for (key, was) in &self.old {
-            // `{ok,V}` was set; `undefined` was not.
-            let expr = match was.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
-                Some(v) => format!("application:set_env(rabbit, {key}, {v})."),
-                None => format!("application:unset_env(rabbit, {key})."),
-            };
-            let _ = rabbitmqctl_eval(&expr);
-        }
-    }
 }
 
 /// A plain consumer that holds a delivery unacknowledged has its channel
@@ -161,7 +112,7 @@ fn job(n: u64) -> Envelope {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_longer_than_consumer_timeout_run_once_on_a_live_channel() {
-    let _settings = BrokerSettings::set(&[
+    let _settings = support::BrokerSettings::set(&[
         ("consumer_timeout", TIMEOUT_MS),
         ("channel_tick_interval", 1_000),
     ]);

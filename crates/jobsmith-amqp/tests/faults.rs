@@ -36,11 +36,7 @@ fn run_record(
     args: &RawValue,
     _ctx: JobContext,
 ) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Args {
-        n: u64,
-    }
-    let args: Args = serde_json::from_str(args.get())?;
+    let n = support::arg_n(args)?;
     Ok(Box::pin(async move {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let path = std::env::var(OUT_VAR).map_err(Failure::permanent)?;
@@ -50,7 +46,7 @@ fn run_record(
             .open(path)
             .map_err(Failure::retryable)?;
         // One short line per write, with O_APPEND: lines from two processes never interleave.
-        f.write_all(format!("{}\n", args.n).as_bytes())
+        f.write_all(format!("{n}\n").as_bytes())
             .map_err(Failure::retryable)?;
         Ok(())
     }))

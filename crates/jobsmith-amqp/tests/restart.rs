@@ -29,41 +29,14 @@ fn run_mark(
     args: &RawValue,
     _ctx: JobContext,
 ) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Args {
-        n: u64,
-    }
-    let args: Args = serde_json::from_str(args.get())?;
+    let n = support::arg_n(args)?;
     Ok(Box::pin(async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
         DONE.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(args.n);
+            .insert(n);
         Ok(())
     }))
-}
-
-fn rabbitmqctl(cmd: &str) -> bool {
-    std::process::Command::new("rabbitmqctl")
-        .arg(cmd)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts the broker's app again however the test ends.
-struct StartAppAgain;
-
-impl Drop for StartAppAgain {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            if rabbitmqctl("start_app") {
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
 }
 
 fn job(n: u64) -> Envelope {
@@ -97,8 +70,8 @@ async fn broker_restart_mid_run_every_confirmed_job_completes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let guard = StartAppAgain;
-    let stopper = tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"));
+    let guard = support::StartAppAgain;
+    let stopper = tokio::task::spawn_blocking(|| support::rabbitmqctl(&["stop_app"]).is_some());
     // Keep enqueueing through the restart: what is confirmed must complete.
     let mut n = 1_000;
     let until = Instant::now() + Duration::from_secs(4);

@@ -1,7 +1,10 @@
-//! Shared by the RabbitMQ tests: where the broker is, and fresh namespaces.
+//! Shared by the RabbitMQ tests: where the broker is, fresh namespaces, job
+//! arguments, and changes to the local broker that undo themselves.
 #![allow(dead_code, unreachable_pub)]
 
 use jobsmith_amqp::AmqpBackend;
+use serde_json::value::RawValue;
+use std::time::Duration;
 
 /// The broker's URL: `JOBSMITH_AMQP_URL`, or the local default.
 pub fn base_url() -> String {
@@ -28,4 +31,75 @@ pub async fn fresh(extra: &str) -> AmqpBackend {
         .expect(
         "RabbitMQ is reachable (set JOBSMITH_AMQP_URL, or start it with `cargo xtask services`)",
     )
+}
+
+/// The `n` of a test job's `{"n": ..}` arguments.
+pub fn arg_n(args: &RawValue) -> Result<u64, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Args {
+        n: u64,
+    }
+    let args: Args = serde_json::from_str(args.get())?;
+    Ok(args.n)
+}
+
+/// Runs `rabbitmqctl` on the local broker: its output if it succeeded.
+pub fn rabbitmqctl(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Starts the broker's app again however the test ends.
+pub struct StartAppAgain;
+
+impl Drop for StartAppAgain {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            if rabbitmqctl(&["start_app"]).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Sets broker settings for the test and puts the old values back when dropped.
+pub struct BrokerSettings {
+    old: Vec<(&'static str, String)>,
+}
+
+impl BrokerSettings {
+    pub fn set(values: &[(&'static str, u64)]) -> Self {
+        let eval = |expr: String| rabbitmqctl(&["eval", &expr]);
+        let mut old = Vec::new();
+        for (key, value) in values {
+            let was = eval(format!("application:get_env(rabbit, {key})."))
+                .expect("rabbitmqctl eval works here");
+            old.push((*key, was));
+            assert_eq!(
+                eval(format!("application:set_env(rabbit, {key}, {value}).")),
+                Some("ok".to_owned()),
+                "set {key}"
+            );
+        }
+        Self { old }
+    }
+}
+
+impl Drop for BrokerSettings {
+    fn drop(&mut self) {
+        for (key, was) in &self.old {
+            // `{ok,V}` was set; `undefined` was not.
+            let expr = match was.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
+                Some(v) => format!("application:set_env(rabbit, {key}, {v})."),
+                None => format!("application:unset_env(rabbit, {key})."),
+            };
+            let _ = rabbitmqctl(&["eval", &expr]);
+        }
+    }
 }
