@@ -1,20 +1,19 @@
-//! What only a real broker can show: a worker killed with SIGKILL, a broker
-//! restarted under a running worker, and bad payloads reaching the
-//! dead-letter queue with their reason.
+//! What only a real broker can show: a worker killed with SIGKILL, and a
+//! broker restarted under a running worker. (Bad payloads reaching the
+//! dead-letter queue are a conformance case:
+//! `worker_dead_letters_bad_input_and_carries_on`.)
 //!
 //! The restart test stops the shared local RabbitMQ app for a few seconds: it
 //! lives in its own binary (`restart.rs`) so that nextest can run it alone.
 
 mod support;
 
-use jobsmith_core::testkit::{noop_registry, NoopCounter};
 use jobsmith_core::{
     App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, JobOptions, Registry,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const URL_VAR: &str = "JOBSMITH_FAULT_URL";
@@ -146,58 +145,4 @@ async fn sigkill_mid_run_then_a_new_worker_finishes_every_job() {
     let s = backend.stats(&["default".to_owned()]).await.expect("stats");
     assert_eq!(s[0].dead, 0, "no job died of the kill");
     let _ = std::fs::remove_file(&out);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_unknown_jobs_are_dead_lettered_with_reasons_and_the_worker_goes_on() {
-    let backend = support::fresh("").await;
-    let b: Arc<dyn Backend> = Arc::new(backend.clone());
-    backend
-        .publish_raw("default", b"\xff\xfe not an envelope")
-        .await
-        .expect("raw publish");
-    let unknown =
-        Envelope::with_args("no_such_job_here", "default", &serde_json::json!({})).expect("json");
-    let unknown_id = unknown.id.clone();
-    let good = Envelope::with_args(
-        "conformance_noop",
-        "default",
-        &serde_json::json!({"fail_times": 0}),
-    )
-    .expect("json");
-    b.enqueue(vec![unknown, good]).await.expect("enqueue");
-    let counter = NoopCounter::default();
-    let report = App::from_backend(Arc::clone(&b))
-        .worker()
-        .registry(noop_registry())
-        .state(counter.clone())
-        .until_idle()
-        .run_report()
-        .await
-        .expect("worker runs");
-    assert_eq!(
-        counter.get(),
-        1,
-        "the good job after the bad ones still runs"
-    );
-    assert_eq!(report.dead, 2);
-    let dead = b.dead_list("default", 0, 10).await.expect("list");
-    let garbage = dead
-        .iter()
-        .find(|d| d.raw == b"\xff\xfe not an envelope")
-        .expect("the garbage is in the dead-letter queue, byte for byte");
-    assert!(
-        garbage.reason.contains("not a job envelope"),
-        "the garbage's reason travels in headers: {}",
-        garbage.reason
-    );
-    let unknown = dead
-        .iter()
-        .find(|d| d.id == unknown_id)
-        .expect("the unknown job is in the dead-letter queue");
-    assert!(
-        unknown.reason.contains("no_such_job_here"),
-        "the reason names the unknown job: {}",
-        unknown.reason
-    );
 }
