@@ -93,7 +93,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 
 /// The URL to bench a backend at, with a fresh namespace.
 fn url_for(backend: &str) -> Result<String, String> {
-    let tag = format!("jsbench{:x}", fastrand_u64());
+    let tag = format!("jsbench{:x}", fastrand::u64(..));
     let with = |base: String, key: &str| {
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}{key}={tag}")
@@ -125,13 +125,6 @@ fn url_for(backend: &str) -> Result<String, String> {
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
-}
-
-fn fastrand_u64() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::from(t.subsec_nanos()) ^ (u64::from(std::process::id()) << 32)
 }
 
 fn default_jobs(backend: &str) -> u64 {
