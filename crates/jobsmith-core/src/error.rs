@@ -67,6 +67,19 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The Prometheus endpoint could not listen on its address.
+    #[error("cannot serve Prometheus metrics on {addr}: {source}; pick a free port with `.prometheus(addr)`, or stop what holds this one")]
+    MetricsBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why the bind failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another metrics recorder is installed in this process, so jobsmith's
+    /// Prometheus recorder cannot be; the endpoint would serve nothing.
+    #[error("cannot serve Prometheus metrics: another global `metrics` recorder is already installed in this process; drop `.prometheus(..)` and export through that recorder, or remove it and let jobsmith install its own")]
+    MetricsRecorder,
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

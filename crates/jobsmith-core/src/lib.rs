@@ -26,6 +26,8 @@ mod envelope;
 mod error;
 mod job;
 mod memory;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod registry;
 pub mod testing;
 mod time;

@@ -33,6 +33,8 @@ mod connect;
 pub use connect::{connect, Connect};
 #[cfg(feature = "amqp")]
 pub use jobsmith_amqp as amqp;
+#[cfg(feature = "prometheus")]
+pub use jobsmith_core::prometheus;
 pub use jobsmith_core::{
     in_hours, in_minutes, in_seconds, testing, trace, App, Backend, Backoff, DeadJob, Enqueue,
     Envelope, Error, Failure, Jitter, Job, JobContext, JobDef, JobId, JobOptions, MemoryBackend,

@@ -39,7 +39,7 @@ async fn decide(
         Ok(env) => env,
         Err(bad) => {
             tracing::error!(queue = %lease.queue, id = %lease.id, reason = %bad.reason, "dead-lettering a payload that is not a job envelope");
-            return Outcome::Dead(bad.reason);
+            return Outcome::Dead(bad.reason, "malformed".into());
         }
     };
     let now = Timestamp::now();
@@ -50,7 +50,7 @@ async fn decide(
         Ok(def) => def,
         Err(e) => {
             tracing::error!(queue = %lease.queue, id = %lease.id, job = %env.job, "dead-lettering a job of unknown name");
-            return Outcome::Dead(e.to_string());
+            return Outcome::Dead(e.to_string(), env.job.into());
         }
     };
     if env.attempt > env.max_attempts {
@@ -58,7 +58,7 @@ async fn decide(
             "attempt {} of {}: the worker running the last attempt was lost (its lease expired)",
             env.attempt, env.max_attempts
         );
-        return Outcome::Dead(reason);
+        return Outcome::Dead(reason, def.name.into());
     }
     let ctx = JobContext::new(
         def.name,
@@ -75,13 +75,14 @@ async fn decide(
                 "arguments of job `{}` do not match its signature: {e}",
                 def.name
             );
-            return Outcome::Dead(reason);
+            return Outcome::Dead(reason, def.name.into());
         }
     };
 
     let queue_wait = now.since(env.run_at).as_secs_f64();
-    metrics::counter!("jobsmith_jobs_started_total", "job" => def.name).increment(1);
-    metrics::histogram!("jobsmith_job_queue_wait_seconds", "job" => def.name).record(queue_wait);
+    let labels = [("queue", env.queue.clone()), ("job", def.name.to_owned())];
+    metrics::counter!("jobsmith_jobs_started_total", &labels).increment(1);
+    metrics::histogram!("jobsmith_job_queue_wait_seconds", &labels).record(queue_wait);
     shared.counters.started.inc();
     let span = tracing::info_span!(
         "jobsmith.job",
@@ -91,13 +92,14 @@ async fn decide(
         attempt = env.attempt,
         trace = env.trace.as_deref().unwrap_or(""),
     );
+    // Before the span is entered: an OpenTelemetry exporter shows it as the enqueue's child.
+    crate::trace::set_parent(&span, env.trace.as_deref());
     let started = Instant::now();
     let result = run_guarded(def, env.trace.clone(), fut)
         .instrument(span.clone())
         .await;
     let elapsed = started.elapsed();
-    metrics::histogram!("jobsmith_job_duration_seconds", "job" => def.name)
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("jobsmith_job_duration_seconds", &labels).record(elapsed.as_secs_f64());
     let _enter = span.enter();
     match result {
         Ok(()) => {
@@ -132,14 +134,17 @@ fn failed(def: &'static JobDef, mut env: Envelope, failure: Failure) -> Outcome 
     let attempt = env.attempt;
     if failure.is_permanent() {
         tracing::error!(error = %failure, "job failed permanently");
-        return Outcome::Dead(format!("failed permanently: {failure}"));
+        return Outcome::Dead(format!("failed permanently: {failure}"), def.name.into());
     }
     if attempt >= env.max_attempts {
         tracing::error!(error = %failure, "job failed on its last attempt");
-        return Outcome::Dead(format!(
-            "attempt {attempt} of {} failed: {failure}",
-            env.max_attempts
-        ));
+        return Outcome::Dead(
+            format!(
+                "attempt {attempt} of {} failed: {failure}",
+                env.max_attempts
+            ),
+            def.name.into(),
+        );
     }
     let delay = def.options.backoff.delay(attempt);
     tracing::warn!(error = %failure, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");

@@ -31,14 +31,27 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
     }
 }
 
-/// Samples queue depth and the oldest ready job's age into gauges.
-pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Samples queue depth and the oldest ready job's age into gauges, `every`
+/// so often from the worker's start until it stops.
+pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tick.tick().await;
-        let Ok(stats) = shared.backend.stats(&queues).await else {
-            continue;
+        let stats = match shared.backend.stats(&queues).await {
+            Ok(stats) => {
+                failing = false;
+                stats
+            }
+            Err(e) => {
+                // Once per outage, not once per tick.
+                if !failing {
+                    tracing::warn!(error = %e, "could not sample queue depth; the gauges keep their last values");
+                }
+                failing = true;
+                continue;
+            }
         };
         for s in stats {
             let q = s.queue.clone();

@@ -2,9 +2,12 @@
 //!
 //! [`Worker`] is the builder; `run.rs` is the reserve loop, `execute.rs` runs
 //! one job and decides its outcome, `settle.rs` reports outcomes to the
-//! backend in batches, and `heartbeat.rs` keeps long jobs' leases alive.
+//! backend in batches, `heartbeat.rs` keeps long jobs' leases alive and
+//! samples queue depth, and `endpoint.rs` serves `/metrics` (feature `prometheus`).
 
 mod catch;
+#[cfg(feature = "prometheus")]
+mod endpoint;
 mod execute;
 mod heartbeat;
 mod run;
@@ -43,6 +46,9 @@ pub struct Worker {
     pub(crate) registry: Option<Registry>,
     pub(crate) stop: Option<BoxFuture<'static, ()>>,
     pub(crate) until_idle: bool,
+    pub(crate) sample_every: Duration,
+    #[cfg(feature = "prometheus")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What a worker did, returned when it stops.
@@ -78,6 +84,9 @@ impl Worker {
             registry: None,
             stop: None,
             until_idle: false,
+            sample_every: Duration::from_secs(5),
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
         }
     }
 
@@ -148,6 +157,34 @@ impl Worker {
         self
     }
 
+    /// How often queue depth and the oldest ready job's age are sampled from
+    /// the backend into the `jobsmith_queue_depth` and
+    /// `jobsmith_queue_oldest_age_seconds` gauges. Default 5 s; at least 100 ms.
+    pub fn sample_every(mut self, every: Duration) -> Self {
+        self.sample_every = every.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Serves `GET /metrics` in the Prometheus text format on `addr` while
+    /// the worker runs, and stops serving when it stops (feature `prometheus`).
+    ///
+    /// `addr` is a [`SocketAddr`](std::net::SocketAddr), or a bare port,
+    /// which listens on 127.0.0.1 only. [`run`](Self::run) fails at once with
+    /// [`Error::MetricsBind`](crate::Error::MetricsBind) when the port is
+    /// taken, and with [`Error::MetricsRecorder`](crate::Error::MetricsRecorder)
+    /// when another `metrics` recorder is installed in the process.
+    ///
+    /// ```no_run
+    /// # async fn f(app: jobsmith_core::App) -> jobsmith_core::Result<()> {
+    /// app.worker().prometheus(9464).run().await // http://127.0.0.1:9464/metrics
+    /// # }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, addr: impl Into<crate::prometheus::MetricsAddr>) -> Self {
+        self.metrics_addr = Some(addr.into().0);
+        self
+    }
+
     /// Runs until SIGINT or SIGTERM (or the [`stop_on`](Self::stop_on)
     /// signal), then stops reserving, lets running jobs finish within the
     /// grace period and releases the rest.
@@ -171,6 +208,7 @@ impl fmt::Debug for Worker {
             .field("state", &self.state)
             .field("grace", &self.grace)
             .field("lease", &self.lease)
+            .field("sample_every", &self.sample_every)
             .finish_non_exhaustive()
     }
 }

@@ -168,6 +168,12 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         }
     };
     let backend = Arc::clone(worker.app.backend());
+    // Bound before anything is reserved, so a taken port fails the start, not a job.
+    #[cfg(feature = "prometheus")]
+    let endpoint = match worker.metrics_addr {
+        Some(addr) => Some(super::endpoint::bind(addr).await?),
+        None => None,
+    };
     tracing::info!(
         backend = backend.name(),
         jobs = %registry.names().collect::<Vec<_>>().join(", "),
@@ -190,7 +196,14 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     });
     let settler_task = tokio::spawn(settler(Arc::clone(&shared), settle_rx));
     let heartbeat_task = tokio::spawn(heartbeat::heartbeat(Arc::clone(&shared)));
-    let sampler_task = tokio::spawn(heartbeat::sample_depth(Arc::clone(&shared), queues.clone()));
+    let sampler_task = tokio::spawn(heartbeat::sample_depth(
+        Arc::clone(&shared),
+        queues.clone(),
+        worker.sample_every,
+    ));
+    #[cfg(feature = "prometheus")]
+    let endpoint_task = endpoint
+        .map(|(exporter, listener)| tokio::spawn(super::endpoint::serve(exporter, listener)));
 
     let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
     let semaphore = Arc::new(Semaphore::new(worker.concurrency));
@@ -317,6 +330,12 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         tracing::warn!(
             "some outcomes were not reported before the grace period ended; those jobs run again"
         );
+    }
+    #[cfg(feature = "prometheus")]
+    if let Some(task) = endpoint_task {
+        // Awaited, so the port is free once `run` returns.
+        task.abort();
+        let _ = task.await;
     }
     let report = report_shared.report();
     tracing::info!(?report, "worker stopped");

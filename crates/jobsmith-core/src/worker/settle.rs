@@ -3,6 +3,7 @@
 use super::run::Shared;
 use crate::backend::{Lease, LeaseStatus};
 use crate::envelope::Envelope;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -14,8 +15,9 @@ pub(super) enum Outcome {
     Ack(&'static str),
     /// Failed; run again at the envelope's `run_at`.
     Retry(Envelope, &'static str),
-    /// Failed for good, with the reason.
-    Dead(String),
+    /// Failed for good, with the reason and the job's name (`malformed` for
+    /// a payload that is not an envelope).
+    Dead(String, Cow<'static, str>),
     /// Its TTL had passed; dropped unrun.
     Expire(String),
 }
@@ -49,24 +51,25 @@ pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
 
 async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
     let mut acks = Vec::new();
-    let mut names = Vec::new();
+    let mut labels = Vec::new();
     for Settle { lease, outcome } in batch.drain(..) {
         match outcome {
             Outcome::Ack(name) => {
+                labels.push((lease.queue.clone(), name));
                 acks.push(lease);
-                names.push(name);
             }
             Outcome::Retry(env, name) => {
                 let status = persist(|| shared.backend.retry(&lease, &env)).await;
                 if shared.count(status, "retry") {
-                    metrics::counter!("jobsmith_jobs_retried_total", "job" => name).increment(1);
+                    metrics::counter!("jobsmith_jobs_retried_total", "queue" => lease.queue, "job" => name)
+                        .increment(1);
                     shared.counters.retried.inc();
                 }
             }
-            Outcome::Dead(reason) => {
+            Outcome::Dead(reason, name) => {
                 let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
                 if shared.count(status, "dead-letter") {
-                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue.clone())
+                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue, "job" => name)
                         .increment(1);
                     shared.counters.dead.inc();
                 }
@@ -74,7 +77,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
             Outcome::Expire(name) => {
                 let status = persist(|| shared.backend.expire(&lease)).await;
                 if shared.count(status, "expire") {
-                    metrics::counter!("jobsmith_jobs_expired_total", "job" => name).increment(1);
+                    metrics::counter!("jobsmith_jobs_expired_total", "queue" => lease.queue, "job" => name)
+                        .increment(1);
                     shared.counters.expired.inc();
                 }
             }
@@ -84,9 +88,10 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
         return;
     }
     let statuses = persist(|| shared.backend.ack(&acks)).await;
-    for (status, name) in statuses.iter().zip(names) {
+    for (status, (queue, name)) in statuses.iter().zip(labels) {
         if shared.count(*status, "ack") {
-            metrics::counter!("jobsmith_jobs_succeeded_total", "job" => name).increment(1);
+            metrics::counter!("jobsmith_jobs_succeeded_total", "queue" => queue, "job" => name)
+                .increment(1);
             shared.counters.succeeded.inc();
         }
     }
