@@ -26,6 +26,10 @@
 //! }
 //! ```
 //!
+//! Feature `prometheus` adds [`Worker::prometheus`], a `/metrics` endpoint;
+//! feature `opentelemetry` makes each job's span a child of the span that
+//! enqueued it. `docs/operations.md` lists the series, alert rules and traces.
+//!
 //! The guide is in `docs/`: [`docs/jobs.md`] lists every attribute.
 
 mod connect;
