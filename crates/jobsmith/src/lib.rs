@@ -26,7 +26,7 @@
 //! }
 //! ```
 //!
-//! Feature `prometheus` adds [`Worker::prometheus`], a `/metrics` endpoint;
+//! Feature `prometheus` adds `Worker::prometheus`, a `/metrics` endpoint;
 //! feature `opentelemetry` makes each job's span a child of the span that
 //! enqueued it. `docs/operations.md` lists the series, alert rules and traces.
 //!
