@@ -1,5 +1,6 @@
-//! The worker's metrics series, read back through a recorder; and the
-//! `traceparent` captured at enqueue reaching the job it starts.
+//! The worker's metrics series, read back through a recorder; the
+//! `traceparent` captured at enqueue reaching the job it starts; and the
+//! Prometheus endpoint refusing to start beside another recorder.
 //! Its own test binary: a metrics recorder is global to a process.
 
 use jobsmith::prelude::*;
@@ -145,4 +146,26 @@ async fn the_trace_captured_at_enqueue_reaches_the_job_and_its_children() {
         vec![Some(parent.clone()), Some(parent)],
         "parent and child ran in the trace"
     );
+}
+
+#[tokio::test]
+async fn prometheus_beside_another_recorder_is_a_clear_error() {
+    let _ = snapshotter();
+    let t = TestApp::new();
+    obs_ok.delay().on(t.app()).await.unwrap();
+    let err = t
+        .app()
+        .worker()
+        .queues(["obs"])
+        .prometheus(0)
+        .run()
+        .await
+        .expect_err("a recorder is installed already");
+    assert!(matches!(err, jobsmith::Error::MetricsRecorder), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("another global `metrics` recorder is already installed"),
+        "{err}"
+    );
+    assert_eq!(t.enqueued("obs").len(), 1, "nothing was reserved");
 }

@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many scrapes are answered at once; more connections are closed.
+const MAX_CONNECTIONS: usize = 64;
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -34,6 +36,7 @@ pub(super) async fn serve(exporter: Exporter, listener: TcpListener) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if conns.len() >= MAX_CONNECTIONS => drop(stream),
                 Ok((stream, _)) => {
                     let exporter = exporter.clone();
                     conns.spawn(async move {
