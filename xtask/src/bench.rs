@@ -5,6 +5,8 @@
 //! the process's own (`getrusage`), read around the drain, when the worker is
 //! the only thing running.
 
+mod machine;
+
 use jobsmith::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -56,6 +58,10 @@ struct Options {
     backends: Vec<String>,
     jobs: Option<u64>,
     json: bool,
+    /// Print the docs/benchmarks.md section (table, machine, ceilings) instead of the bare table.
+    markdown: bool,
+    /// Write that section into this file, between its `bench:begin` and `bench:end` markers.
+    into: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -63,6 +69,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         backends: vec!["memory".into()],
         jobs: None,
         json: false,
+        markdown: false,
+        into: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -85,6 +93,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 opts.jobs = Some(n.parse().map_err(|_| format!("--jobs {n}: not a number"))?);
             }
             "--json" => opts.json = true,
+            "--markdown" => opts.markdown = true,
+            "--into" => {
+                opts.into = Some(
+                    it.next()
+                        .ok_or("--into needs a file, such as docs/benchmarks.md")?
+                        .clone(),
+                );
+                opts.markdown = true;
+            }
             other => return Err(format!("unknown bench option `{other}`")),
         }
     }
@@ -166,7 +183,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         );
     }
     let opts = parse(args)?;
-    if opts.backends.len() > 1 {
+    if opts.json && opts.markdown {
+        return Err("--json and --markdown (or --into) exclude each other".into());
+    }
+    if opts.backends.len() > 1 || opts.markdown {
         return several(&opts);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -221,6 +241,8 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
 fn several(opts: &Options) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
+    // What the children print beside their figures: the brokers' own ceilings.
+    let mut beside = Vec::new();
     for backend in &opts.backends {
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["bench", "--backend", backend, "--json"]);
@@ -228,9 +250,21 @@ fn several(opts: &Options) -> Result<(), String> {
             cmd.args(["--jobs", &n.to_string()]);
         }
         let out = cmd
-            .stderr(std::process::Stdio::inherit())
+            .stderr(if opts.markdown {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::inherit()
+            })
             .output()
             .map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprint!("{err}");
+        beside.extend(
+            err.lines()
+                .filter_map(|l| l.strip_prefix("bench: "))
+                .filter(|l| !l.starts_with(&format!("{backend}: ")))
+                .map(str::to_owned),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         match serde_json::from_str::<serde_json::Value>(text.trim()) {
             Ok(v) if out.status.success() => rows.push(v),
@@ -241,11 +275,39 @@ fn several(opts: &Options) -> Result<(), String> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    print_header();
-    for v in &rows {
+    if !opts.markdown {
+        println!("{}", table(&rows));
+        return Ok(());
+    }
+    let section = markdown(opts, &rows, &beside);
+    match &opts.into {
+        None => println!("{section}"),
+        Some(path) => {
+            splice(path, &section)?;
+            eprintln!("bench: wrote the figures into {path}");
+        }
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!("{}", header());
+}
+
+fn header() -> String {
+    format!(
+        "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
+        "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
+    )
+}
+
+/// The table of the children's JSON rows.
+fn table(rows: &[serde_json::Value]) -> String {
+    let mut out = header();
+    for v in rows {
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
+        out.push_str(&format!(
+            "\n{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
             v["backend"].as_str().unwrap_or("?"),
             f("jobs"),
             f("enqueue_per_s"),
@@ -254,16 +316,64 @@ fn several(opts: &Options) -> Result<(), String> {
             f("latency_p99_ms"),
             f("worker_cpu_ms_per_1k"),
             f("rss_mib")
-        );
+        ));
     }
-    Ok(())
+    out
 }
 
-fn print_header() {
-    println!(
-        "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
-        "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
+/// The docs/benchmarks.md section: date, machine, the command, its table, and the ceilings.
+fn markdown(opts: &Options, rows: &[serde_json::Value], beside: &[String]) -> String {
+    let mut command = String::from("cargo xtask bench --backend ");
+    command.push_str(&if opts.backends.len() == 4 {
+        "all".to_owned()
+    } else {
+        opts.backends.join(",")
+    });
+    if let Some(n) = opts.jobs {
+        command.push_str(&format!(" --jobs {n}"));
+    }
+    let mut out = format!(
+        "## {}, {}\n\nMachine: {}.\n\n```\n$ {command}\n{}\n```\n",
+        if opts.backends.len() == 4 {
+            "All backends".to_owned()
+        } else {
+            opts.backends.join(", ")
+        },
+        machine::today(),
+        machine::describe(),
+        table(rows)
     );
+    if !beside.is_empty() {
+        out.push_str(
+            "\nPrinted beside it (the brokers' own ceilings on the same machine):\n\n```\n",
+        );
+        for l in beside {
+            out.push_str(l.trim_end());
+            out.push('\n');
+        }
+        out.push_str("```\n");
+    }
+    out
+}
+
+const BEGIN: &str = "<!-- bench:begin: generated by `cargo xtask bench --backend all --into docs/benchmarks.md`; edit the text around it, not in it -->";
+const END: &str = "<!-- bench:end -->";
+
+/// Replaces what lies between the markers of `path` with `section`.
+fn splice(path: &str, section: &str) -> Result<(), String> {
+    let doc = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        return Err(format!(
+            "{path} has no `{BEGIN}` ... `{END}` markers: put them where the figures go"
+        ));
+    };
+    if e < b {
+        return Err(format!(
+            "{path}: the bench:end marker comes before bench:begin"
+        ));
+    }
+    let new = format!("{}{BEGIN}\n{section}{}", &doc[..b], &doc[e..]);
+    std::fs::write(path, new).map_err(|e| format!("{path}: {e}"))
 }
 
 fn to_json(f: &Figures) -> serde_json::Value {

@@ -3,11 +3,15 @@
 //! - `services`: start Redis, RabbitMQ and moto (SQS) if they are not running.
 //! - `test`: `services`, then the whole test suite (the README's test command).
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
-//! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json]`: the benchmark.
+//! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown]`: the benchmark.
+//! - `soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S]
+//!   [--restart-broker-every S] [--failure-rate F] [--seed S]`: kill workers
+//!   under load, then check job by job that nothing was lost (docs/reliability.md).
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod services;
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -18,6 +22,9 @@ fn main() -> ExitCode {
         Some("test") => services::ensure_all().and_then(|()| test()),
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
+        // A soak's worker process, started by `soak`.
+        Some("soak-worker") => soak::worker_main(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -29,7 +36,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json]>";
+const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]>";
 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
@@ -60,7 +67,38 @@ fn test() -> Result<(), String> {
         "--workspace",
         "--all-features",
         "--no-fail-fast",
-    ]))
+    ]))?;
+    ci_soaks()
+}
+
+/// A short soak per backend, with workers killed as they run: 20,000 jobs each
+/// (docs/reliability.md). Every backend runs even when one fails.
+fn ci_soaks() -> Result<(), String> {
+    let mut failed = Vec::new();
+    for backend in ["memory", "redis", "amqp", "sqs"] {
+        let result = run(cargo()
+            .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
+            .args([
+                "soak",
+                "--backend",
+                backend,
+                "--jobs",
+                "20000",
+                "--workers",
+                "3",
+                "--kill-every",
+                "4",
+            ]));
+        if let Err(e) = result {
+            eprintln!("xtask: soak on {backend} failed: {e}");
+            failed.push(backend);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the soak failed on {}", failed.join(", ")))
+    }
 }
 
 fn ci() -> Result<(), String> {

@@ -1,0 +1,337 @@
+//! The checker: the ledger and the dead-letter queue against every job's plan.
+
+use super::inject::Injected;
+use super::ledger::{attempts_table, effects_table};
+use super::plan::{plan, Kind, MAX_ATTEMPTS, QUEUE};
+use jobsmith::{App, DeadJob, Envelope};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    /// Jobs meant to succeed that never did, jobs meant to die that are not
+    /// dead, injected payloads missing from the dead-letter queue, and jobs
+    /// still in the queue at the end.
+    pub(crate) lost: u64,
+    /// Successful runs beyond the first (at-least-once re-deliveries, mostly of killed workers' jobs).
+    pub(crate) duplicates: u64,
+    /// Of those, re-deliveries of idempotent jobs whose effect was already recorded.
+    pub(crate) absorbed: u64,
+    /// Idempotent jobs whose effect was recorded more than once, or by more than one `ok` row.
+    pub(crate) idempotency_broken: u64,
+    /// Jobs that ran more attempts than their retry policy allows, or succeeded too early.
+    pub(crate) attempts_wrong: u64,
+    /// Expired jobs that ran.
+    pub(crate) expired_ran: u64,
+    /// Dead-letter entries that should not be there.
+    pub(crate) unexpected_dead: u64,
+    /// Dead jobs found, of those expected (planned permanent failures).
+    pub(crate) dead_found: u64,
+    /// Planned permanent failures.
+    pub(crate) dead_expected: u64,
+    /// Injected payloads dead-lettered with a reason, of those injected.
+    pub(crate) bad_found: u64,
+    /// Payloads injected.
+    pub(crate) bad_injected: u64,
+    /// Examples of each problem, for the log.
+    pub(crate) examples: Vec<String>,
+}
+
+impl Findings {
+    /// Whether nothing is wrong.
+    pub(crate) fn pass(&self) -> bool {
+        self.lost == 0
+            && self.idempotency_broken == 0
+            && self.attempts_wrong == 0
+            && self.expired_ran == 0
+            && self.unexpected_dead == 0
+    }
+
+    fn note(&mut self, what: fmt::Arguments<'_>) {
+        if self.examples.len() < 20 {
+            self.examples.push(what.to_string());
+        }
+    }
+}
+
+/// The ledger's totals for one job.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    rows: i64,
+    ok: i64,
+    dup: i64,
+    ran_expired: i64,
+    max_attempt: i32,
+    first_ok: Option<i32>,
+}
+
+/// Checks a finished run of `jobs` jobs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn check(
+    app: &App,
+    pg: &tokio_postgres::Client,
+    run: &str,
+    seed: u64,
+    failure_rate: f64,
+    jobs: u64,
+    injected: &[Injected],
+    left_in_queue: u64,
+) -> Result<Findings, String> {
+    let mut f = Findings {
+        bad_injected: injected.len() as u64,
+        ..Findings::default()
+    };
+    let dead = dead_letters(app).await?;
+
+    // The dead-letter queue: soak jobs by number, and the injected payloads.
+    let mut dead_by_n: HashMap<u64, u64> = HashMap::new();
+    let mut bad_left: Vec<&Injected> = injected.iter().collect();
+    for d in &dead {
+        if let Some(pos) = bad_left.iter().position(|i| is_injected(i, d)) {
+            if d.reason.trim().is_empty() {
+                f.note(format_args!(
+                    "{} was dead-lettered without a reason",
+                    bad_left[pos].describe()
+                ));
+            } else {
+                bad_left.swap_remove(pos);
+                f.bad_found += 1;
+            }
+            continue;
+        }
+        match soak_number(d) {
+            Some(n) => *dead_by_n.entry(n).or_default() += 1,
+            None => {
+                f.unexpected_dead += 1;
+                f.note(format_args!(
+                    "unexpected dead-letter entry {} ({}): {}",
+                    d.id,
+                    d.reason,
+                    String::from_utf8_lossy(&d.raw[..d.raw.len().min(120)])
+                ));
+            }
+        }
+    }
+    for i in bad_left {
+        f.lost += 1;
+        f.note(format_args!(
+            "injected {} is not in the dead-letter queue",
+            i.describe()
+        ));
+    }
+
+    // The ledger, a slice of job numbers at a time.
+    const SLICE: u64 = 100_000;
+    let mut from = 0;
+    while from < jobs {
+        let to = (from + SLICE).min(jobs);
+        let tallies = tallies(pg, run, from, to).await?;
+        let effects = effects(pg, run, from, to).await?;
+        for n in from..to {
+            let p = plan(seed, failure_rate, n);
+            let t = tallies.get(&n).copied().unwrap_or_default();
+            let died = dead_by_n.remove(&n).unwrap_or(0);
+            check_one(&mut f, n, p, t, effects.contains(&n), died);
+        }
+        from = to;
+    }
+    for (n, times) in dead_by_n {
+        f.unexpected_dead += times;
+        f.note(format_args!(
+            "dead-letter entry for job {n}, which the run never enqueued"
+        ));
+    }
+    if left_in_queue > 0 {
+        f.lost += left_in_queue;
+        f.note(format_args!(
+            "{left_in_queue} jobs were still in the queue when the run ended"
+        ));
+    }
+    Ok(f)
+}
+
+fn check_one(f: &mut Findings, n: u64, p: super::plan::Plan, t: Tally, effect: bool, died: u64) {
+    let max = i64::from(MAX_ATTEMPTS);
+    if t.rows > max || t.max_attempt > MAX_ATTEMPTS as i32 {
+        f.attempts_wrong += 1;
+        f.note(format_args!(
+            "job {n} ({:?}): {} attempts recorded, up to attempt {}; its policy allows {MAX_ATTEMPTS}",
+            p.kind, t.rows, t.max_attempt
+        ));
+    }
+    if t.ran_expired > 0 {
+        f.expired_ran += 1;
+        f.note(format_args!("job {n} ran although its TTL had passed"));
+    }
+    if p.kind == Kind::Permanent {
+        f.dead_expected += 1;
+        match died {
+            0 => {
+                f.lost += 1;
+                f.note(format_args!(
+                    "job {n} failed permanently but is not in the dead-letter queue"
+                ));
+            }
+            1 => f.dead_found += 1,
+            k => {
+                f.dead_found += 1;
+                f.unexpected_dead += k - 1;
+                f.note(format_args!(
+                    "job {n} is in the dead-letter queue {k} times"
+                ));
+            }
+        }
+        return;
+    }
+    if died > 0 {
+        f.unexpected_dead += died;
+        f.note(format_args!(
+            "job {n} ({:?}, {} attempts recorded) is in the dead-letter queue; it should have {}",
+            p.kind,
+            t.rows,
+            if p.kind == Kind::Expire {
+                "expired"
+            } else {
+                "succeeded"
+            }
+        ));
+    }
+    if !p.kind.succeeds() {
+        return;
+    }
+    if let Some(first) = t.first_ok {
+        if (first as u32) < p.kind.first_success() {
+            f.attempts_wrong += 1;
+            f.note(format_args!(
+                "job {n} ({:?}) succeeded at attempt {first}, before its plan allows",
+                p.kind
+            ));
+        }
+    }
+    if p.idempotent {
+        if !effect || t.ok == 0 {
+            if died == 0 {
+                f.lost += 1;
+                f.note(format_args!(
+                    "idempotent job {n} ({:?}) never took effect",
+                    p.kind
+                ));
+            }
+        } else if t.ok > 1 {
+            f.idempotency_broken += 1;
+            f.note(format_args!(
+                "idempotent job {n} took effect {} times",
+                t.ok
+            ));
+        }
+        f.duplicates += t.dup as u64;
+        f.absorbed += t.dup as u64;
+    } else if t.ok == 0 {
+        if died == 0 {
+            f.lost += 1;
+            f.note(format_args!(
+                "job {n} ({:?}) never succeeded ({} attempts recorded)",
+                p.kind, t.rows
+            ));
+        }
+    } else {
+        f.duplicates += (t.ok - 1) as u64;
+    }
+}
+
+fn is_injected(i: &Injected, d: &DeadJob) -> bool {
+    match &i.id {
+        Some(id) => d.id == *id || d.envelope().is_some_and(|e| e.id == *id),
+        None => d.raw == i.raw,
+    }
+}
+
+/// The soak job number of a dead entry, if it is a soak job's envelope.
+fn soak_number(d: &DeadJob) -> Option<u64> {
+    let env: Envelope = d.envelope()?;
+    if env.job != "soak_job" {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(env.args.get())
+        .ok()?
+        .get("n")?
+        .as_u64()
+}
+
+/// Every dead-letter entry of the soak's queue.
+async fn dead_letters(app: &App) -> Result<Vec<DeadJob>, String> {
+    let backend = app.backend();
+    if backend.name() == "sqs" {
+        // SQS lists by scanning the whole queue: one scan.
+        return backend
+            .dead_list(QUEUE, 0, usize::MAX)
+            .await
+            .map_err(|e| format!("listing dead letters: {e}"));
+    }
+    let mut all = Vec::new();
+    loop {
+        let page = backend
+            .dead_list(QUEUE, all.len(), 10_000)
+            .await
+            .map_err(|e| format!("listing dead letters: {e}"))?;
+        let done = page.len() < 10_000;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+async fn tallies(
+    pg: &tokio_postgres::Client,
+    run: &str,
+    from: u64,
+    to: u64,
+) -> Result<HashMap<u64, Tally>, String> {
+    let sql = format!(
+        "SELECT n, count(*), count(*) FILTER (WHERE outcome = 'ok'), \
+         count(*) FILTER (WHERE outcome = 'dup'), count(*) FILTER (WHERE outcome = 'ran-expired'), \
+         max(attempt), min(attempt) FILTER (WHERE outcome IN ('ok', 'dup')) \
+         FROM {} WHERE n >= {from} AND n < {to} GROUP BY n",
+        attempts_table(run)
+    );
+    let rows = pg
+        .query(&sql, &[])
+        .await
+        .map_err(|e| format!("reading the ledger: {e}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(0);
+            (
+                n as u64,
+                Tally {
+                    rows: r.get(1),
+                    ok: r.get(2),
+                    dup: r.get(3),
+                    ran_expired: r.get(4),
+                    max_attempt: r.get(5),
+                    first_ok: r.get(6),
+                },
+            )
+        })
+        .collect())
+}
+
+async fn effects(
+    pg: &tokio_postgres::Client,
+    run: &str,
+    from: u64,
+    to: u64,
+) -> Result<HashSet<u64>, String> {
+    let sql = format!(
+        "SELECT n FROM {} WHERE n >= {from} AND n < {to}",
+        effects_table(run)
+    );
+    let rows = pg
+        .query(&sql, &[])
+        .await
+        .map_err(|e| format!("reading the ledger's effects: {e}"))?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+}

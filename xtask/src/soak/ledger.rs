@@ -1,0 +1,212 @@
+//! The ledger: every attempt a soak job makes, in PostgreSQL, outside the queue.
+//!
+//! Two tables per run: `<run>_attempts`, one row per attempt (job number,
+//! attempt, outcome, worker pid, time), and `<run>_effects`, keyed by job
+//! number, holding the effect of idempotent jobs. An idempotent success
+//! inserts its effect and its attempt row in one statement; when the effect is
+//! already there (a re-delivery of a job that had succeeded), its row says
+//! `dup` instead of `ok` and nothing else changes.
+//!
+//! Rows are written in groups: each handler hands its row to one writer task
+//! per worker and waits until the group holding it has committed.
+
+use std::fmt::Write as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls};
+
+/// What an attempt did, as the handler decided before doing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Succeeded (`dup` in the table for an idempotent job whose effect was there already).
+    Ok,
+    /// Failed, to be retried.
+    Fail,
+    /// Failed permanently.
+    Permanent,
+    /// Panicked.
+    Panic,
+    /// Slept past its timeout.
+    Sleep,
+    /// Ran although its TTL had passed: must never happen.
+    RanExpired,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Fail => "fail",
+            Outcome::Permanent => "permanent",
+            Outcome::Panic => "panic",
+            Outcome::Sleep => "sleep",
+            Outcome::RanExpired => "ran-expired",
+        }
+    }
+}
+
+struct Row {
+    n: u64,
+    attempt: u32,
+    outcome: Outcome,
+    idempotent: bool,
+}
+
+type Pending = (Row, oneshot::Sender<Result<(), String>>);
+
+/// A worker's handle on the ledger. Cheap to share; one writer task behind it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ledger {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// The default ledger: the local PostgreSQL, database `test`.
+pub(crate) fn default_dsn() -> String {
+    std::env::var("JOBSMITH_SOAK_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned())
+}
+
+/// Connects, handing the connection to a task of the current runtime.
+pub(crate) async fn connect(dsn: &str) -> Result<Client, String> {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.map_err(|e| {
+        format!("cannot reach the ledger's PostgreSQL at `{dsn}`: {e} (start PostgreSQL, or set JOBSMITH_SOAK_PG to a libpq connection string)")
+    })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The attempts table of `run`.
+pub(crate) fn attempts_table(run: &str) -> String {
+    format!("{run}_attempts")
+}
+
+/// The effects table of `run`.
+pub(crate) fn effects_table(run: &str) -> String {
+    format!("{run}_effects")
+}
+
+/// Creates the run's tables.
+pub(crate) async fn create(client: &Client, run: &str) -> Result<(), String> {
+    let sql = format!(
+        "CREATE TABLE {a} (n bigint NOT NULL, attempt int NOT NULL, outcome text NOT NULL, \
+         pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE {e} (n bigint PRIMARY KEY, pid int NOT NULL, \
+         at timestamptz NOT NULL DEFAULT clock_timestamp());",
+        a = attempts_table(run),
+        e = effects_table(run)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| format!("creating the ledger tables: {e}"))
+}
+
+/// Drops the run's tables.
+pub(crate) async fn drop_tables(client: &Client, run: &str) -> Result<(), String> {
+    let sql = format!(
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        attempts_table(run),
+        effects_table(run)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| format!("dropping the ledger tables: {e}"))
+}
+
+impl Ledger {
+    /// Starts the writer task on the current runtime.
+    pub(crate) async fn start(dsn: &str, run: &str) -> Result<Self, String> {
+        let client = connect(dsn).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(client, dsn.to_owned(), run.to_owned(), rx));
+        Ok(Self { tx })
+    }
+
+    /// Records one attempt; returns once it is committed.
+    pub(crate) async fn record(
+        &self,
+        n: u64,
+        attempt: u32,
+        outcome: Outcome,
+        idempotent: bool,
+    ) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        let row = Row {
+            n,
+            attempt,
+            outcome,
+            idempotent,
+        };
+        self.tx
+            .send((row, done))
+            .map_err(|_| "the ledger writer has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the ledger writer has stopped".to_owned())?
+    }
+}
+
+/// The most rows one statement writes.
+const GROUP: usize = 1000;
+
+async fn writer(
+    mut client: Client,
+    dsn: String,
+    run: String,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let pid = std::process::id();
+    let mut group: Vec<Pending> = Vec::with_capacity(GROUP);
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let sql = statement(&run, pid, &group);
+        let mut result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+        if result.is_err() && client.is_closed() {
+            // Reconnect once; the handlers retry their attempts if this fails too.
+            if let Ok(c) = connect(&dsn).await {
+                client = c;
+                result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+            }
+        }
+        for (_, done) in group.drain(..) {
+            let _ = done.send(result.clone().map_err(|e| format!("ledger write: {e}")));
+        }
+    }
+}
+
+/// One statement for a group: idempotent successes claim their effect, and
+/// every attempt gets its row, `dup` where the effect was already claimed.
+fn statement(run: &str, pid: u32, group: &[Pending]) -> String {
+    let mut values = String::new();
+    for (i, (r, _)) in group.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        let _ = write!(
+            values,
+            "({},{},'{}',{})",
+            r.n,
+            r.attempt,
+            r.outcome.as_str(),
+            r.idempotent
+        );
+    }
+    format!(
+        "WITH v(n, attempt, outcome, idem) AS (VALUES {values}), \
+         e AS (INSERT INTO {eff} (n, pid) SELECT DISTINCT n, {pid} FROM v \
+               WHERE idem AND outcome = 'ok' ON CONFLICT DO NOTHING RETURNING n) \
+         INSERT INTO {att} (n, attempt, outcome, pid) \
+         SELECT v.n, v.attempt, \
+           CASE WHEN v.idem AND v.outcome = 'ok' AND v.n NOT IN (SELECT n FROM e) \
+             THEN 'dup' ELSE v.outcome END, {pid} FROM v",
+        eff = effects_table(run),
+        att = attempts_table(run),
+    )
+}

@@ -1,0 +1,561 @@
+//! `cargo xtask soak`: many jobs through real workers that are killed as they
+//! run, then a check, job by job, that nothing was lost.
+//!
+//! ```text
+//! cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W]
+//!     [--kill-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]
+//! ```
+//!
+//! The run: a ledger in PostgreSQL (`ledger.rs`); the broker (a private Redis
+//! or RabbitMQ instance that may be restarted, the shared RabbitMQ under a
+//! fresh prefix, moto under a fresh prefix, or the in-process memory queue);
+//! `W` workers (`workers.rs`), one of which is killed every `S` seconds and
+//! replaced; `N` jobs enqueued in waves that keep the queue shallow, each doing
+//! what its seeded plan says (`plan.rs`); bad payloads written straight into
+//! the broker along the way (`inject.rs`). When the queue is empty, the workers
+//! are stopped and `check.rs` compares the ledger and the dead-letter queue
+//! with every job's plan, printing one summary line; the exit code says
+//! whether it passed. docs/reliability.md says what each check means.
+
+mod broker;
+mod check;
+mod inject;
+mod ledger;
+mod plan;
+mod workers;
+
+use broker::{Broker, PrivateRabbit, PrivateRedis};
+use inject::{Injected, Injector};
+use jobsmith::{App, Enqueue, MemoryBackend, Settings};
+use plan::{plan, soak_job, Kind, QUEUE};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use workers::{Pool, WorkerArgs};
+
+pub(crate) use workers::process_main as worker_main;
+
+/// The soak's options.
+#[derive(Debug, Clone)]
+struct Options {
+    backend: String,
+    jobs: u64,
+    workers: usize,
+    kill_every: Option<Duration>,
+    restart_every: Option<Duration>,
+    failure_rate: f64,
+    seed: u64,
+}
+
+const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S]";
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        backend: String::new(),
+        jobs: 20_000,
+        workers: 4,
+        kill_every: None,
+        restart_every: None,
+        failure_rate: 0.2,
+        seed: 1,
+    };
+    let mut it = args.iter();
+    let secs = |flag: &str, v: Option<&String>| -> Result<Duration, String> {
+        let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
+        let s: f64 = v
+            .parse()
+            .map_err(|_| format!("{flag} {v}: not a number of seconds"))?;
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(format!("{flag} {v}: must be more than 0 seconds"));
+        }
+        Ok(Duration::from_secs_f64(s))
+    };
+    while let Some(a) = it.next() {
+        let mut num = |flag: &str| -> Result<String, String> {
+            it.next()
+                .cloned()
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--backend" => o.backend = num("--backend")?,
+            "--jobs" => {
+                let v = num("--jobs")?;
+                o.jobs = v.parse().map_err(|_| format!("--jobs {v}: not a number"))?;
+            }
+            "--workers" => {
+                let v = num("--workers")?;
+                o.workers = v
+                    .parse()
+                    .ok()
+                    .filter(|w| *w > 0)
+                    .ok_or(format!("--workers {v}: need a number above 0"))?;
+            }
+            "--failure-rate" => {
+                let v = num("--failure-rate")?;
+                o.failure_rate = v
+                    .parse()
+                    .ok()
+                    .filter(|f: &f64| (0.0..=1.0).contains(f))
+                    .ok_or(format!("--failure-rate {v}: need a share from 0 to 1"))?;
+            }
+            "--seed" => {
+                let v = num("--seed")?;
+                o.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
+            }
+            "--kill-every" => o.kill_every = Some(secs(a, it.next())?),
+            "--restart-broker-every" => o.restart_every = Some(secs(a, it.next())?),
+            other => return Err(format!("unknown soak option `{other}`\n{USAGE}")),
+        }
+    }
+    match o.backend.as_str() {
+        "memory" | "redis" | "amqp" | "sqs" => {}
+        "" => return Err(format!("--backend is required\n{USAGE}")),
+        other => {
+            return Err(format!(
+                "unknown backend `{other}`: use memory, redis, amqp or sqs"
+            ))
+        }
+    }
+    if o.restart_every.is_some() {
+        match o.backend.as_str() {
+            "memory" => return Err("--restart-broker-every: the memory backend has no broker to restart; it lives and dies with the process".into()),
+            "sqs" => return Err("--restart-broker-every is not supported on SQS: moto keeps its queues in memory, so a restart would lose them all (that is moto, not SQS)".into()),
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+/// `cargo xtask soak ...`: re-runs itself optimised, then soaks.
+pub(crate) fn main(args: &[String]) -> Result<(), String> {
+    if cfg!(debug_assertions) {
+        return crate::run(
+            crate::cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "soak",
+                ])
+                .args(args),
+        );
+    }
+    let opts = parse(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let pass = rt.block_on(soak(opts))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if pass {
+        Ok(())
+    } else {
+        Err("soak: FAIL".into())
+    }
+}
+
+/// Sizes that keep each broker's queue shallow: (jobs per wave, most jobs queued before the next wave).
+fn waves(backend: &str) -> (u64, u64) {
+    match backend {
+        // moto's calls slow down with queue depth (FACTS.md): stay at a few hundred.
+        "sqs" => (100, 300),
+        "amqp" => (2_000, 10_000),
+        _ => (5_000, 30_000),
+    }
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The run's backend: the app, the raw writer, and the worker processes' URL.
+async fn connect(
+    o: &Options,
+    run: &str,
+    broker: Option<&Broker>,
+) -> Result<(App, Injector, String, Option<App>), String> {
+    // Keep every dead job: the checker reads them all.
+    let settings = format!("prefix={run}&dead_max=100000000");
+    let err = |e: jobsmith::Error| format!("{}: connect: {e}", o.backend);
+    match o.backend.as_str() {
+        "memory" => {
+            let m =
+                MemoryBackend::new(Settings::from_query([("dead_max", "100000000")]).map_err(err)?);
+            let app = App::new(m.clone());
+            Ok((
+                app.clone(),
+                Injector::Memory(m),
+                "memory://".into(),
+                Some(app),
+            ))
+        }
+        "redis" => {
+            let base = broker
+                .map(Broker::url)
+                .ok_or("redis runs on its own server")?;
+            let url = format!("{base}?{settings}");
+            let app = jobsmith::connect(&url).await.map_err(err)?;
+            let inj = Injector::Redis {
+                url: base,
+                prefix: run.to_owned(),
+            };
+            Ok((app, inj, url, None))
+        }
+        "amqp" => {
+            let base = match broker {
+                Some(b) => b.url(),
+                None => env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            };
+            let sep = if base.contains('?') { '&' } else { '?' };
+            // Unused queues delete themselves, should the run be cut short.
+            let url = format!("{base}{sep}{settings}&expires=30m");
+            let b = jobsmith::amqp::AmqpBackend::connect(&url)
+                .await
+                .map_err(err)?;
+            Ok((App::new(b.clone()), Injector::Amqp(b), url, None))
+        }
+        _ => {
+            let base = env_or(
+                "JOBSMITH_SQS_URL",
+                "sqs://us-east-1?endpoint=http://127.0.0.1:5000",
+            );
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}{settings}");
+            let b = jobsmith::sqs::SqsBackend::connect(&url)
+                .await
+                .map_err(err)?;
+            Ok((App::new(b.clone()), Injector::Sqs(b), url, None))
+        }
+    }
+}
+
+/// What the background tasks count.
+#[derive(Debug, Default)]
+struct Counts {
+    kills: AtomicU64,
+    restarts: AtomicU64,
+    enqueue_retries: AtomicU64,
+}
+
+async fn soak(o: Options) -> Result<bool, String> {
+    let run = format!("soak{:08x}", fastrand::u32(..));
+    let started = Instant::now();
+    let log_dir = std::env::temp_dir().join(format!("jobsmith-{run}"));
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    eprintln!(
+        "soak: run {run}: backend {}, {} jobs, {} workers, kill every {:?}, restart broker every {:?}, failure rate {}, seed {}; worker logs in {}",
+        o.backend, o.jobs, o.workers, o.kill_every, o.restart_every, o.failure_rate, o.seed,
+        log_dir.display()
+    );
+
+    // The broker the soak may hurt, when it has one of its own.
+    let broker = match (o.backend.as_str(), o.restart_every) {
+        ("redis", _) => Some(
+            tokio::task::spawn_blocking(PrivateRedis::start)
+                .await
+                .map_err(|e| e.to_string())??,
+        ),
+        ("amqp", Some(_)) => {
+            eprintln!("soak: starting a private RabbitMQ node (about 20 s)");
+            Some(
+                tokio::task::spawn_blocking(PrivateRabbit::start)
+                    .await
+                    .map_err(|e| e.to_string())??,
+            )
+        }
+        _ => None,
+    };
+    let (app, injector, url, memory) = connect(&o, &run, broker.as_ref()).await?;
+    let broker = Arc::new(std::sync::Mutex::new(broker));
+
+    let dsn = ledger::default_dsn();
+    let pg = ledger::connect(&dsn).await?;
+    ledger::create(&pg, &run).await?;
+
+    let pool = Arc::new(Mutex::new(Pool::new(
+        WorkerArgs {
+            url: url.clone(),
+            run: run.clone(),
+            seed: o.seed,
+            failure_rate: o.failure_rate,
+            dsn: dsn.clone(),
+        },
+        memory,
+        log_dir.clone(),
+    )));
+    for _ in 0..o.workers {
+        pool.lock().await.spawn()?;
+    }
+
+    let counts = Arc::new(Counts::default());
+    let mut chaos = Vec::new();
+    if let Some(every) = o.kill_every {
+        let (pool, counts) = (Arc::clone(&pool), Arc::clone(&counts));
+        chaos.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match pool.lock().await.kill_one() {
+                    Ok(()) => {
+                        counts.kills.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => eprintln!("soak: could not replace a killed worker: {e}"),
+                }
+            }
+        }));
+    }
+    if let Some(every) = o.restart_every {
+        let (broker, counts) = (Arc::clone(&broker), Arc::clone(&counts));
+        chaos.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let b = Arc::clone(&broker);
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut guard = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    guard.as_mut().map(Broker::restart)
+                })
+                .await;
+                match done {
+                    Ok(Some(Ok(()))) => {
+                        counts.restarts.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("soak: broker restarted");
+                    }
+                    other => eprintln!("soak: broker restart failed: {other:?}"),
+                }
+            }
+        }));
+    }
+    {
+        // Notice, as they happen, workers that die of anything but a kill.
+        let pool = Arc::clone(&pool);
+        chaos.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                pool.lock().await.reap();
+            }
+        }));
+    }
+
+    // Enqueue in waves, with bad payloads mixed in.
+    let (wave, depth_limit) = waves(&o.backend);
+    let bad_each = 10.min(o.jobs as usize / 2 + 1);
+    let mut injected = Vec::new();
+    let waves_total = o.jobs.div_ceil(wave).max(1);
+    let mut last_expire_due = Instant::now();
+    let mut next = 0u64;
+    let mut wave_no = 0u64;
+    let mut last_report = Instant::now();
+    while next < o.jobs {
+        wait_below(&app, depth_limit).await;
+        let end = (next + wave).min(o.jobs);
+        let mut batch: Vec<Enqueue> = Vec::with_capacity((end - next) as usize);
+        for n in next..end {
+            let p = plan(o.seed, o.failure_rate, n);
+            let e = soak_job.delay(n);
+            batch.push(if p.kind == Kind::Expire {
+                last_expire_due = Instant::now() + plan::EXPIRE_DELAY;
+                e.after(plan::EXPIRE_DELAY).ttl(plan::EXPIRE_TTL)
+            } else {
+                e
+            });
+        }
+        enqueue_all(&app, batch, &counts).await;
+        next = end;
+        wave_no += 1;
+        // Spread the bad payloads over the run.
+        let due = (wave_no * 2 * bad_each as u64).div_ceil(waves_total) as usize;
+        while injected.len() < due.min(2 * bad_each) {
+            let i = injected.len();
+            let bad = if i % 2 == 0 {
+                Injected::garbage(&run, i)
+            } else {
+                Injected::unknown(i)
+            };
+            loop {
+                match injector.push(&bad.raw).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        eprintln!("soak: injecting bad input failed ({e}); retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            injected.push(bad);
+        }
+        if last_report.elapsed() > Duration::from_secs(30) {
+            last_report = Instant::now();
+            eprintln!(
+                "soak: {next} of {} enqueued after {:.0} s, {} kills, {} broker restarts",
+                o.jobs,
+                started.elapsed().as_secs_f64(),
+                counts.kills.load(Ordering::Relaxed),
+                counts.restarts.load(Ordering::Relaxed)
+            );
+        }
+    }
+    eprintln!(
+        "soak: all {} jobs enqueued after {:.0} s; waiting for the queue to drain",
+        o.jobs,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Drain: until the queue holds nothing, after the last expiring job came due.
+    let left = drain(&app, &pg, &run, last_expire_due).await;
+    for t in &chaos {
+        t.abort();
+    }
+    for t in chaos {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed();
+    let mut pool = Arc::try_unwrap(pool)
+        .map_err(|_| "the worker pool is still shared".to_owned())?
+        .into_inner();
+    pool.stop_all().await;
+
+    let f = check::check(
+        &app,
+        &pg,
+        &run,
+        o.seed,
+        o.failure_rate,
+        o.jobs,
+        &injected,
+        left,
+    )
+    .await?;
+    let deaths = pool.unexpected.len();
+    let pass = f.pass() && deaths == 0;
+    for e in &f.examples {
+        eprintln!("soak: problem: {e}");
+    }
+    for d in &pool.unexpected {
+        eprintln!("soak: problem: {d}");
+    }
+    println!(
+        "soak backend={} jobs={} workers={} kills={} broker_restarts={} duplicates={} (absorbed by idempotency: {}) lost={} dead={}/{} bad_input_dead={}/{} expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
+        o.backend,
+        o.jobs,
+        o.workers,
+        counts.kills.load(Ordering::Relaxed),
+        counts.restarts.load(Ordering::Relaxed),
+        f.duplicates,
+        f.absorbed,
+        f.lost,
+        f.dead_found,
+        f.dead_expected,
+        f.bad_found,
+        f.bad_injected,
+        f.expired_ran,
+        f.attempts_wrong,
+        f.unexpected_dead,
+        f.idempotency_broken,
+        deaths,
+        elapsed.as_secs_f64(),
+        o.jobs as f64 / elapsed.as_secs_f64(),
+        if pass { "PASS" } else { "FAIL" }
+    );
+
+    // Clean up what the run made; a failed run keeps its ledger for a look.
+    if pass {
+        let _ = ledger::drop_tables(&pg, &run).await;
+        let _ = std::fs::remove_dir_all(&log_dir);
+    } else {
+        eprintln!(
+            "soak: kept the ledger tables {} and {}, and the worker logs in {}",
+            ledger::attempts_table(&run),
+            ledger::effects_table(&run),
+            log_dir.display()
+        );
+    }
+    if let Injector::Sqs(b) = &injector {
+        let _ = b.delete_all_queues().await;
+    }
+    drop(app);
+    drop(injector);
+    if let Some(mut b) = broker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        tokio::task::spawn_blocking(move || b.stop())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(pass)
+}
+
+/// Jobs in the soak's queue that are not finished: ready, scheduled or in flight.
+async fn pending(app: &App) -> Option<u64> {
+    let stats = app.backend().stats(&[QUEUE.to_owned()]).await.ok()?;
+    Some(
+        stats
+            .iter()
+            .map(|s| s.ready + s.scheduled + s.in_flight)
+            .sum(),
+    )
+}
+
+async fn wait_below(app: &App, limit: u64) {
+    loop {
+        match pending(app).await {
+            Some(n) if n < limit => return,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Enqueues every job of a wave, retrying while the broker is away.
+async fn enqueue_all(app: &App, jobs: Vec<Enqueue>, counts: &Counts) {
+    // Envelopes first, so that a retried batch has the same job ids.
+    let envs: Vec<jobsmith::Envelope> = jobs
+        .into_iter()
+        .filter_map(|e| e.into_envelope().ok())
+        .collect();
+    for chunk in envs.chunks(1_000) {
+        loop {
+            match app.backend().enqueue(chunk.to_vec()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    counts.enqueue_retries.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("soak: enqueue failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the queue is empty (twice in a row, after `not_before`), or
+/// until nothing has moved for two minutes. Returns what is left.
+async fn drain(app: &App, pg: &tokio_postgres::Client, run: &str, not_before: Instant) -> u64 {
+    const STALL: Duration = Duration::from_secs(120);
+    let rows_sql = format!("SELECT count(*) FROM {}", ledger::attempts_table(run));
+    let mut empty_polls = 0;
+    let mut last = (None, None);
+    let mut moved = Instant::now();
+    loop {
+        let left = pending(app).await;
+        let rows: Option<i64> = pg.query_one(&rows_sql, &[]).await.ok().map(|r| r.get(0));
+        if (left, rows) != last {
+            moved = Instant::now();
+            last = (left, rows);
+        }
+        if left == Some(0) && Instant::now() > not_before {
+            empty_polls += 1;
+            if empty_polls >= 2 {
+                return 0;
+            }
+        } else {
+            empty_polls = 0;
+        }
+        if moved.elapsed() > STALL {
+            eprintln!("soak: nothing moved for {STALL:?}; checking what there is");
+            return left.unwrap_or(0);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
