@@ -67,6 +67,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A schedule's cron expression, zone or definition is malformed.
+    #[error("{0}")]
+    Schedule(String),
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
