@@ -643,6 +643,18 @@ impl Backend for AmqpBackend {
         names.dedup();
         Ok(names)
     }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.inner.put_meta(key, value).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.list_meta(prefix).await
+    }
 }
 
 impl fmt::Debug for AmqpBackend {

@@ -40,6 +40,7 @@ mod keys;
 mod lease;
 mod link;
 mod message;
+mod meta;
 mod names;
 mod park;
 mod state;

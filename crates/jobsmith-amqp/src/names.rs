@@ -4,7 +4,8 @@
 //! queue `p.q.dead`, its expired-job counter `p.q.expired`, its delay levels
 //! `p.q.delay.00` to `p.q.delay.35`, and idempotency key queues
 //! `p.q.key.<hash>` / `p.q.done.<hash>`, and park queues `p.q.park.<token>`
-//! for long leases. Exchanges `p.delay.00`..`p.delay.35`
+//! for long leases; the metadata store is `p._meta.<hash>` per entry and the
+//! index `p._meta`. Exchanges `p.delay.00`..`p.delay.35`
 //! and `p.due` are shared by every queue of the prefix.
 
 use std::time::Duration;
@@ -74,6 +75,16 @@ impl Names {
     /// Where a long lease's job waits while it runs, named after the lease token.
     pub(crate) fn park(&self, q: &str, token: &str) -> String {
         format!("{}.{q}.park.{token}", self.prefix)
+    }
+
+    /// The queue holding the latest value of metadata entry `key`.
+    pub(crate) fn meta(&self, key: &str) -> String {
+        format!("{}._meta.{}", self.prefix, hash_hex(key.as_bytes()))
+    }
+
+    /// The queue that remembers which metadata keys exist.
+    pub(crate) fn meta_index(&self) -> String {
+        format!("{}._meta", self.prefix)
     }
 
     /// The queue that remembers which queues exist.

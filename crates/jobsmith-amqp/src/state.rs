@@ -57,6 +57,8 @@ pub(crate) struct State {
     pub(crate) declared: HashSet<String>,
     /// Queues this process has written to the registry.
     pub(crate) registered: HashSet<String>,
+    /// Metadata keys this process has written to the metadata index.
+    pub(crate) meta_registered: HashSet<String>,
     pub(crate) buffers: HashMap<String, BTreeMap<BufferKey, Buffered>>,
     pub(crate) leases: HashMap<String, Held>,
     pub(crate) expiry: BTreeSet<(Timestamp, String)>,

@@ -123,6 +123,13 @@ impl Topology<'_> {
         t
     }
 
+    /// A metadata entry: the latest value only (a publish drops the older head).
+    pub(crate) fn meta_args(&self) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        t
+    }
+
     /// An idempotency key held by a queued or running job: one message at most,
     /// a second publish is refused (nacked).
     pub(crate) fn hold_args(&self) -> FieldTable {

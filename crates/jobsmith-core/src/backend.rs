@@ -225,4 +225,16 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// The queues the backend knows of.
     async fn queues(&self) -> Result<Vec<String>>;
+
+    // --- Metadata store: small values shared by every process on the backend
+    // (schedule states). Last writer wins; values are a few hundred bytes.
+
+    /// Stores `value` under `key`, replacing any value there.
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// The value under `key`, if any.
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Every key that starts with `prefix`, with its value, sorted by key.
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
 }

@@ -3,6 +3,7 @@
 use crate::backend::{Backend, Lease};
 use crate::envelope::JobId;
 use crate::job::Failure;
+use crate::time::Timestamp;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
@@ -95,6 +96,8 @@ pub struct JobContext {
     cancel: watch::Receiver<bool>,
     /// Where and for how long `heartbeat` extends the lease; none when run inline.
     renew: Option<(Arc<dyn Backend>, Duration)>,
+    /// The tick, for a job enqueued by a schedule, or when it was due.
+    scheduled_for: Timestamp,
 }
 
 impl JobContext {
@@ -114,7 +117,14 @@ impl JobContext {
             state,
             cancel,
             renew,
+            scheduled_for: Timestamp::now(),
         }
+    }
+
+    /// Sets when the job was due (its schedule's tick, or its `run_at`).
+    pub(crate) fn with_scheduled_for(mut self, at: Timestamp) -> Self {
+        self.scheduled_for = at;
+        self
     }
 
     /// A context for running a job inline, outside any worker, with `state`.
@@ -143,6 +153,13 @@ impl JobContext {
     /// The queue the job came from.
     pub fn queue(&self) -> &str {
         &self.lease.queue
+    }
+
+    /// When the job was due. For a job enqueued by a schedule, the tick it
+    /// was enqueued for, on every attempt; for any other job, the time it was
+    /// due to run (for a retry, when the retry was due). For a job run inline, now.
+    pub fn scheduled_for(&self) -> Timestamp {
+        self.scheduled_for
     }
 
     /// This attempt's number, from 1.

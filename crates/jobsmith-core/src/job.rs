@@ -47,11 +47,29 @@ pub struct JobOptions {
     pub timeout: Option<Duration>,
     /// Whether a job with equal arguments that is queued or completed is not enqueued again.
     pub unique: bool,
+    /// A periodic schedule, from `#[job(cron = "...")]`: every worker enqueues
+    /// the job once per tick. Default none.
+    pub cron: Option<CronOptions>,
+}
+
+/// A job's periodic schedule, as `#[job(cron = "...", tz = "...", missed = "...")]` writes it.
+///
+/// The macro checks the expression and the zone at compile time with the same
+/// parser the worker uses, so a registered schedule always parses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CronOptions {
+    /// The cron expression, with seconds: `"0 */5 * * * *"`.
+    pub expr: &'static str,
+    /// The IANA zone the expression is read in, such as `"Europe/Paris"`. Default `"UTC"`.
+    pub tz: &'static str,
+    /// What happens to ticks when no worker was running.
+    pub missed: crate::Missed,
 }
 
 impl JobOptions {
     /// The defaults: queue `"default"`, priority 0, 3 retries, exponential backoff
-    /// from 1 s doubling to at most 1 h with full jitter, no TTL, no timeout, not unique.
+    /// from 1 s doubling to at most 1 h with full jitter, no TTL, no timeout, not unique,
+    /// no schedule.
     pub const DEFAULT: JobOptions = JobOptions {
         queue: "default",
         priority: 0,
@@ -60,6 +78,7 @@ impl JobOptions {
         ttl: None,
         timeout: None,
         unique: false,
+        cron: None,
     };
 }
 

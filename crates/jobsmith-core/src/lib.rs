@@ -29,6 +29,7 @@ mod memory;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod registry;
+mod schedule;
 pub mod testing;
 mod time;
 pub mod trace;
@@ -47,11 +48,12 @@ pub use enqueue::{in_hours, in_minutes, in_seconds, Enqueue, When};
 pub use envelope::{Envelope, JobId, ENVELOPE_VERSION};
 pub use error::{Error, Result};
 pub use job::{
-    Backoff, BoxFuture, Failure, IntoFailure, IntoJobResult, Jitter, Job, JobArg, JobDef,
-    JobOptions, ResultExt, RunFn,
+    Backoff, BoxFuture, CronOptions, Failure, IntoFailure, IntoJobResult, Jitter, Job, JobArg,
+    JobDef, JobOptions, ResultExt, RunFn,
 };
 pub use memory::MemoryBackend;
 pub use registry::{Registration, Registry};
+pub use schedule::{schedules, Cron, Missed, ScheduleInfo};
 pub use time::Timestamp;
 pub use worker::{Worker, WorkerReport};
 
@@ -59,8 +61,8 @@ pub use worker::{Worker, WorkerReport};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{
-        Backoff, BoxFuture, Enqueue, Failure, FromContext, IntoFailure, IntoJobResult, Jitter, Job,
-        JobArg, JobContext, JobDef, JobOptions, Registration, RunFn, When,
+        Backoff, BoxFuture, CronOptions, Enqueue, Failure, FromContext, IntoFailure, IntoJobResult,
+        Jitter, Job, JobArg, JobContext, JobDef, JobOptions, Missed, Registration, RunFn, When,
     };
     pub use ::core::time::Duration;
     pub use ::std::boxed::Box;

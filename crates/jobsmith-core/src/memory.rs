@@ -40,6 +40,8 @@ struct Inner {
 struct State {
     queues: HashMap<String, Queue>,
     seq: u64,
+    /// The metadata store.
+    meta: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Strict priority, then the time the job became ready, then arrival order.
@@ -669,6 +671,28 @@ impl Backend for MemoryBackend {
         let mut names: Vec<String> = st.queues.keys().cloned().collect();
         names.sort();
         Ok(names)
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.check_available()?;
+        self.lock().meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_available()?;
+        Ok(self.lock().meta.get(key).cloned())
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.check_available()?;
+        Ok(self
+            .lock()
+            .meta
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 

@@ -288,7 +288,18 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
     if let Some(unique) = opts.unique {
         fields.push(quote!(unique: #unique));
     }
-    if fields.len() == 7 {
+    if let Some(cron) = &opts.cron {
+        let (expr, tz) = (&cron.expr, &cron.tz);
+        let missed = if cron.catch_up {
+            quote!(CatchUp)
+        } else {
+            quote!(Skip)
+        };
+        let value =
+            some(quote!(#p::CronOptions { expr: #expr, tz: #tz, missed: #p::Missed::#missed }));
+        fields.push(quote!(cron: #value));
+    }
+    if fields.len() == 8 {
         quote!(#p::JobOptions { #(#fields),* })
     } else {
         quote!(#p::JobOptions { #(#fields,)* ..#p::JobOptions::DEFAULT })

@@ -27,7 +27,8 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// Options: `name`, `queue`, `priority`, `retries`, `backoff`, `ttl`,
-/// `timeout`, `unique` and `crate`; see the `jobsmith` crate's documentation.
+/// `timeout`, `unique`, `cron`, `tz`, `missed` and `crate`; see the `jobsmith`
+/// crate's documentation.
 #[proc_macro_attribute]
 pub fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(args.into(), item.into()).into()
@@ -43,7 +44,12 @@ fn expand(
     let opts = validate::options(raw, &mut errors);
     let output = match parse::function(item) {
         Ok(item) => match validate::function(item, &mut errors) {
-            validate::Checked::Valid(job) => generate::job(&job, &opts),
+            validate::Checked::Valid(job)
+                if validate::scheduled_job_args(&job, &opts, &mut errors) =>
+            {
+                generate::job(&job, &opts)
+            }
+            validate::Checked::Valid(job) => fallback::job(&job, &opts),
             validate::Checked::Invalid(job) => fallback::job(&job, &opts),
         },
         Err((tokens, error)) => {

@@ -8,7 +8,8 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, ItemFn, Lit, LitBool, LitInt, LitStr,
 
 /// The option names, in the order the "unknown option" error lists them.
 pub(crate) const OPTION_NAMES: &[&str] = &[
-    "name", "queue", "priority", "retries", "backoff", "ttl", "timeout", "unique", "crate",
+    "name", "queue", "priority", "retries", "backoff", "ttl", "timeout", "unique", "cron", "tz",
+    "missed", "crate",
 ];
 
 /// An integer option: its value, and the expression it was written as, for errors.
@@ -56,6 +57,9 @@ pub(crate) struct RawOptions {
     pub(crate) ttl: Slot<LitStr>,
     pub(crate) timeout: Slot<LitStr>,
     pub(crate) unique: Slot<bool>,
+    pub(crate) cron: Slot<LitStr>,
+    pub(crate) tz: Slot<LitStr>,
+    pub(crate) missed: Slot<LitStr>,
     pub(crate) krate: Slot<Path>,
 }
 
@@ -78,6 +82,9 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
             "backoff" => parse_str(&meta, &key, errors, &mut opts.backoff),
             "ttl" => parse_str(&meta, &key, errors, &mut opts.ttl),
             "timeout" => parse_str(&meta, &key, errors, &mut opts.timeout),
+            "cron" => parse_str(&meta, &key, errors, &mut opts.cron),
+            "tz" => parse_str(&meta, &key, errors, &mut opts.tz),
+            "missed" => parse_str(&meta, &key, errors, &mut opts.missed),
             "priority" => parse_int(&meta, &key, errors, &mut opts.priority),
             "retries" => parse_int(&meta, &key, errors, &mut opts.retries),
             "unique" => {

@@ -9,6 +9,12 @@
 #[allow(unreachable_pub)]
 mod duration;
 
+// The runtime's own cron and zone parser, for the same reason.
+#[path = "../../jobsmith-core/src/schedule/parse.rs"]
+#[rustfmt::skip]
+#[allow(unreachable_pub, dead_code)]
+mod schedule;
+
 use crate::parse::{Int, RawOptions, Slot};
 use crate::Errors;
 use proc_macro2::Span;
@@ -30,8 +36,18 @@ pub(crate) struct Options {
     pub(crate) ttl: Option<u64>,
     pub(crate) timeout: Option<u64>,
     pub(crate) unique: Option<bool>,
+    /// A periodic schedule.
+    pub(crate) cron: Option<Cron>,
     /// The path of the `jobsmith` crate, `::jobsmith` unless `crate = ...` says otherwise.
     pub(crate) krate: syn::Path,
+}
+
+/// A checked `cron`, `tz` and `missed`.
+pub(crate) struct Cron {
+    pub(crate) expr: String,
+    pub(crate) tz: String,
+    /// `true` for `missed = "catch_up"`.
+    pub(crate) catch_up: bool,
 }
 
 /// A backoff, with durations in milliseconds.
@@ -109,12 +125,98 @@ pub(crate) fn options(mut raw: RawOptions, errors: &mut Errors) -> Options {
             positive_duration(&d, "timeout", e)
         }),
         unique: check(&mut raw.unique, errors, |u, _| Some(u)),
+        cron: cron(&mut raw, errors),
         krate: check(&mut raw.krate, errors, |k, _| Some(k))
             .unwrap_or_else(|| syn::parse_quote!(::jobsmith)),
     };
     // What follows (the function's errors) comes after every option's.
     errors.position = usize::MAX;
     options
+}
+
+/// Checks `cron`, `tz` and `missed` with the runtime's parser; `tz` and
+/// `missed` mean nothing without `cron`.
+fn cron(raw: &mut RawOptions, errors: &mut Errors) -> Option<Cron> {
+    let saved = errors.position;
+    let expr = raw.cron.take();
+    let tz = raw.tz.take();
+    let missed = raw.missed.take();
+    let mut ok = true;
+    let file = |position: usize, error: syn::Error, errors: &mut Errors| {
+        let saved = std::mem::replace(&mut errors.position, position);
+        errors.push(error);
+        errors.position = saved;
+    };
+    if expr.is_none() {
+        for (key, slot) in [("tz", &tz), ("missed", &missed)] {
+            if let Some((position, lit)) = slot {
+                let message = format!(
+                    "`{key}` belongs to a schedule: add `cron = \"0 */5 * * * *\"`, or remove `{key}`"
+                );
+                file(*position, syn::Error::new(lit.span(), message), errors);
+            }
+        }
+        return None;
+    }
+    let (position, lit) = expr?;
+    if let Err(message) = schedule::parse_expr(&lit.value()) {
+        file(position, syn::Error::new(lit.span(), message), errors);
+        ok = false;
+    }
+    let zone = match &tz {
+        Some((position, z)) => match schedule::parse_zone(&z.value()) {
+            Ok(_) => z.value(),
+            Err(message) => {
+                file(*position, syn::Error::new(z.span(), message), errors);
+                ok = false;
+                String::new()
+            }
+        },
+        None => "UTC".to_owned(),
+    };
+    let catch_up = match &missed {
+        Some((position, m)) => match m.value().as_str() {
+            "skip" => false,
+            "catch_up" => true,
+            other => {
+                let message = format!(
+                    "`{other}` is not a missed-tick policy: write `missed = \"skip\"` (the default) or `missed = \"catch_up\"`"
+                );
+                file(*position, syn::Error::new(m.span(), message), errors);
+                ok = false;
+                false
+            }
+        },
+        None => false,
+    };
+    errors.position = saved;
+    ok.then(|| Cron {
+        expr: lit.value(),
+        tz: zone,
+        catch_up,
+    })
+}
+
+/// A scheduled job is enqueued by its schedule, which has no arguments to
+/// give it: each serialized parameter is an error.
+pub(crate) fn scheduled_job_args(job: &Job, opts: &Options, errors: &mut Errors) -> bool {
+    if opts.cron.is_none() {
+        return true;
+    }
+    let mut ok = true;
+    for param in job.serialized() {
+        let name = &param.ident;
+        errors.push(syn::Error::new(
+            name.span(),
+            format!(
+                "a job with `cron = ..` is enqueued by its schedule, which passes no arguments: \
+                 remove `{name}` (only `State<T>` and `JobContext` can be taken), or drop `cron` and \
+                 schedule the job with fixed arguments with `worker.schedule(\"..\", job.delay(..))`"
+            ),
+        ));
+        ok = false;
+    }
+    ok
 }
 
 fn non_empty(s: &LitStr, key: &str, errors: &mut Errors) -> Option<String> {

@@ -1,8 +1,8 @@
 //! The key layout: every key of a queue shares the hash tag `{prefix:queue}`.
 //!
 //! The scripts derive each key from the queue's base (see `lua/common.lua`),
-//! so the Rust side only needs the base, the wake list, and the set of queue
-//! names (the one key outside any queue's slot).
+//! so the Rust side only needs the base, the wake list, the set of queue
+//! names and the metadata hash (the two keys outside any queue's slot).
 
 /// The keys jobsmith uses under one prefix.
 #[derive(Clone, Debug)]
@@ -30,5 +30,10 @@ impl Keys {
     /// The set of queue names.
     pub(crate) fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
+    }
+
+    /// The hash of the metadata store (schedule states), field by key.
+    pub(crate) fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
     }
 }

@@ -1029,6 +1029,20 @@ impl Backend for SqsBackend {
         names.dedup();
         Ok(names)
     }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.inner.keys.put_meta(key, value).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        // One item holds every entry: reading it whole is one call as well.
+        let found = self.inner.keys.list_meta(key).await?;
+        Ok(found.into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.keys.list_meta(prefix).await
+    }
 }
 
 /// Claims the idempotency keys of an enqueue's jobs: for each job, `None`

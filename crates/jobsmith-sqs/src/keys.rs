@@ -18,6 +18,13 @@
 //! existing job. Completion is an `UpdateItem`, freeing a `DeleteItem`, each
 //! conditioned on the item still naming the job, so a late settlement of one
 //! job never touches another job's hold.
+//!
+//! The same table holds the backend's metadata store (schedule states) in
+//! one item, `k` = `"\0meta"` (no claim's key starts with NUL, as queue
+//! names are not empty): each entry is a binary attribute named `m:<key>`,
+//! written with an `UpdateItem` that sets that attribute alone, so writers
+//! of different entries never overwrite each other, and read whole with one
+//! consistent `GetItem`.
 
 use crate::error::from_dynamodb;
 use aws_sdk_dynamodb::client::Waiters as _;
@@ -352,6 +359,59 @@ impl Keys {
             }
             Err(e) => Err(from_dynamodb("DeleteTable", e)),
         }
+    }
+}
+
+/// The hash key of the item holding the metadata store.
+const META_ITEM: &str = "\u{0}meta";
+
+impl Keys {
+    /// Stores a metadata entry.
+    pub(crate) async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.ensure_table().await?;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("k", AttributeValue::S(META_ITEM.to_owned()))
+            .update_expression("SET #m = :v")
+            .expression_attribute_names("#m", format!("m:{key}"))
+            .expression_attribute_values(
+                ":v",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(value)),
+            )
+            .send()
+            .await
+            .map_err(|e| from_dynamodb("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// Every metadata entry whose key starts with `prefix`, sorted by key.
+    pub(crate) async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.ensure_table().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("k", AttributeValue::S(META_ITEM.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_dynamodb("GetItem", e))?;
+        let mut found: Vec<(String, Vec<u8>)> = out
+            .item()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix("m:")?;
+                let AttributeValue::B(bytes) = value else {
+                    return None;
+                };
+                key.starts_with(prefix)
+                    .then(|| (key.to_owned(), bytes.as_ref().to_vec()))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 }
 

@@ -40,10 +40,10 @@ pub use jobsmith_amqp as amqp;
 #[cfg(feature = "prometheus")]
 pub use jobsmith_core::prometheus;
 pub use jobsmith_core::{
-    in_hours, in_minutes, in_seconds, testing, trace, App, Backend, Backoff, DeadJob, Enqueue,
-    Envelope, Error, Failure, Jitter, Job, JobContext, JobDef, JobId, JobOptions, MemoryBackend,
-    QueueStats, Registry, Result, ResultExt, Settings, State, StateMap, Timestamp, When, Worker,
-    WorkerReport,
+    in_hours, in_minutes, in_seconds, schedules, testing, trace, App, Backend, Backoff, Cron,
+    CronOptions, DeadJob, Enqueue, Envelope, Error, Failure, Jitter, Job, JobContext, JobDef,
+    JobId, JobOptions, MemoryBackend, Missed, QueueStats, Registry, Result, ResultExt,
+    ScheduleInfo, Settings, State, StateMap, Timestamp, When, Worker, WorkerReport,
 };
 pub use jobsmith_macros::job;
 #[cfg(feature = "redis")]
@@ -55,7 +55,8 @@ pub use jobsmith_sqs as sqs;
 pub mod prelude {
     pub use crate::connect::Connect as _;
     pub use crate::{
-        in_hours, in_minutes, in_seconds, job, App, Failure, JobContext, ResultExt as _, State,
+        in_hours, in_minutes, in_seconds, job, App, Cron, Failure, JobContext, Missed,
+        ResultExt as _, State,
     };
 }
 

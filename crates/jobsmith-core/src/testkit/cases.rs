@@ -1100,3 +1100,51 @@ pub async fn worker_dead_letters_bad_input_and_carries_on(factory: Factory) {
         u.reason
     );
 }
+
+/// The metadata store: an entry reads back byte for byte, a second put
+/// replaces it (last writer wins), and a listing by prefix finds exactly the
+/// entries under that prefix, sorted by key.
+pub async fn metadata_store_puts_gets_and_lists(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    assert_eq!(
+        b.get_meta("schedule:a").await.expect("get succeeds"),
+        None,
+        "a key never written has no value"
+    );
+    b.put_meta("schedule:b", b"two")
+        .await
+        .expect("put succeeds");
+    b.put_meta("schedule:a", b"one")
+        .await
+        .expect("put succeeds");
+    b.put_meta("other:a", b"elsewhere")
+        .await
+        .expect("put succeeds");
+    let value = "{\"tick\":1,\"text\":\"\u{e9}t\u{e9} \u{2713}\"}".as_bytes();
+    b.put_meta("schedule:a", value).await.expect("put succeeds");
+    assert_eq!(
+        b.get_meta("schedule:a")
+            .await
+            .expect("get succeeds")
+            .as_deref(),
+        Some(value),
+        "a second put replaces the value, byte for byte"
+    );
+    let listed = b.list_meta("schedule:").await.expect("list succeeds");
+    assert_eq!(
+        listed,
+        vec![
+            ("schedule:a".to_owned(), value.to_vec()),
+            ("schedule:b".to_owned(), b"two".to_vec()),
+        ],
+        "a listing holds the prefix's entries only, sorted by key, each once with its latest value"
+    );
+    assert!(
+        b.list_meta("nothing:")
+            .await
+            .expect("list succeeds")
+            .is_empty(),
+        "a prefix with no entries lists nothing"
+    );
+}

@@ -145,6 +145,7 @@ macro_rules! conformance_suite {
             worker_reconnects_and_finishes_every_job,
             worker_retries_then_dead_letters,
             worker_dead_letters_bad_input_and_carries_on,
+            metadata_store_puts_gets_and_lists,
         }
     };
 }

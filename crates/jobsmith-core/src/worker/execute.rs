@@ -67,6 +67,12 @@ async fn decide(
         Arc::clone(&shared.state),
         cancel,
         Some((Arc::clone(&shared.backend), shared.lease)),
+    )
+    .with_scheduled_for(
+        env.idempotency_key
+            .as_deref()
+            .and_then(crate::schedule::tick_of_key)
+            .unwrap_or(env.run_at),
     );
     let fut = match (def.run)(&env.args, ctx) {
         Ok(fut) => fut,

@@ -15,9 +15,12 @@ mod settle;
 
 use crate::app::App;
 use crate::context::StateMap;
+use crate::enqueue::Enqueue;
 use crate::error::Result;
 use crate::job::BoxFuture;
 use crate::registry::Registry;
+use crate::schedule::scheduler::Pending;
+use crate::schedule::Cron;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -49,6 +52,7 @@ pub struct Worker {
     pub(crate) sample_every: Duration,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    pub(crate) schedules: Vec<Pending>,
 }
 
 /// What a worker did, returned when it stops.
@@ -87,6 +91,7 @@ impl Worker {
             sample_every: Duration::from_secs(5),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
+            schedules: Vec::new(),
         }
     }
 
@@ -185,6 +190,39 @@ impl Worker {
         self
     }
 
+    /// Enqueues `job`, with its fixed arguments, at every tick of the cron
+    /// expression `cron` (six fields, seconds first; read in UTC; missed
+    /// ticks skipped). The schedule is named after the job; every worker
+    /// that is given it enqueues the job once per tick between them.
+    ///
+    /// A malformed expression makes [`run`](Self::run) fail at once with
+    /// [`Error::Schedule`](crate::Error::Schedule), saying how to write it.
+    ///
+    /// ```no_run
+    /// # async fn f(app: jobsmith_core::App, nightly: jobsmith_core::Enqueue) -> jobsmith_core::Result<()> {
+    /// app.worker().schedule("0 0 3 * * *", nightly).run().await
+    /// # }
+    /// ```
+    pub fn schedule(mut self, cron: &str, job: Enqueue) -> Self {
+        self.schedules.push(Pending {
+            name: None,
+            cron: Cron::new(cron),
+            job,
+        });
+        self
+    }
+
+    /// Like [`schedule`](Self::schedule), with a [`Cron`] (zone, missed-tick
+    /// policy) and a name of its own, for several schedules of one job.
+    pub fn schedule_cron(mut self, name: impl Into<String>, cron: Cron, job: Enqueue) -> Self {
+        self.schedules.push(Pending {
+            name: Some(name.into()),
+            cron: Ok(cron),
+            job,
+        });
+        self
+    }
+
     /// Runs until SIGINT or SIGTERM (or the [`stop_on`](Self::stop_on)
     /// signal), then stops reserving, lets running jobs finish within the
     /// grace period and releases the rest.
@@ -209,6 +247,7 @@ impl fmt::Debug for Worker {
             .field("grace", &self.grace)
             .field("lease", &self.lease)
             .field("sample_every", &self.sample_every)
+            .field("schedules", &self.schedules.len())
             .finish_non_exhaustive()
     }
 }

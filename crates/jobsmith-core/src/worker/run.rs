@@ -7,6 +7,7 @@ use crate::backend::{Backend, Lease, LeaseStatus};
 use crate::context::StateMap;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::schedule::scheduler;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,6 +168,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             q
         }
     };
+    let scheduled = scheduler::collect(&registry, worker.schedules)?;
     let backend = Arc::clone(worker.app.backend());
     // Bound before anything is reserved, so a taken port fails the start, not a job.
     #[cfg(feature = "prometheus")]
@@ -179,8 +181,18 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         jobs = %registry.names().collect::<Vec<_>>().join(", "),
         queues = %queues.join(", "),
         concurrency = worker.concurrency,
+        schedules = %scheduled.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
         "worker starting"
     );
+    let (schedules_stop, schedules_rx) = watch::channel(false);
+    let mut schedule_tasks = JoinSet::new();
+    for s in scheduled {
+        schedule_tasks.spawn(scheduler::run(
+            Arc::clone(&backend),
+            s,
+            schedules_rx.clone(),
+        ));
+    }
 
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -280,7 +292,18 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         }
     }
 
-    // Stop: no more reserves. Running jobs get the grace period.
+    // Stop: no more reserves and no more ticks. A scheduler in the middle of
+    // a tick gets a moment to record it.
+    schedules_stop.send_replace(true);
+    let ticks_done = tokio::time::timeout(Duration::from_secs(2), async {
+        while schedule_tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !ticks_done {
+        schedule_tasks.shutdown().await;
+    }
+    // Running jobs get the grace period.
     tracing::info!(
         running = jobs.len(),
         grace_ms = worker.grace.as_millis() as u64,

@@ -1,0 +1,528 @@
+//! Cron schedules on every backend: however many workers run, each tick
+//! enqueues exactly one job; a restart between ticks neither loses nor
+//! doubles one; ticks missed while no worker ran are skipped or caught up
+//! once, by policy; the schedule's state is readable through
+//! `jobsmith::schedules`.
+//!
+//! On Redis, RabbitMQ and SQS the workers are three processes (this test
+//! binary, re-executed); on memory, which lives in one process, three
+//! `Worker`s share one `App`. Each run appends its tick to a file, and the
+//! tests judge by ticks, not by wall-clock tolerances.
+#![allow(clippy::print_stdout)] // the child reports to the parent on stdout
+
+use jobsmith::prelude::*;
+use jobsmith::{Registry, ScheduleInfo, Worker};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const CHILD_ENV: &str = "JOBSMITH_SCHEDULE_CHILD";
+const QUEUE: &str = "sched_ticks";
+const NAME: &str = "ticks";
+
+/// Where runs record their ticks: one line, the tick in unix seconds, per run.
+#[derive(Debug)]
+struct TickLog(PathBuf);
+
+impl TickLog {
+    fn record(&self, tick: jobsmith::Timestamp) -> Result<(), String> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .map_err(|e| e.to_string())?;
+        // One short write to a file opened for appending: lines never interleave.
+        f.write_all(format!("{}\n", tick.as_millis() / 1000).as_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[job(queue = "sched_ticks")]
+async fn record_tick(ctx: JobContext, log: State<TickLog>) -> Result<(), String> {
+    log.record(ctx.scheduled_for())
+}
+
+/// The attribute form, run on memory.
+#[job(cron = "* * * * * *", queue = "sched_attr")]
+async fn every_second(ctx: JobContext, log: State<TickLog>) -> Result<(), String> {
+    log.record(ctx.scheduled_for())
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn fresh_log() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "jobsmith-sched-{}-{:x}.log",
+        std::process::id(),
+        fastrand::u64(..)
+    ))
+}
+
+/// The ticks recorded so far, in order of recording.
+fn ticks(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// How many runs each tick had.
+fn runs_per_tick(log: &Path) -> BTreeMap<u64, usize> {
+    let mut runs = BTreeMap::new();
+    for t in ticks(log) {
+        *runs.entry(t).or_default() += 1;
+    }
+    runs
+}
+
+/// Waits until `done` holds for the recorded ticks; panics after `limit`.
+async fn wait_ticks(log: &Path, limit: Duration, what: &str, done: impl Fn(&[u64]) -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done(&ticks(log)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {limit:?} for {what}; recorded ticks: {:?}",
+            ticks(log)
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Sleeps until the wall clock reaches `at_ms`.
+async fn sleep_until_ms(at_ms: u64) {
+    let now = now_ms();
+    if at_ms > now {
+        tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+    }
+}
+
+/// A backend to run the schedule on.
+#[derive(Clone, Debug)]
+enum Target {
+    /// One in-process app, shared by every worker and kept across restarts.
+    Memory(App),
+    /// A broker URL with a fresh namespace; workers are child processes.
+    Url(String),
+}
+
+impl Target {
+    fn memory() -> Self {
+        Target::Memory(App::memory())
+    }
+
+    fn redis() -> Self {
+        let base = std::env::var("JOBSMITH_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        Target::Url(format!("{base}?prefix={}", fresh_prefix()))
+    }
+
+    fn amqp() -> Self {
+        let base = std::env::var("JOBSMITH_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        // Every queue of the prefix goes away once unused for a minute.
+        Target::Url(format!("{base}?prefix={}&expires=60s", fresh_prefix()))
+    }
+
+    fn sqs() -> Self {
+        let endpoint = std::env::var("JOBSMITH_SQS_ENDPOINT")
+            .unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+        Target::Url(format!(
+            "sqs://us-east-1?prefix={}&endpoint={endpoint}",
+            fresh_prefix()
+        ))
+    }
+
+    async fn app(&self) -> App {
+        match self {
+            Target::Memory(app) => app.clone(),
+            Target::Url(url) => connect(url).await,
+        }
+    }
+
+    /// Starts three workers running the schedule `expr` with policy `missed`.
+    fn start(&self, log: &Path, expr: &str, missed: Missed) -> Workers {
+        match self {
+            Target::Memory(app) => {
+                let (stop, rx) = tokio::sync::watch::channel(false);
+                let tasks = (0..3)
+                    .map(|_| {
+                        let mut rx = rx.clone();
+                        let worker = worker(app, log, expr, missed).stop_on(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        });
+                        tokio::spawn(async move { worker.run().await })
+                    })
+                    .collect();
+                Workers::Tasks(stop, tasks)
+            }
+            Target::Url(url) => {
+                let children = (0..3)
+                    .map(|_| spawn_child(url, log, expr, missed))
+                    .collect::<Vec<_>>();
+                Workers::Procs(children)
+            }
+        }
+    }
+
+    /// Deletes what the test left on the broker.
+    async fn clean_up(&self) {
+        let Target::Url(url) = self else { return };
+        if url.starts_with("redis") {
+            let prefix = url.split("prefix=").nth(1).unwrap_or_default();
+            let base = url.split('?').next().unwrap_or_default();
+            let client = ::redis::Client::open(base).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
+                let keys: Vec<String> = ::redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    let _: () = ::redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+        } else if url.starts_with("sqs") {
+            let b = jobsmith_sqs::SqsBackend::connect(url).await.unwrap();
+            let _ = b.delete_all_queues().await;
+            let _ = b.delete_key_table().await;
+        }
+        // RabbitMQ: the queues expire on their own (`expires=60s`).
+    }
+}
+
+fn fresh_prefix() -> String {
+    format!("sched{:010x}", fastrand::u64(..) >> 24)
+}
+
+async fn connect(url: &str) -> App {
+    if url.starts_with("redis") {
+        App::new(jobsmith_redis::RedisBackend::connect(url).await.unwrap())
+    } else if url.starts_with("amqp") {
+        App::new(jobsmith_amqp::AmqpBackend::connect(url).await.unwrap())
+    } else {
+        App::new(jobsmith_sqs::SqsBackend::connect(url).await.unwrap())
+    }
+}
+
+/// A worker that runs `record_tick` every tick of `expr`.
+fn worker(app: &App, log: &Path, expr: &str, missed: Missed) -> Worker {
+    let cron = Cron::new(expr).unwrap().missed(missed);
+    app.worker()
+        .registry(Registry::from_defs([<record_tick as jobsmith::Job>::DEF]).unwrap())
+        .queues([QUEUE])
+        .state(TickLog(log.to_owned()))
+        .schedule_cron(NAME, cron, record_tick.delay())
+}
+
+/// Three workers, to stop all at once.
+enum Workers {
+    Tasks(
+        tokio::sync::watch::Sender<bool>,
+        Vec<tokio::task::JoinHandle<jobsmith::Result<()>>>,
+    ),
+    Procs(Vec<Child>),
+}
+
+impl Workers {
+    /// Stops every worker: a stop signal in process, a kill (no grace) for processes.
+    async fn stop(self) {
+        match self {
+            Workers::Tasks(stop, tasks) => {
+                stop.send_replace(true);
+                for t in tasks {
+                    t.await.unwrap().unwrap();
+                }
+            }
+            Workers::Procs(mut children) => {
+                for c in &mut children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+}
+
+/// The child: a worker on the URL, until it is killed.
+#[test]
+#[ignore = "run by the schedule tests as a child process"]
+fn schedule_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: Vec<String> = serde_json::from_str(&spec).unwrap();
+    let [url, log, expr, missed] = &spec[..] else {
+        panic!("bad child spec {spec:?}");
+    };
+    let missed = if missed == "catch_up" {
+        Missed::CatchUp
+    } else {
+        Missed::Skip
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let app = connect(url).await;
+        let w = worker(&app, Path::new(log), expr, missed);
+        println!("READY");
+        w.run().await.unwrap();
+    });
+}
+
+/// Starts a child worker and waits until it is connected.
+fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed) -> Child {
+    let spec = serde_json::to_string(&[
+        url,
+        &log.display().to_string(),
+        expr,
+        missed.as_str(),
+    ])
+    .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "schedule_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, spec)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.by_ref().any(|l| l.is_ok_and(|l| l.contains("READY")));
+    assert!(ready, "the child worker did not start");
+    // Keep draining, so that the child never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+// --- The scenarios, each run on every backend ---
+
+/// Three workers over at least six one-second ticks: every tick between the
+/// first and the last recorded ran exactly once, and the stored state
+/// names the last tick and its job.
+async fn three_workers_one_run_per_tick(target: Target) {
+    let log = fresh_log();
+    let workers = target.start(&log, "* * * * * *", Missed::Skip);
+    wait_ticks(&log, Duration::from_secs(20), "six ticks", |t| {
+        runs_per_tick_of(t).len() >= 6
+    })
+    .await;
+    workers.stop().await;
+    let runs = runs_per_tick(&log);
+    let doubled: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "ticks that ran more than once (tick, runs): {doubled:?}");
+    let (first, last) = (*runs.keys().next().unwrap(), *runs.keys().last().unwrap());
+    let missing: Vec<u64> = (first..=last).filter(|t| !runs.contains_key(t)).collect();
+    assert!(missing.is_empty(), "ticks that never ran: {missing:?} (runs: {runs:?})");
+
+    let app = target.app().await;
+    let state = jobsmith::schedules(&app).await.unwrap();
+    let info = state
+        .iter()
+        .find(|s| s.name == NAME)
+        .unwrap_or_else(|| panic!("the schedule's state is stored: {state:?}"));
+    let prev = info.prev.expect("a fired schedule has a previous tick").as_millis() / 1000;
+    assert!(prev >= last, "the state's previous tick {prev} is the last fired (last run {last})");
+    assert_eq!(info.next.map(|t| t.as_millis() / 1000), Some(prev + 1));
+    assert!(info.last_job.is_some(), "the state names the last job enqueued");
+    assert_eq!((info.job.as_str(), info.expr.as_str(), info.missed), ("record_tick", "* * * * * *", Missed::Skip));
+    let table = ScheduleInfo::table(&state);
+    assert!(table.contains(NAME) && table.contains("record_tick"), "{table}");
+    target.clean_up().await;
+    let _ = std::fs::remove_file(&log);
+}
+
+fn runs_per_tick_of(ticks: &[u64]) -> BTreeMap<u64, usize> {
+    let mut runs = BTreeMap::new();
+    for t in ticks {
+        *runs.entry(*t).or_default() += 1;
+    }
+    runs
+}
+
+/// Every worker is killed just after a tick and three start again before
+/// the next: no tick is lost and none runs twice.
+async fn restart_between_ticks(target: Target) {
+    let log = fresh_log();
+    let expr = "*/3 * * * * *";
+    let workers = target.start(&log, expr, Missed::Skip);
+    wait_ticks(&log, Duration::from_secs(15), "two ticks", |t| {
+        runs_per_tick_of(t).len() >= 2
+    })
+    .await;
+    let before = *ticks(&log).iter().max().unwrap();
+    workers.stop().await;
+    let workers = target.start(&log, expr, Missed::Skip);
+    let restarted = now_ms();
+    assert!(
+        restarted < (before + 3) * 1000,
+        "the workers took {} ms to start again, past the next tick: too loaded a machine to judge",
+        restarted - before * 1000
+    );
+    wait_ticks(&log, Duration::from_secs(15), "two ticks after the restart", |t| {
+        t.iter().filter(|&&x| x > before).count() >= 2
+    })
+    .await;
+    workers.stop().await;
+    let runs = runs_per_tick(&log);
+    let (first, last) = (*runs.keys().next().unwrap(), *runs.keys().last().unwrap());
+    let expected: BTreeMap<u64, usize> = (first..=last).step_by(3).map(|t| (t, 1)).collect();
+    assert_eq!(runs, expected, "across a restart every tick runs exactly once (tick -> runs), restarted after tick {before}");
+    target.clean_up().await;
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Every worker is killed just after tick T0 and none runs over the next
+/// two ticks; then three start again before the third. With `skip`, the
+/// two missed ticks never run; with `catch_up`, the later of them runs
+/// once; the ticks after the restart run once each.
+async fn missed_ticks(target: Target, missed: Missed) {
+    let log = fresh_log();
+    let expr = "*/2 * * * * *";
+    let workers = target.start(&log, expr, missed);
+    wait_ticks(&log, Duration::from_secs(15), "a first tick", |t| !t.is_empty()).await;
+    let t0 = ticks(&log)[0];
+    workers.stop().await;
+    // Down over T1 and T2.
+    sleep_until_ms((t0 + 4) * 1000 + 300).await;
+    let workers = target.start(&log, expr, missed);
+    let restarted = now_ms();
+    assert!(
+        restarted < (t0 + 6) * 1000,
+        "the workers took until {restarted} ms to start again, past the next tick: too loaded a machine to judge"
+    );
+    wait_ticks(&log, Duration::from_secs(15), "two ticks after the restart", |t| {
+        t.contains(&(t0 + 8))
+    })
+    .await;
+    workers.stop().await;
+    let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
+        .into_iter()
+        .filter(|(t, _)| *t <= t0 + 8)
+        .collect();
+    let expected: Vec<u64> = match missed {
+        Missed::Skip => vec![t0, t0 + 6, t0 + 8],
+        _ => vec![t0, t0 + 4, t0 + 6, t0 + 8],
+    };
+    let expected: BTreeMap<u64, usize> = expected.into_iter().map(|t| (t, 1)).collect();
+    assert_eq!(runs, expected, "with `{missed}`, down over ticks {} and {} (tick -> runs)", t0 + 2, t0 + 4);
+    target.clean_up().await;
+    let _ = std::fs::remove_file(&log);
+}
+
+macro_rules! on_every_backend {
+    ($($backend:ident),*) => {
+        $(
+            mod $backend {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn three_workers_run_each_tick_exactly_once() {
+                    three_workers_one_run_per_tick(Target::$backend()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_restart_between_ticks_loses_and_doubles_nothing() {
+                    restart_between_ticks(Target::$backend()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn missed_ticks_are_skipped() {
+                    missed_ticks(Target::$backend(), Missed::Skip).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn the_last_missed_tick_is_caught_up_once() {
+                    missed_ticks(Target::$backend(), Missed::CatchUp).await;
+                }
+            }
+        )*
+    };
+}
+
+on_every_backend!(memory, redis, amqp, sqs);
+
+/// The attribute form: `#[job(cron = ..)]` is picked up by every worker
+/// whose registry holds the job, and runs once per tick among three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_schedule_runs_once_per_tick() {
+    let log = Arc::new(fresh_log());
+    let app = App::memory();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let mut rx = rx.clone();
+            let worker = app
+                .worker()
+                .registry(Registry::from_defs([<every_second as jobsmith::Job>::DEF]).unwrap())
+                .state(TickLog(log.to_path_buf()))
+                .stop_on(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                });
+            tokio::spawn(worker.run())
+        })
+        .collect();
+    wait_ticks(&log, Duration::from_secs(15), "four ticks", |t| {
+        runs_per_tick_of(t).len() >= 4
+    })
+    .await;
+    stop.send_replace(true);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let runs = runs_per_tick(&log);
+    let (first, last) = (*runs.keys().next().unwrap(), *runs.keys().last().unwrap());
+    let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
+    assert_eq!(runs, expected, "each tick ran once (tick -> runs)");
+    let state = jobsmith::schedules(&app).await.unwrap();
+    let info = state.iter().find(|s| s.name == "every_second").expect("stored");
+    assert_eq!((info.tz.as_str(), info.missed), ("UTC", Missed::Skip));
+    let _ = std::fs::remove_file(&*log);
+}
+
+/// A malformed runtime expression stops the worker at once, saying how to write it.
+#[tokio::test]
+async fn a_bad_runtime_expression_is_a_clear_error() {
+    let app = App::memory();
+    let err = app
+        .worker()
+        .registry(Registry::from_defs([<record_tick as jobsmith::Job>::DEF]).unwrap())
+        .schedule("*/5 * * * *", record_tick.delay())
+        .run()
+        .await
+        .expect_err("a five-field expression is refused");
+    let message = err.to_string();
+    assert!(matches!(err, jobsmith::Error::Schedule(_)), "{err:?}");
+    assert!(
+        message.contains("record_tick") && message.contains("write \"0 */5 * * * *\""),
+        "{message}"
+    );
+    let err = Cron::new("0 0 3 * * *")
+        .and_then(|c| c.tz("Europe/Atlantis"))
+        .expect_err("an unknown zone is refused");
+    assert!(err.to_string().contains("IANA time zone"), "{err}");
+}
