@@ -631,7 +631,9 @@ impl Backend for RedisBackend {
 
     async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
         let mut inv = Scripts::get().take.key(self.inner.keys.base(queue));
-        inv.arg(max.min(MAX_RESERVE)).arg(ms(hold)).arg(SETTLE_LIMIT);
+        inv.arg(max.min(MAX_RESERVE))
+            .arg(ms(hold))
+            .arg(SETTLE_LIMIT);
         let items = reply::array(self.run(&inv).await?, "take")?;
         let expires_at = Timestamp::now().plus(hold);
         items

@@ -1147,7 +1147,11 @@ pub async fn migrate_take_holds_ready_and_scheduled(factory: Factory) {
     let mut got = Vec::new();
     for _ in 0..20 {
         got.extend(b.take("q", 10, LONG).await.expect("take"));
-        let want = if h.approximations.scheduled_hidden_until_due { 1 } else { 2 };
+        let want = if h.approximations.scheduled_hidden_until_due {
+            1
+        } else {
+            2
+        };
         if got.len() >= want {
             break;
         }
@@ -1203,7 +1207,11 @@ pub async fn migrate_hold_that_runs_out_gives_the_job_back(factory: Factory) {
     let mut later = job("q", 2);
     later.run_at = Timestamp::now().plus(Duration::from_secs(3600));
     enqueue(b, later).await;
-    let want = if h.approximations.scheduled_hidden_until_due { 1 } else { 2 };
+    let want = if h.approximations.scheduled_hidden_until_due {
+        1
+    } else {
+        2
+    };
     let mut got = Vec::new();
     for _ in 0..20 {
         got.extend(b.take("q", 10, h.short_lease).await.expect("take"));
@@ -1256,10 +1264,7 @@ pub async fn migrate_import_keeps_fields_once_per_id(factory: Factory) {
     later.run_at = Timestamp::now().plus(Duration::from_secs(3600));
     later.attempt = 2;
     let jobs = vec![a.clone(), c.clone(), later.clone()];
-    assert_eq!(
-        b.import(jobs.clone()).await.expect("import"),
-        vec![true; 3]
-    );
+    assert_eq!(b.import(jobs.clone()).await.expect("import"), vec![true; 3]);
     assert_eq!(
         b.import(jobs.clone()).await.expect("import"),
         vec![false; 3],
@@ -1327,7 +1332,10 @@ pub async fn migrate_dead_import_and_delete(factory: Factory) {
         .await
         .expect("get")
         .expect("the malformed dead job is found");
-    assert_eq!(raw.raw, bad.raw, "a malformed payload is kept byte for byte");
+    assert_eq!(
+        raw.raw, bad.raw,
+        "a malformed payload is kept byte for byte"
+    );
     assert_eq!(
         b.dead_delete("q", &[good.id.clone(), JobId::from("no-such-id")])
             .await
