@@ -66,12 +66,19 @@ impl Group {
     }
 }
 
-fn ledger_args() -> FieldTable {
+/// The ledger's arguments: lazy, and expiring as the URL's `expires` says.
+fn ledger_args(inner: &Inner) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(
         "x-queue-mode".into(),
         AMQPValue::LongString(LongString::from("lazy")),
     );
+    if let Some(e) = inner.cfg.expires {
+        t.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(i64::try_from(e.as_millis()).unwrap_or(i64::MAX)),
+        );
+    }
     t
 }
 
@@ -219,7 +226,7 @@ impl Moves {
                     .queue_declare(
                         name.as_str().into(),
                         QueueDeclareOptions::durable(),
-                        ledger_args(),
+                        ledger_args(inner),
                     )
                     .await
                     .map_err(from_lapin)?;
@@ -236,7 +243,7 @@ impl Moves {
                     .await
                     .map_err(from_lapin)?;
             }
-            let (ch, got) = crate::dead::collect(link, &name, ledger_args()).await?;
+            let (ch, got) = crate::dead::collect(link, &name, ledger_args(inner)).await?;
             let set = got
                 .iter()
                 .filter_map(|d| d.properties.message_id().as_ref())
