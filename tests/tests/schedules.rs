@@ -290,13 +290,8 @@ fn schedule_child() {
 
 /// Starts a child worker and waits until it is connected.
 fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed) -> Child {
-    let spec = serde_json::to_string(&[
-        url,
-        &log.display().to_string(),
-        expr,
-        missed.as_str(),
-    ])
-    .unwrap();
+    let spec =
+        serde_json::to_string(&[url, &log.display().to_string(), expr, missed.as_str()]).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -334,10 +329,16 @@ async fn three_workers_one_run_per_tick(target: Target) {
     workers.stop().await;
     let runs = runs_per_tick(&log);
     let doubled: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "ticks that ran more than once (tick, runs): {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "ticks that ran more than once (tick, runs): {doubled:?}"
+    );
     let (first, last) = (*runs.keys().next().unwrap(), *runs.keys().last().unwrap());
     let missing: Vec<u64> = (first..=last).filter(|t| !runs.contains_key(t)).collect();
-    assert!(missing.is_empty(), "ticks that never ran: {missing:?} (runs: {runs:?})");
+    assert!(
+        missing.is_empty(),
+        "ticks that never ran: {missing:?} (runs: {runs:?})"
+    );
 
     let app = target.app().await;
     let state = jobsmith::schedules(&app).await.unwrap();
@@ -345,13 +346,29 @@ async fn three_workers_one_run_per_tick(target: Target) {
         .iter()
         .find(|s| s.name == NAME)
         .unwrap_or_else(|| panic!("the schedule's state is stored: {state:?}"));
-    let prev = info.prev.expect("a fired schedule has a previous tick").as_millis() / 1000;
-    assert!(prev >= last, "the state's previous tick {prev} is the last fired (last run {last})");
+    let prev = info
+        .prev
+        .expect("a fired schedule has a previous tick")
+        .as_millis()
+        / 1000;
+    assert!(
+        prev >= last,
+        "the state's previous tick {prev} is the last fired (last run {last})"
+    );
     assert_eq!(info.next.map(|t| t.as_millis() / 1000), Some(prev + 1));
-    assert!(info.last_job.is_some(), "the state names the last job enqueued");
-    assert_eq!((info.job.as_str(), info.expr.as_str(), info.missed), ("record_tick", "* * * * * *", Missed::Skip));
+    assert!(
+        info.last_job.is_some(),
+        "the state names the last job enqueued"
+    );
+    assert_eq!(
+        (info.job.as_str(), info.expr.as_str(), info.missed),
+        ("record_tick", "* * * * * *", Missed::Skip)
+    );
     let table = ScheduleInfo::table(&state);
-    assert!(table.contains(NAME) && table.contains("record_tick"), "{table}");
+    assert!(
+        table.contains(NAME) && table.contains("record_tick"),
+        "{table}"
+    );
     target.clean_up().await;
     let _ = std::fs::remove_file(&log);
 }
@@ -383,9 +400,12 @@ async fn restart_between_ticks(target: Target) {
         "the workers took {} ms to start again, past the next tick: too loaded a machine to judge",
         restarted - before * 1000
     );
-    wait_ticks(&log, Duration::from_secs(15), "two ticks after the restart", |t| {
-        t.iter().filter(|&&x| x > before).count() >= 2
-    })
+    wait_ticks(
+        &log,
+        Duration::from_secs(15),
+        "two ticks after the restart",
+        |t| t.iter().filter(|&&x| x > before).count() >= 2,
+    )
     .await;
     workers.stop().await;
     let runs = runs_per_tick(&log);
@@ -404,7 +424,10 @@ async fn missed_ticks(target: Target, missed: Missed) {
     let log = fresh_log();
     let expr = "*/2 * * * * *";
     let workers = target.start(&log, expr, missed);
-    wait_ticks(&log, Duration::from_secs(15), "a first tick", |t| !t.is_empty()).await;
+    wait_ticks(&log, Duration::from_secs(15), "a first tick", |t| {
+        !t.is_empty()
+    })
+    .await;
     let t0 = ticks(&log)[0];
     workers.stop().await;
     // Down over T1 and T2.
@@ -415,9 +438,12 @@ async fn missed_ticks(target: Target, missed: Missed) {
         restarted < (t0 + 6) * 1000,
         "the workers took until {restarted} ms to start again, past the next tick: too loaded a machine to judge"
     );
-    wait_ticks(&log, Duration::from_secs(15), "two ticks after the restart", |t| {
-        t.contains(&(t0 + 8))
-    })
+    wait_ticks(
+        &log,
+        Duration::from_secs(15),
+        "two ticks after the restart",
+        |t| t.contains(&(t0 + 8)),
+    )
     .await;
     workers.stop().await;
     let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
@@ -429,7 +455,13 @@ async fn missed_ticks(target: Target, missed: Missed) {
         _ => vec![t0, t0 + 4, t0 + 6, t0 + 8],
     };
     let expected: BTreeMap<u64, usize> = expected.into_iter().map(|t| (t, 1)).collect();
-    assert_eq!(runs, expected, "with `{missed}`, down over ticks {} and {} (tick -> runs)", t0 + 2, t0 + 4);
+    assert_eq!(
+        runs,
+        expected,
+        "with `{missed}`, down over ticks {} and {} (tick -> runs)",
+        t0 + 2,
+        t0 + 4
+    );
     target.clean_up().await;
     let _ = std::fs::remove_file(&log);
 }
@@ -499,7 +531,10 @@ async fn attribute_schedule_runs_once_per_tick() {
     let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
     assert_eq!(runs, expected, "each tick ran once (tick -> runs)");
     let state = jobsmith::schedules(&app).await.unwrap();
-    let info = state.iter().find(|s| s.name == "every_second").expect("stored");
+    let info = state
+        .iter()
+        .find(|s| s.name == "every_second")
+        .expect("stored");
     assert_eq!((info.tz.as_str(), info.missed), ("UTC", Missed::Skip));
     let _ = std::fs::remove_file(&*log);
 }

@@ -36,6 +36,7 @@ const EARLY: Duration = Duration::from_millis(2);
 #[derive(Clone)]
 pub struct AmqpBackend {
     inner: Arc<Inner>,
+    moves: Arc<crate::migrate::Moves>,
 }
 
 impl AmqpBackend {
@@ -50,7 +51,10 @@ impl AmqpBackend {
         inner.link().await?;
         tokio::spawn(supervise(Arc::downgrade(&inner), Arc::clone(&inner.lost)));
         tokio::spawn(reaper(Arc::downgrade(&inner), Arc::clone(&inner.reaper)));
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            moves: Arc::default(),
+        })
     }
 
     /// The configuration in use.
@@ -615,6 +619,8 @@ impl Backend for AmqpBackend {
                 dead,
                 expired,
                 oldest_ready_age: oldest.map(|at| now.since(at)),
+                processed: None,
+                failed: None,
             });
         }
         Ok(out)
@@ -654,6 +660,40 @@ impl Backend for AmqpBackend {
 
     async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         self.inner.list_meta(prefix).await
+    }
+
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
+        self.moves.take(&self.inner, queue, max, hold).await
+    }
+
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        self.moves.remove(&self.inner, leases).await
+    }
+
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
+        self.moves.import(&self.inner, jobs, self.limit()).await
+    }
+
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
+        self.moves.import_dead(&self.inner, jobs).await
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if ids.contains(&job.id) {
+                if let Err(e) = browse.remove(*tag).await {
+                    result = Err(e);
+                    break;
+                }
+                n += 1;
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
     }
 }
 

@@ -27,7 +27,9 @@
 //! - idempotency keys held in single-message queues with
 //!   `x-overflow: reject-publish`;
 //! - deliveries held for half of `consumer_timeout` handed over to a
-//!   per-lease park queue, so long jobs outlive the broker's timeout.
+//!   per-lease park queue, so long jobs outlive the broker's timeout;
+//! - migrations import each job once, by id, through a ledger queue that
+//!   every imported message also reaches in the same publish (`BCC`).
 
 mod acks;
 mod backend;
@@ -41,6 +43,7 @@ mod lease;
 mod link;
 mod message;
 mod meta;
+mod migrate;
 mod names;
 mod park;
 mod state;

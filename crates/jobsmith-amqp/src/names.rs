@@ -87,6 +87,11 @@ impl Names {
         format!("{}._meta", self.prefix)
     }
 
+    /// The ledger of job ids a migration imported (see `migrate.rs`).
+    pub(crate) fn ledger(&self) -> String {
+        format!("{}._migrated", self.prefix)
+    }
+
     /// The queue that remembers which queues exist.
     pub(crate) fn registry(&self) -> String {
         format!("{}._queues", self.prefix)

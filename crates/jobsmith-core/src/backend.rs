@@ -96,6 +96,13 @@ pub struct QueueStats {
     pub expired: u64,
     /// How long the oldest ready job has been ready.
     pub oldest_ready_age: Option<Duration>,
+    /// Jobs completed (acked) since the queue was created, where the backend
+    /// counts them on the server; `None` where it cannot (RabbitMQ, SQS).
+    pub processed: Option<u64>,
+    /// Failed attempts (retried or dead-lettered) since the queue was
+    /// created, where the backend counts them on the server; `None` where it
+    /// cannot (RabbitMQ, SQS).
+    pub failed: Option<u64>,
 }
 
 /// Settings every backend honours; each can be set in the URL's query string
@@ -237,4 +244,43 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Every key that starts with `prefix`, with its value, sorted by key.
     async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
+
+    // ---- Moving jobs between backends (`jobsmith migrate`) ----
+    //
+    // A migration takes a page of jobs out of the source under a hold,
+    // imports them into the destination (at most once per job id), then
+    // removes them from the source. A run killed at any point leaves every
+    // job in the source (its hold runs out), or in the destination, or both;
+    // in the last case the next run's import skips it and removes it from
+    // the source, so no job is lost or duplicated.
+
+    /// Takes up to `max` waiting jobs of `queue`, ready or scheduled whatever
+    /// their `run_at`, out of the workers' reach under a hold of `hold`.
+    ///
+    /// Envelopes come as stored: the attempt is not counted. A taken job is
+    /// deleted with [`Backend::remove`]; if the hold runs out first, the job
+    /// goes back to its queue, ready or scheduled as before. Jobs reserved by
+    /// workers are not taken. Where a backend cannot see a scheduled job
+    /// before it is due (SQS within a delay), it takes only what it can see.
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>>;
+
+    /// Deletes jobs held by [`Backend::take`], freeing their idempotency keys.
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>>;
+
+    /// Writes jobs taken from another backend, keeping their id, attempt,
+    /// `run_at`, priority, expiry and idempotency key.
+    ///
+    /// Each job id is written at most once, however often it is imported
+    /// (the backend keeps a marker per imported id, even after the job has
+    /// run); returns, per job, whether it was written now. A job over
+    /// [`Backend::max_payload`] fails the whole batch before anything is written.
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>>;
+
+    /// Writes dead jobs from another backend into their queues' dead-letter
+    /// queues, keeping reason, time of death and payload; at most once per
+    /// job id, as [`Backend::import`]. Returns, per job, whether it was written now.
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>>;
+
+    /// Deletes the dead jobs of `queue` with these ids; returns how many were deleted.
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize>;
 }

@@ -13,7 +13,7 @@ use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +58,10 @@ struct Queue {
     dead_ids: HashMap<JobId, (Timestamp, u64)>,
     keys: HashMap<String, KeyHold>,
     expired: u64,
+    processed: u64,
+    failed: u64,
+    /// Ids written by `import` / `import_dead`: each is written once.
+    imported: HashSet<JobId>,
 }
 
 struct Stored {
@@ -208,7 +212,15 @@ impl Queue {
             let (_, id) = self.lease_expiry.pop_first().expect("checked non-empty");
             self.in_flight.remove(&id);
             if let Some(job) = self.jobs.get(&id) {
-                self.ready.insert(job.ready_key, id);
+                // A scheduled job whose migration hold ran out waits again.
+                match &job.payload {
+                    Ok(env) if env.run_at > now => {
+                        self.scheduled.insert((env.run_at, job.ready_key.2, id));
+                    }
+                    _ => {
+                        self.ready.insert(job.ready_key, id);
+                    }
+                }
             }
         }
     }
@@ -261,6 +273,23 @@ impl Queue {
             self.ready.insert(ready_key, id.clone());
         }
         self.jobs.insert(id, Stored { payload, ready_key });
+    }
+
+    /// Takes `key` for job `id` unless another job holds it.
+    fn claim_key(&mut self, key: &str, id: &JobId, now: Timestamp) -> bool {
+        match self.keys.get(key) {
+            Some(h) if h.completed_until.is_none_or(|until| until > now) => false,
+            _ => {
+                self.keys.insert(
+                    key.to_owned(),
+                    KeyHold {
+                        id: id.clone(),
+                        completed_until: None,
+                    },
+                );
+                true
+            }
+        }
     }
 
     fn bury(&mut self, dead: DeadJob, seq: u64, settings: &Settings) {
@@ -434,6 +463,7 @@ impl Backend for MemoryBackend {
                 let q = st.queue(&lease.queue);
                 match q.take_leased(lease) {
                     Some(job) => {
+                        q.processed += 1;
                         if let Ok(env) = &job.payload {
                             if let Some(k) = &env.idempotency_key {
                                 if let Some(h) = q.keys.get_mut(k).filter(|h| h.id == env.id) {
@@ -458,6 +488,7 @@ impl Backend for MemoryBackend {
         let Some(_) = q.take_leased(lease) else {
             return Ok(LeaseStatus::Lost);
         };
+        q.failed += 1;
         let mut env = envelope.clone();
         env.id = lease.id.clone();
         q.push(lease.id.clone(), Ok(env), seq, now);
@@ -499,6 +530,7 @@ impl Backend for MemoryBackend {
         let Some(job) = q.take_leased(lease) else {
             return Ok(LeaseStatus::Lost);
         };
+        q.failed += 1;
         let raw = match job.payload {
             Ok(mut env) => {
                 q.free_key(&env);
@@ -660,6 +692,8 @@ impl Backend for MemoryBackend {
                     dead: q.dead.len() as u64,
                     expired: q.expired,
                     oldest_ready_age: oldest,
+                    processed: Some(q.processed),
+                    failed: Some(q.failed),
                 }
             })
             .collect())
@@ -693,6 +727,134 @@ impl Backend for MemoryBackend {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
+        self.check_available()?;
+        let now = Timestamp::now();
+        let until = now.plus(hold);
+        let mut st = self.lock();
+        let seq = st.next_seq();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(Vec::new());
+        };
+        q.settle(now);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let id = if let Some((_, id)) = q.ready.pop_first() {
+                id
+            } else if let Some((_, _, id)) = q.scheduled.pop_first() {
+                id
+            } else {
+                break;
+            };
+            let Some(job) = q.jobs.get(&id) else {
+                continue;
+            };
+            let token = new_token(seq.wrapping_mul(1_000_003).wrapping_add(out.len() as u64));
+            q.in_flight.insert(
+                id.clone(),
+                Flight {
+                    token: token.clone(),
+                    expires_at: until,
+                },
+            );
+            q.lease_expiry.insert((until, id.clone()));
+            out.push(Delivery {
+                lease: Lease {
+                    id,
+                    queue: queue.to_owned(),
+                    token,
+                    expires_at: until,
+                },
+                envelope: job.payload.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        self.check_available()?;
+        let mut st = self.lock();
+        Ok(leases
+            .iter()
+            .map(|lease| {
+                let q = st.queue(&lease.queue);
+                match q.take_leased(lease) {
+                    Some(job) => {
+                        if let Ok(env) = &job.payload {
+                            q.free_key(env);
+                        }
+                        LeaseStatus::Held
+                    }
+                    None => LeaseStatus::Lost,
+                }
+            })
+            .collect())
+    }
+
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
+        self.check_available()?;
+        let limit = self.limit();
+        for env in &jobs {
+            let size = env.encoded_len();
+            if size > limit {
+                return Err(Error::PayloadTooLarge { size, limit });
+            }
+        }
+        let now = Timestamp::now();
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut st = self.lock();
+        for env in jobs {
+            let seq = st.next_seq();
+            let q = st.queue(&env.queue);
+            if q.jobs.contains_key(&env.id) || !q.imported.insert(env.id.clone()) {
+                out.push(false);
+                continue;
+            }
+            if let Some(key) = &env.idempotency_key {
+                // The job is kept even if another job holds its key here.
+                q.claim_key(key, &env.id, now);
+            }
+            q.push(env.id.clone(), Ok(env), seq, now);
+            out.push(true);
+        }
+        drop(st);
+        self.inner.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
+        self.check_available()?;
+        let mut st = self.lock();
+        let mut out = Vec::with_capacity(jobs.len());
+        for dead in jobs {
+            let seq = st.next_seq();
+            let q = st.queue(&dead.queue);
+            if q.dead_ids.contains_key(&dead.id) || !q.imported.insert(dead.id.clone()) {
+                out.push(false);
+                continue;
+            }
+            q.bury(dead, seq, &self.inner.settings);
+            out.push(true);
+        }
+        Ok(out)
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        self.check_available()?;
+        let mut st = self.lock();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for id in ids {
+            if let Some(k) = q.dead_ids.remove(id) {
+                q.dead.remove(&k);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 

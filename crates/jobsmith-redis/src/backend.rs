@@ -611,6 +611,8 @@ impl Backend for RedisBackend {
                 dead: count(3)?,
                 expired: count(4)?,
                 oldest_ready_age: u64::try_from(n(5)?).ok().map(Duration::from_millis),
+                processed: Some(count(6)?),
+                failed: Some(count(7)?),
             })
         });
         try_join_all(calls).await
@@ -662,6 +664,151 @@ impl Backend for RedisBackend {
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
+        let mut inv = Scripts::get().take.key(self.inner.keys.base(queue));
+        inv.arg(max.min(MAX_RESERVE))
+            .arg(ms(hold))
+            .arg(SETTLE_LIMIT);
+        let items = reply::array(self.run(&inv).await?, "take")?;
+        let expires_at = Timestamp::now().plus(hold);
+        items
+            .into_iter()
+            .map(|item| {
+                let mut f = reply::array(item, "take")?.into_iter();
+                let (Some(id), Some(token), Some(attempt), Some(payload)) =
+                    (f.next(), f.next(), f.next(), f.next())
+                else {
+                    return Err(Error::Backend("redis: take returned a short entry".into()));
+                };
+                let id = JobId(reply::string(id, "job id")?);
+                let token = reply::string(token, "hold token")?;
+                let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
+                let raw = stored_payload(reply::bytes(payload, "payload")?);
+                let envelope = match Envelope::from_bytes(&raw) {
+                    Ok(mut env) => {
+                        env.attempt = attempt;
+                        Ok(env)
+                    }
+                    Err(e) => Err(Malformed {
+                        raw,
+                        reason: format!("payload is not a job envelope: {e}"),
+                    }),
+                };
+                Ok(Delivery {
+                    lease: Lease {
+                        id,
+                        queue: queue.to_owned(),
+                        token,
+                        expires_at,
+                    },
+                    envelope,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        self.per_lease(leases, &Scripts::get().remove, None, "remove")
+            .await
+    }
+
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
+        let limit = self.limit();
+        let mut payloads = Vec::with_capacity(jobs.len());
+        for env in &jobs {
+            let mut p = format!("{} ", env.run_at.as_millis()).into_bytes();
+            let head = p.len();
+            serde_json::to_writer(&mut p, env).map_err(Error::Serialize)?;
+            if p.len() - head > limit {
+                return Err(Error::PayloadTooLarge {
+                    size: p.len() - head,
+                    limit,
+                });
+            }
+            payloads.push(p);
+        }
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, env) in jobs.iter().enumerate() {
+            groups.entry(env.queue.as_str()).or_default().push(i);
+        }
+        let mut conn = self.conn();
+        redis::cmd("SADD")
+            .arg(self.inner.keys.queues())
+            .arg(groups.keys().collect::<Vec<_>>())
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut out = vec![false; jobs.len()];
+        for (queue, idx) in &groups {
+            for chunk in idx.chunks(CHUNK) {
+                let mut inv = Scripts::get().import.key(self.inner.keys.base(queue));
+                for &i in chunk {
+                    let env = &jobs[i];
+                    inv.arg(env.id.as_str())
+                        .arg(&payloads[i][..])
+                        .arg(env.priority)
+                        .arg(env.run_at.as_millis())
+                        .arg(env.expires_at.map_or(0, Timestamp::as_millis))
+                        .arg(env.idempotency_key.as_deref().unwrap_or(""))
+                        .arg(env.attempt);
+                }
+                // Safe to repeat: a second call finds every id marked.
+                let flags = reply::flags(self.run_again(&inv).await?, "import")?;
+                for (&i, written) in chunk.iter().zip(flags) {
+                    out[i] = written;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, d) in jobs.iter().enumerate() {
+            groups.entry(d.queue.as_str()).or_default().push(i);
+        }
+        let mut conn = self.conn();
+        redis::cmd("SADD")
+            .arg(self.inner.keys.queues())
+            .arg(groups.keys().collect::<Vec<_>>())
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut out = vec![false; jobs.len()];
+        for (queue, idx) in &groups {
+            for chunk in idx.chunks(CHUNK) {
+                let mut inv = Scripts::get().import_dead.key(self.inner.keys.base(queue));
+                for &i in chunk {
+                    let d = &jobs[i];
+                    let mut p = format!("{} ", d.died_at.as_millis()).into_bytes();
+                    p.extend_from_slice(&d.raw);
+                    inv.arg(d.id.as_str())
+                        .arg(p)
+                        .arg(d.reason.as_str())
+                        .arg(d.died_at.as_millis().saturating_mul(1000))
+                        .arg(d.envelope().map_or(0, |e| e.attempt));
+                }
+                let flags = reply::flags(self.run_again(&inv).await?, "import dead")?;
+                for (&i, written) in chunk.iter().zip(flags) {
+                    out[i] = written;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let mut n = 0;
+        for chunk in ids.chunks(CHUNK) {
+            let mut inv = Scripts::get().dead_delete.key(self.inner.keys.base(queue));
+            for id in chunk {
+                inv.arg(id.as_str());
+            }
+            n += usize::try_from(reply::int(&self.run(&inv).await?, "dead delete")?).unwrap_or(0);
+        }
+        Ok(n)
     }
 }
 

@@ -37,6 +37,11 @@ pub(crate) struct Scripts {
     pub(crate) requeue: Script,
     pub(crate) purge: Script,
     pub(crate) stats: Script,
+    pub(crate) take: Script,
+    pub(crate) remove: Script,
+    pub(crate) import: Script,
+    pub(crate) import_dead: Script,
+    pub(crate) dead_delete: Script,
 }
 
 impl Scripts {
@@ -55,6 +60,11 @@ impl Scripts {
             requeue: Script::new(script!("requeue.lua")),
             purge: Script::new(script!("purge.lua")),
             stats: Script::new(script!("stats.lua")),
+            take: Script::new(script!("take.lua")),
+            remove: Script::new(script!("remove.lua")),
+            import: Script::new(script!("import.lua")),
+            import_dead: Script::new(script!("import_dead.lua")),
+            dead_delete: Script::new(script!("dead_delete.lua")),
         })
     }
 }

@@ -38,6 +38,7 @@ type HeldByQueue = ByUrl<Held>;
 #[derive(Clone)]
 pub struct SqsBackend {
     inner: Arc<Inner>,
+    moves: Arc<crate::migrate::Moves>,
 }
 
 pub(crate) struct Inner {
@@ -127,6 +128,7 @@ impl SqsBackend {
                 inbox: Inbox::default(),
                 lost_receives: std::sync::Mutex::default(),
             }),
+            moves: Arc::default(),
         })
     }
 
@@ -174,7 +176,7 @@ impl SqsBackend {
 }
 
 /// The attempt count a received message's body carries, plus its receives.
-fn receive_count(m: &Message) -> u32 {
+pub(crate) fn receive_count(m: &Message) -> u32 {
     codec::system_number(
         m.attributes(),
         &MessageSystemAttributeName::ApproximateReceiveCount,
@@ -346,7 +348,13 @@ impl Inner {
         let mut out = Vec::new();
         let mut expired = Vec::new();
         let mut redelay = Vec::new();
+        let mut duplicates = Vec::new();
         for m in messages {
+            if self.import_duplicate(queue, &m).await? {
+                // A second copy of a migrated job (see `migrate.rs`): never run.
+                duplicates.extend(m.receipt_handle().map(str::to_owned));
+                continue;
+            }
             match self.classify(queue, level, url, m, deadline, now) {
                 Some(Incoming::Deliver(r)) => out.push(*r),
                 Some(Incoming::Expired { receipt, env }) => expired.push((receipt, env)),
@@ -357,6 +365,10 @@ impl Inner {
                 }) => redelay.push((receipt, body, delay)),
                 None => {}
             }
+        }
+        if !duplicates.is_empty() {
+            let receipts: Vec<&str> = duplicates.iter().map(String::as_str).collect();
+            calls::delete(&self.client, url, &receipts).await?;
         }
         if !redelay.is_empty() && self.config.fifo {
             // FIFO queues take no per-message delay: hide the message until
@@ -872,7 +884,7 @@ fn by_url<T>(
 
 /// Whole seconds of SQS delay until `run_at`, rounded down (the rest is
 /// waited out in the inbox), at most 15 minutes.
-fn delay_for(run_at: Timestamp) -> u64 {
+pub(crate) fn delay_for(run_at: Timestamp) -> u64 {
     run_at.until_now().as_secs().min(calls::MAX_DELAY)
 }
 
@@ -1042,6 +1054,26 @@ impl Backend for SqsBackend {
 
     async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         self.inner.keys.list_meta(prefix).await
+    }
+
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
+        self.moves.take(&self.inner, queue, max, hold).await
+    }
+
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        self.moves.remove(&self.inner, leases).await
+    }
+
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
+        crate::migrate::import(&self.inner, jobs).await
+    }
+
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
+        crate::migrate::import_dead(&self.inner, jobs).await
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        dead::delete(&self.inner, queue, ids).await
     }
 }
 

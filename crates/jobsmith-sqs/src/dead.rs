@@ -153,8 +153,12 @@ async fn scan_retained(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Foun
     );
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
+    let mut ids = std::collections::HashSet::new();
     for f in scan(inner, queue, url).await? {
-        if f.job.died_at < cutoff || kept.len() >= settings.dead_max {
+        // A second message of one id: a migration's import that was
+        // interrupted and run again (see `migrate.rs`).
+        let again = !ids.insert(f.job.id.clone());
+        if again || f.job.died_at < cutoff || kept.len() >= settings.dead_max {
             dropped.push(f.receipt);
         } else {
             kept.push(f);
@@ -267,6 +271,20 @@ pub(crate) async fn requeue(inner: &Inner, queue: &str, ids: &[JobId]) -> Result
         Some(e) => Err(e),
         None => Ok(moved),
     }
+}
+
+/// Deletes the dead jobs with these ids.
+pub(crate) async fn delete(inner: &Inner, queue: &str, ids: &[JobId]) -> Result<usize> {
+    let Some(family) = inner.queues.existing(queue).await? else {
+        return Ok(0);
+    };
+    let kept = scan_retained(inner, queue, &family.dead).await?;
+    let (doomed, rest): (Vec<Found>, Vec<Found>) =
+        kept.into_iter().partition(|f| ids.contains(&f.job.id));
+    let receipts: Vec<&str> = doomed.iter().map(|f| f.receipt.as_str()).collect();
+    let deleted = calls::delete(&inner.client, &family.dead, &receipts).await?;
+    unhide(inner, &family.dead, &rest).await?;
+    Ok(deleted.into_iter().filter(|ok| *ok).count())
 }
 
 /// Deletes dead jobs: all, or those that died longer ago than `older_than`.

@@ -143,6 +143,12 @@ impl Keys {
         )))
     }
 
+    /// The job holding `key` of `queue` now, if any, read consistently.
+    pub(crate) async fn peek(&self, queue: &str, key: &str) -> Result<Option<JobId>> {
+        self.ensure_table().await?;
+        self.holder(&item_key(queue, key)).await
+    }
+
     /// The job holding `k` now, read consistently.
     async fn holder(&self, k: &str) -> Result<Option<JobId>> {
         let out = self

@@ -11,7 +11,8 @@
 //! write SQS lacks, live in a DynamoDB table (`<prefix>-keys`, created when
 //! a keyed job first needs it) shared by every process. The SQS section of
 //! `docs/backends.md` says what is guaranteed, what is approximated, and
-//! the IAM permissions needed.
+//! the IAM permissions needed. Migrations into SQS import each job once,
+//! by id, with markers in the same key table (see `migrate.rs`).
 //!
 //! ```no_run
 //! use jobsmith_core::{App, Backend, Envelope};
@@ -36,6 +37,7 @@ mod error;
 mod inbox;
 mod keys;
 mod leases;
+mod migrate;
 mod names;
 mod queues;
 mod raw;

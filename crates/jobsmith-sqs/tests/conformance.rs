@@ -27,6 +27,7 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
         let mut approximations = Approximations::default();
         approximations.priority_between_batches_only = true;
         approximations.oldest_ready_age_unknown = true;
+        approximations.scheduled_hidden_until_due = true;
         Harness {
             backend: Arc::new(backend),
             faults: Arc::new(support::SqsFaults { proxy, direct }),

@@ -64,6 +64,9 @@ pub struct Approximations {
     /// attribute, and a receive counts as a delivery), so stats report
     /// `oldest_ready_age: None` rather than a guess.
     pub oldest_ready_age_unknown: bool,
+    /// A scheduled job cannot be seen before it is due, so `take` cannot
+    /// move it yet (SQS: a message within its delay cannot be received).
+    pub scheduled_hidden_until_due: bool,
 }
 
 /// Ways to hurt a backend under test.
@@ -146,6 +149,11 @@ macro_rules! conformance_suite {
             worker_retries_then_dead_letters,
             worker_dead_letters_bad_input_and_carries_on,
             metadata_store_puts_gets_and_lists,
+            stats_count_processed_and_failed,
+            migrate_take_holds_ready_and_scheduled,
+            migrate_hold_that_runs_out_gives_the_job_back,
+            migrate_import_keeps_fields_once_per_id,
+            migrate_dead_import_and_delete,
         }
     };
 }

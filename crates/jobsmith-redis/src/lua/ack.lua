@@ -31,5 +31,6 @@ end
 if #gone > 0 then
   redis.call('ZREM', LEASES, unpack(gone))
   drop_jobs(gone)
+  redis.call('INCRBY', B .. ':processed', #gone)
 end
 return out

@@ -6,6 +6,7 @@ local dead_max, max_age = tonumber(ARGV[4]), tonumber(ARGV[5])
 if not held(id, token) then return 0 end
 local now, now_us = clock()
 redis.call('ZREM', LEASES, id)
+redis.call('INCR', B .. ':failed')
 free_key(id, redis.call('HGET', JOBS, 'k:' .. id))
 redis.call('HSET', JOBS, 'reason:' .. id, reason)
 redis.call('ZADD', DEAD, int(now_us), id)

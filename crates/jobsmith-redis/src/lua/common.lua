@@ -10,6 +10,7 @@ local DEAD = B .. ':dead'         -- zset: id scored by time of death (µs)
 local WAKE = B .. ':wake'         -- list: wake-up tokens for blocked reserves
 local JOBS = B .. ':jobs'         -- hash: every job's fields, named `<tag>:<id>` (see below)
 local IDEM = B .. ':idem:'        -- string per idempotency key: the owning job id
+local IMPORTED = B .. ':imported' -- set: ids written by a migration (import), each once
 local MAX_WAKE = 32
 -- Most values handed to one variadic command through unpack(); Lua fails near 8,000.
 local MAX_UNPACK = 500
@@ -132,8 +133,14 @@ local function settle(now, limit)
     redis.call('ZREM', LEASES, id)
     local prio = prio_of(id)
     if prio then
-      push_ready(id, prio, true)
-      moved = moved + 1
+      -- A scheduled job whose migration hold ran out waits for its time again.
+      local r = ready_at(redis.call('HGET', JOBS, 'p:' .. id) or '') or 0
+      if r > now then
+        redis.call('ZADD', SCHEDULED, r, id)
+      else
+        push_ready(id, prio, true)
+        moved = moved + 1
+      end
     end
   end
   return moved

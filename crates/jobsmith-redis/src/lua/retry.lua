@@ -5,6 +5,7 @@ local run_at, expires = tonumber(ARGV[5]), ARGV[6]
 if not held(id, token) then return 0 end
 local now = clock()
 redis.call('ZREM', LEASES, id)
+redis.call('INCR', B .. ':failed')
 local r = ARGV[5]
 if run_at <= now then r = int(now) end
 redis.call('HSET', JOBS, 'p:' .. id, r .. ' ' .. payload, 'pr:' .. id, prio, 'x:' .. id, expires)

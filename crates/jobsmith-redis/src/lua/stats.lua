@@ -1,5 +1,6 @@
 -- Settle the queue (bounded), then count it.
--- Returns {ready, scheduled, in_flight, dead, expired, oldest ready age in ms or -1}.
+-- Returns {ready, scheduled, in_flight, dead, expired, oldest ready age in ms or -1,
+-- processed, failed}.
 local now = clock()
 settle(now, tonumber(ARGV[1]))
 local ready, oldest = 0, nil
@@ -20,4 +21,6 @@ return {
   redis.call('ZCARD', DEAD),
   tonumber(redis.call('GET', B .. ':expired') or '0'),
   age,
+  tonumber(redis.call('GET', B .. ':processed') or '0'),
+  tonumber(redis.call('GET', B .. ':failed') or '0'),
 }

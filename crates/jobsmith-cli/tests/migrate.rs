@@ -1,0 +1,150 @@
+//! `migrate` between real backends, each pair interrupted half-way and then
+//! resumed: afterwards every job is in the destination exactly once, with
+//! its attempt and run_at, and gone from the source.
+
+mod support;
+
+use jobsmith_cli::{migrate, Error, MigrateOptions};
+use jobsmith_core::{MemoryBackend, Settings, Timestamp};
+use serde_json::Value;
+use std::time::Duration;
+use support::{amqp_url, check_moved, connect, migrate_killed_after, ok, redis_url, seed, sqs_url};
+
+/// memory → Redis, in-process (a memory backend lives in one process): the
+/// first run stops after copying 35 jobs and before deleting them from the
+/// source, as a crash there would; the second run finishes the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_to_redis_interrupted_then_resumed() {
+    let source = MemoryBackend::new(Settings::default());
+    let due = Timestamp::now().plus(Duration::from_secs(3600));
+    let seeded = seed(&source, "mail", 60, 20, 10, due).await;
+    source.push_raw("mail", b"\x01 not an envelope".to_vec());
+    let dest = connect(&redis_url()).await;
+    let dest = &**dest.backend();
+    let mut opts = MigrateOptions {
+        batch: 10,
+        hold: Duration::from_millis(500),
+        fault_after: Some(35),
+        ..MigrateOptions::default()
+    };
+    let err = migrate(&source, dest, &opts, |_| {}).await.unwrap_err();
+    assert!(matches!(err, Error::Fault(n) if n >= 35), "{err}");
+    let mid = dest.stats(&["mail".into()]).await.unwrap().pop().unwrap();
+    assert!(
+        mid.ready + mid.scheduled + mid.dead >= 35,
+        "the first run copied jobs: {mid:?}"
+    );
+    // The interrupted page is held in the source until its hold runs out.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    opts.fault_after = None;
+    let mut progressed = 0;
+    let report = migrate(&source, dest, &opts, |n| progressed += n)
+        .await
+        .unwrap();
+    let t = report.total();
+    assert_eq!(
+        mid.ready + mid.scheduled + mid.dead + t.moved(),
+        60 + 20 + 10 + 1,
+        "the two runs wrote each job once: {t:?}"
+    );
+    assert!(
+        (1..=10).contains(&t.already_copied),
+        "the resumed run meets the page the first one copied but did not delete: {t:?}"
+    );
+    assert_eq!(progressed, t.moved() + t.already_copied);
+    assert_eq!((t.holds_lost, t.in_flight_left), (0, 0));
+    // The malformed payload is a dead job in the destination too.
+    let mut seeded = seeded;
+    let raw = dest
+        .dead_list("mail", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.envelope().is_none())
+        .expect("the malformed payload is dead in the destination");
+    assert_eq!(raw.raw, b"\x01 not an envelope");
+    seeded.dead.insert(raw.id.clone(), raw.reason.clone());
+    check_moved(&source, dest, "mail", &seeded).await;
+}
+
+/// Redis → RabbitMQ with the binary, SIGKILLed after its fault point (jobs
+/// copied, not yet deleted from Redis), then run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_to_rabbitmq_killed_then_resumed() {
+    let (from, to) = (redis_url(), amqp_url());
+    let source = connect(&from).await;
+    let dest = connect(&to).await;
+    let due = Timestamp::now().plus(Duration::from_secs(3600));
+    let seeded = seed(&**source.backend(), "mail", 150, 40, 10, due).await;
+    let args = [
+        "migrate", "--from", &from, "--to", &to, "--batch", "25", "--hold", "2s",
+    ];
+    let dry = ok(&[
+        "--json",
+        "migrate",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--dry-run",
+    ]);
+    let dry: Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(dry["queues"][0]["ready"], 150);
+    assert_eq!(dry["queues"][0]["scheduled"], 40);
+    assert_eq!(dry["queues"][0]["dead"], 10);
+    migrate_killed_after(&args, 100);
+    // Redis gives the killed run's held page back when its hold runs out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut json = vec!["--json"];
+    json.extend(args);
+    let report: Value = serde_json::from_str(&ok(&json)).unwrap();
+    let again = report["queues"][0]["already_copied"].as_u64().unwrap();
+    assert!(
+        (1..=25).contains(&again),
+        "the resumed run meets the page the killed one copied but did not delete: {report}"
+    );
+    check_moved(&**source.backend(), &**dest.backend(), "mail", &seeded).await;
+}
+
+/// RabbitMQ → SQS with the binary, SIGKILLed after its fault point, then
+/// run again. Kept shallow: moto slows down with depth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_to_sqs_killed_then_resumed() {
+    let (from, to) = (amqp_url(), sqs_url());
+    let source = connect(&from).await;
+    let dest = connect(&to).await;
+    // Scheduled jobs due soon after the move: SQS hides a job within its
+    // delay, so the check waits until they are due to read them back.
+    let due = Timestamp::now().plus(Duration::from_secs(60));
+    let seeded = seed(&**source.backend(), "mail", 60, 15, 5, due).await;
+    let args = [
+        "migrate", "--from", &from, "--to", &to, "--batch", "10", "--hold", "30s",
+    ];
+    migrate_killed_after(&args, 35);
+    // RabbitMQ gives the killed run's page back when its connection closes.
+    let mut json = vec!["--json"];
+    json.extend(args);
+    let report: Value = serde_json::from_str(&ok(&json)).unwrap();
+    let again = report["queues"][0]["already_copied"].as_u64().unwrap();
+    assert!(
+        (1..=10).contains(&again),
+        "the resumed run meets the page the killed one copied but did not delete: {report}"
+    );
+    assert!(
+        Timestamp::now() < due,
+        "the move finished before the scheduled jobs came due"
+    );
+    let left = dest
+        .backend()
+        .stats(&["mail".into()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        left.scheduled, 15,
+        "the scheduled jobs wait in SQS: {left:?}"
+    );
+    tokio::time::sleep(due.since(Timestamp::now()) + Duration::from_secs(2)).await;
+    check_moved(&**source.backend(), &**dest.backend(), "mail", &seeded).await;
+}
