@@ -159,3 +159,38 @@ mod otel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TraceParent;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_traceparent_round_trips() {
+        let tp = TraceParent::parse(GOOD).unwrap();
+        assert_eq!(tp.trace_id[0], 0x4b);
+        assert_eq!(tp.span_id[7], 0xb7);
+        assert_eq!(tp.to_string(), GOOD);
+        // A later version may append fields; what we know is still read.
+        assert!(TraceParent::parse(&format!("{}-extra", GOOD.replacen("00", "01", 1))).is_some());
+    }
+
+    #[test]
+    fn malformed_traceparents_are_refused() {
+        for bad in [
+            "",
+            "00",
+            &GOOD.to_uppercase(),
+            &GOOD.replacen("00", "ff", 1),
+            &format!("{GOOD}-extra"),
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bx-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+}
