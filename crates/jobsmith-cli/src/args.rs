@@ -30,6 +30,9 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Move ready, scheduled and dead jobs from one backend to another.
     Migrate(MigrateArgs),
+    /// Periodic schedules: each one's next and previous fire times and the
+    /// id of the last job it enqueued, as the workers recorded them.
+    Schedules,
 }
 
 /// `jobsmith stats`.

@@ -1,5 +1,5 @@
 //! The `jobsmith` command: queue stats, dead-letter review, enqueue by name,
-//! and moving jobs between backends.
+//! periodic schedules, and moving jobs between backends.
 //!
 //! The binary is a thin `main` over [`run`]; every command is also callable
 //! in-process, so tests (and programs that embed the memory backend) can use
@@ -26,6 +26,7 @@ mod dead;
 mod enqueue;
 mod error;
 mod migrate;
+mod schedules;
 mod stats;
 mod table;
 mod when;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 Command::Stats(args) => stats::command(&app, args, cli.json, out).await,
                 Command::Dead(cmd) => dead::command(&app, cmd, cli.json, out).await,
                 Command::Enqueue(args) => enqueue::command(&app, args, cli.json, out).await,
+                Command::Schedules => schedules::command(&app, cli.json, out).await,
                 Command::Migrate(_) => unreachable!("handled above"),
             }
         }

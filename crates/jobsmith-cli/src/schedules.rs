@@ -1,0 +1,23 @@
+//! `jobsmith schedules`: the periodic schedules the workers run.
+
+use crate::Result;
+use jobsmith::App;
+use std::io::Write;
+
+/// Prints every schedule the workers recorded in the backend: a table, or
+/// JSON (an array of schedule states).
+pub(crate) async fn command(app: &App, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
+    let schedules = jobsmith::schedules(app).await?;
+    if json {
+        let text = serde_json::to_string(&schedules).map_err(jobsmith::Error::Serialize)?;
+        writeln!(out, "{text}")?;
+    } else if schedules.is_empty() {
+        writeln!(
+            out,
+            "no schedules recorded: a worker records each schedule it runs (#[job(cron = ..)] or Worker::schedule)"
+        )?;
+    } else {
+        write!(out, "{}", jobsmith::ScheduleInfo::table(&schedules))?;
+    }
+    Ok(())
+}

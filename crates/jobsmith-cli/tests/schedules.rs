@@ -1,0 +1,81 @@
+//! `jobsmith schedules` against a real Redis: what a worker's scheduler
+//! recorded, read back by another process.
+
+mod support;
+
+use jobsmith::prelude::*;
+use serde_json::Value;
+use std::time::Duration;
+use support::{connect, ok, redis_url};
+
+#[job(cron = "* * * * * *", queue = "cli_sched")]
+async fn cli_tick() -> Result<(), String> {
+    Ok(())
+}
+
+/// A worker runs the one-second schedule until it has fired twice; the binary
+/// then shows the schedule with the tick and job id the worker recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_shows_what_the_workers_recorded() {
+    let url = redis_url();
+    let app = connect(&url).await;
+    assert!(
+        ok(&["--url", &url, "schedules"]).contains("no schedules recorded"),
+        "before any worker ran, the command says how schedules get recorded"
+    );
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        app.worker()
+            .stop_on(async move {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
+    let mut fired = None;
+    for _ in 0..100 {
+        let states = jobsmith::schedules(&app).await.unwrap();
+        if let Some(s) = states.iter().find(|s| s.name == "cli_tick") {
+            if let (Some(prev), Some(id)) = (s.prev, &s.last_job) {
+                if fired.as_ref().is_some_and(|(p, _)| *p != prev) {
+                    fired = Some((prev, id.clone()));
+                    break;
+                }
+                fired.get_or_insert((prev, id.clone()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    let (prev, last_job) = fired.expect("the schedule fired twice within 10 s");
+
+    let text = ok(&["--url", &url, "--json", "schedules"]);
+    let listed: Vec<jobsmith::ScheduleInfo> = serde_json::from_str(&text).unwrap();
+    let row = listed
+        .iter()
+        .find(|s| s.name == "cli_tick")
+        .unwrap_or_else(|| panic!("cli_tick listed: {text}"));
+    assert_eq!((row.expr.as_str(), row.tz.as_str()), ("* * * * * *", "UTC"));
+    assert!(row.next.is_some(), "a next fire time: {text}");
+    let shown = row.prev.expect("a previous fire time");
+    // The worker may have fired once more before it stopped.
+    assert!(shown >= prev, "{shown:?} before {prev:?}");
+    if shown == prev {
+        assert_eq!(row.last_job.as_ref(), Some(&last_job));
+    } else {
+        assert!(row.last_job.is_some() && row.last_job.as_ref() != Some(&last_job));
+    }
+    assert!(serde_json::from_str::<Value>(&text).unwrap().is_array());
+
+    let table = ok(&["--url", &url, "schedules"]);
+    eprintln!("{table}");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("cli_tick"))
+        .unwrap_or_else(|| panic!("a row for cli_tick:\n{table}"));
+    assert!(
+        line.contains("* * * * * *") && line.contains("UTC"),
+        "{line}"
+    );
+}
