@@ -179,9 +179,11 @@ impl Target {
                 Workers::Tasks(stop, tasks)
             }
             Target::Url(url) => {
-                let children = (0..3)
+                // Start all three, then wait for each: starts overlap.
+                let started: Vec<Child> = (0..3)
                     .map(|_| spawn_child(url, log, expr, missed))
-                    .collect::<Vec<_>>();
+                    .collect();
+                let children = started.into_iter().map(wait_ready).collect::<Vec<_>>();
                 Workers::Procs(Procs(children))
             }
         }
@@ -312,11 +314,11 @@ fn schedule_child() {
     });
 }
 
-/// Starts a child worker and waits until it is connected.
+/// Starts a child worker.
 fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed) -> Child {
     let spec =
         serde_json::to_string(&[url, &log.display().to_string(), expr, missed.as_str()]).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "schedule_child",
@@ -328,7 +330,11 @@ fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed) -> Child {
         .env(CHILD_ENV, spec)
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits until a child worker is connected.
+fn wait_ready(mut child: Child) -> Child {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let ready = lines.by_ref().any(|l| l.is_ok_and(|l| l.contains("READY")));
@@ -450,7 +456,7 @@ async fn restart_between_ticks(target: Target) {
 /// once; the ticks after the restart run once each.
 async fn missed_ticks(target: Target, missed: Missed) {
     let log = fresh_log();
-    let expr = "*/2 * * * * *";
+    let expr = "*/3 * * * * *";
     let workers = target.start(&log, expr, missed);
     wait_ticks(&log, Duration::from_secs(15), "a first tick", |t| {
         !t.is_empty()
@@ -464,39 +470,39 @@ async fn missed_ticks(target: Target, missed: Missed) {
     // The last tick fired before every worker was gone.
     let p = fired(&app).await.expect("a tick was fired");
     // Down over the next two ticks.
-    sleep_until_ms((p + 4) * 1000 + 300).await;
+    sleep_until_ms((p + 6) * 1000 + 300).await;
     let workers = target.start(&log, expr, missed);
     let restarted = now_ms();
     assert!(
-        restarted < (p + 6) * 1000,
+        restarted < (p + 9) * 1000,
         "the workers took until {restarted} ms to start again, past the next tick: too loaded a machine to judge"
     );
     wait_ticks(
         &log,
         Duration::from_secs(15),
         "two ticks after the restart",
-        |t| t.contains(&(p + 8)),
+        |t| t.contains(&(p + 12)),
     )
     .await;
     workers.stop().await;
     let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
         .into_iter()
-        .filter(|(t, _)| *t <= p + 8)
+        .filter(|(t, _)| *t <= p + 12)
         .collect();
     // The first tick's job may run after the second's: count from the earliest.
     let first = runs.keys().next().copied().unwrap_or(t0).min(t0);
-    let mut expected: Vec<u64> = (first..=p).step_by(2).collect();
+    let mut expected: Vec<u64> = (first..=p).step_by(3).collect();
     if missed == Missed::CatchUp {
-        expected.push(p + 4);
+        expected.push(p + 6);
     }
-    expected.extend([p + 6, p + 8]);
+    expected.extend([p + 9, p + 12]);
     let expected: BTreeMap<u64, usize> = expected.into_iter().map(|t| (t, 1)).collect();
     assert_eq!(
         runs,
         expected,
         "with `{missed}`, down over ticks {} and {} (tick -> runs); log:\n{}",
-        p + 2,
-        p + 4,
+        p + 3,
+        p + 6,
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     target.clean_up().await;
