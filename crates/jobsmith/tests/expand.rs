@@ -262,6 +262,7 @@ fn the_registry_has_every_job_with_its_options() {
             ttl: Some(Duration::from_secs(7 * 86_400)),
             timeout: Some(Duration::from_secs(30)),
             unique: true,
+            cron: None,
         }
     );
     assert!(

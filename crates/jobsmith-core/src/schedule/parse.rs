@@ -28,8 +28,7 @@ pub(crate) fn parse_expr(expr: &str) -> std::result::Result<cron::Schedule, Stri
         let why = e
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap_or("");
         format!("`{expr}` is not a valid cron expression ({why}): {hint}")
     })

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 /// rather than fired late one by one.
 const OVERDUE: Duration = Duration::from_secs(60);
 
+/// The largest random delay a scheduler waits after a tick before firing it.
+const MAX_JITTER: Duration = Duration::from_millis(500);
+
 /// A schedule added on a worker, checked when the worker starts.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -87,7 +90,7 @@ pub(crate) async fn run(backend: Arc<dyn Backend>, s: Scheduled, mut stop: watch
         };
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
-            () = tokio::time::sleep(tick.until_now()) => {}
+            () = tokio::time::sleep(tick.until_now() + jitter(&s.cron, tick)) => {}
         }
         let now = Timestamp::now();
         if now.since(tick) > OVERDUE {
@@ -102,6 +105,20 @@ pub(crate) async fn run(backend: Arc<dyn Backend>, s: Scheduled, mut stop: watch
         fire_retrying(&*backend, &s, &key, tick, &mut stop).await;
         cursor = tick;
     }
+}
+
+/// A random delay after a tick, up to a quarter of the period (at most
+/// 500 ms): the worker that wakes first enqueues and records the tick, and
+/// the others mostly find it recorded and skip it, so that the backend's
+/// idempotency key settles a race only now and then instead of on every tick.
+fn jitter(cron: &Cron, tick: Timestamp) -> Duration {
+    let period = cron
+        .next_after(tick)
+        .map_or(Duration::ZERO, |next| next.since(tick));
+    let cap = (period / 4).min(MAX_JITTER);
+    Duration::from_millis(fastrand::u64(
+        0..=u64::try_from(cap.as_millis()).unwrap_or(0),
+    ))
 }
 
 /// On start: catches up once on the most recent missed tick if the policy
