@@ -4,10 +4,15 @@
 //! `x-max-length: 1` and `x-overflow: reject-publish`: publishing the job id
 //! into it is an atomic "take the key if free" (the broker nacks the publish
 //! when the key is taken), and it holds the id while the job is queued or
-//! running. When the job completes, its id goes into `p.q.done.<hash>` with a
-//! per-message TTL of `unique_for`, and the hold queue is deleted. Enqueue
-//! checks the done queue before and after taking the hold, so a completion
-//! racing an enqueue is seen by one check or the other.
+//! running. The hold queue is never read: a message being read (unacked)
+//! does not count towards `x-max-length`, so a read would let a racing
+//! publish take the key a second time. The holder's id is therefore also
+//! written to `p.q.owner.<hash>` (`x-max-length: 1`, newest kept), which
+//! enqueues that find the key taken read instead. When the job completes, its
+//! id goes into `p.q.done.<hash>` with a per-message TTL of `unique_for`, and
+//! the owner and hold queues are deleted, in that order. Enqueue checks the
+//! done queue before and after taking the hold, so a completion racing an
+//! enqueue is seen by one check or the other.
 
 use crate::error::from_lapin;
 use crate::inner::Inner;
@@ -95,9 +100,10 @@ impl Inner {
         id: &JobId,
     ) -> Result<Claim> {
         let hold = self.names.hold(q, key);
+        let owner = self.names.owner(q, key);
         let done = self.names.done(q, key);
         let mut ch = link.admin().await?;
-        for _ in 0..10 {
+        for _ in 0..40 {
             if let Some(existing) = peek(link, &mut ch, &done).await? {
                 return Ok(Claim::Existing(existing));
             }
@@ -111,13 +117,16 @@ impl Inner {
                         delete(&ch, hold).await?;
                         return Ok(Claim::Existing(existing));
                     }
+                    self.name_owner(&ch, q, key, id).await?;
                     return Ok(Claim::Taken);
                 }
                 Some(Confirmed::Nack) => {
-                    if let Some(existing) = peek(link, &mut ch, &hold).await? {
+                    if let Some(existing) = peek(link, &mut ch, &owner).await? {
                         return Ok(Claim::Existing(existing));
                     }
-                    // Freed in between: try again.
+                    // Freed in between, or the holder has not named itself
+                    // yet: look again shortly.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 // The hold queue was deleted in between: declare it again.
                 Some(Confirmed::Unroutable) | None => {}
@@ -144,12 +153,14 @@ impl Inner {
             .props
             .with_expiration(message::expiration(self.cfg.settings.unique_for));
         message::publish_confirmed(&ch, vec![msg]).await?;
+        delete(&ch, self.names.owner(q, key)).await?;
         delete(&ch, self.names.hold(q, key)).await
     }
 
     /// The job holding `key` died or expired: the key is free again.
     pub(crate) async fn free_key(&self, link: &Link, q: &str, key: &str) -> Result<()> {
         let ch = link.admin().await?;
+        delete(&ch, self.names.owner(q, key)).await?;
         delete(&ch, self.names.hold(q, key)).await
     }
 
@@ -168,7 +179,14 @@ impl Inner {
             .await
             .map_err(from_lapin)?;
         message::publish_all(&ch, vec![id_message(hold, id)], true).await?;
-        Ok(())
+        self.name_owner(&ch, q, key, id).await
+    }
+
+    /// Names `id` as the holder of `key`, for enqueues that find it taken.
+    async fn name_owner(&self, ch: &Channel, q: &str, key: &str, id: &JobId) -> Result<()> {
+        let owner = self.names.owner(q, key);
+        declare(ch, &owner, self.topology().owner_args()).await?;
+        message::publish_confirmed(ch, vec![id_message(owner, id)]).await
     }
 }
 

@@ -68,6 +68,13 @@ impl Names {
         format!("{}.{q}.key.{}", self.prefix, hash_hex(key.as_bytes()))
     }
 
+    /// Where the holder of `key` is named: read by enqueues that found the
+    /// key taken. The hold queue itself is never read, because a message
+    /// being read does not count towards its `x-max-length`.
+    pub(crate) fn owner(&self, q: &str, key: &str) -> String {
+        format!("{}.{q}.owner.{}", self.prefix, hash_hex(key.as_bytes()))
+    }
+
     pub(crate) fn done(&self, q: &str, key: &str) -> String {
         format!("{}.{q}.done.{}", self.prefix, hash_hex(key.as_bytes()))
     }

@@ -139,6 +139,13 @@ impl Topology<'_> {
         t
     }
 
+    /// The name of a key's holder: the newest id only.
+    pub(crate) fn owner_args(&self) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        t
+    }
+
     /// A completed job's key: one message, kept `unique_for`; the queue goes
     /// away a minute after that if nobody touches it.
     pub(crate) fn done_args(&self) -> FieldTable {

@@ -706,6 +706,39 @@ pub async fn idempotent_enqueue_while_queued_returns_existing_id(factory: Factor
     );
 }
 
+/// Enqueues racing for one key take it once: every racer gets the one id,
+/// and one job is queued per key (periodic schedules rely on this when every
+/// worker enqueues the same tick).
+pub async fn idempotent_racing_enqueues_take_a_key_once(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &h.backend;
+    const KEYS: usize = 10;
+    const RACERS: u64 = 6;
+    for k in 0..KEYS {
+        let racers = (0..RACERS).map(|n| {
+            let b = Arc::clone(b);
+            let mut env = job("q", n);
+            env.idempotency_key = Some(format!("race-{k}"));
+            tokio::spawn(async move { b.enqueue(vec![env]).await.expect("enqueue")[0].clone() })
+        });
+        let mut ids = Vec::new();
+        for r in racers.collect::<Vec<_>>() {
+            ids.push(r.await.expect("racer"));
+        }
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            1,
+            "key race-{k}: racers got different ids {ids:?}"
+        );
+    }
+    assert_eq!(
+        stats(&**b, "q").await.ready,
+        KEYS as u64,
+        "one job per key, however many enqueues raced for it"
+    );
+}
+
 /// A key whose job completed is not run again.
 pub async fn idempotent_key_completed_is_not_run_again(factory: Factory) {
     let h = fresh(factory).await;

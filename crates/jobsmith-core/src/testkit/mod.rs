@@ -138,6 +138,7 @@ macro_rules! conformance_suite {
             dead_letter_retention_by_count_and_age,
             ttl_expired_job_is_never_delivered_and_counted,
             idempotent_enqueue_while_queued_returns_existing_id,
+            idempotent_racing_enqueues_take_a_key_once,
             idempotent_key_completed_is_not_run_again,
             idempotent_key_freed_by_dead_letter,
             stats_count_every_state,
