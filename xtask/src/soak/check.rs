@@ -416,3 +416,167 @@ async fn effects(
         .map_err(|e| format!("reading the ledger's effects: {e}"))?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::Plan;
+    use super::*;
+
+    fn plan(kind: Kind, idempotent: bool) -> Plan {
+        Plan { kind, idempotent }
+    }
+
+    fn ok_once() -> Tally {
+        Tally {
+            rows: 1,
+            ok: 1,
+            max_attempt: 1,
+            first_ok: Some(1),
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_ran_as_planned_passes() {
+        let mut f = Findings::default();
+        check_one(&mut f, 1, plan(Kind::Ok, false), ok_once(), false, 0);
+        check_one(&mut f, 2, plan(Kind::Ok, true), ok_once(), true, 0);
+        check_one(
+            &mut f,
+            3,
+            plan(Kind::Permanent, false),
+            Tally::default(),
+            false,
+            1,
+        );
+        check_one(
+            &mut f,
+            4,
+            plan(Kind::Expire, false),
+            Tally::default(),
+            false,
+            0,
+        );
+        assert!(f.pass(), "{:?}", f.examples);
+        assert_eq!((f.dead_found, f.dead_expected), (1, 1));
+    }
+
+    #[test]
+    fn each_broken_promise_fails_the_run() {
+        let cases: Vec<(&str, Plan, Tally, bool, u64)> = vec![
+            (
+                "never ran",
+                plan(Kind::Ok, false),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "idempotent without effect",
+                plan(Kind::Ok, true),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "idempotent twice",
+                plan(Kind::Ok, true),
+                Tally {
+                    ok: 2,
+                    rows: 2,
+                    max_attempt: 2,
+                    first_ok: Some(1),
+                    ..Tally::default()
+                },
+                true,
+                0,
+            ),
+            (
+                "too many attempts",
+                plan(Kind::Flaky(1), false),
+                Tally {
+                    rows: 7,
+                    ok: 1,
+                    max_attempt: 7,
+                    first_ok: Some(7),
+                    ..Tally::default()
+                },
+                false,
+                0,
+            ),
+            (
+                "success before the plan allows",
+                plan(Kind::Flaky(2), false),
+                Tally {
+                    first_ok: Some(1),
+                    ..ok_once()
+                },
+                false,
+                0,
+            ),
+            (
+                "expired job ran",
+                plan(Kind::Expire, false),
+                Tally {
+                    rows: 1,
+                    ran_expired: 1,
+                    max_attempt: 1,
+                    ..Tally::default()
+                },
+                false,
+                0,
+            ),
+            (
+                "permanent failure not dead",
+                plan(Kind::Permanent, false),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "dead twice",
+                plan(Kind::Permanent, false),
+                Tally::default(),
+                false,
+                2,
+            ),
+            (
+                "dead but meant to succeed",
+                plan(Kind::Ok, false),
+                ok_once(),
+                false,
+                1,
+            ),
+        ];
+        for (what, p, t, effect, died) in cases {
+            let mut f = Findings::default();
+            check_one(&mut f, 7, p, t, effect, died);
+            assert!(!f.pass(), "{what}: the checker let it pass");
+            assert!(!f.examples.is_empty(), "{what}: no example given");
+        }
+    }
+
+    #[test]
+    fn extra_successes_are_duplicates_not_failures() {
+        let mut f = Findings::default();
+        let twice = Tally {
+            rows: 2,
+            ok: 2,
+            max_attempt: 2,
+            first_ok: Some(1),
+            ..Tally::default()
+        };
+        check_one(&mut f, 1, plan(Kind::Ok, false), twice, false, 0);
+        let absorbed = Tally {
+            rows: 2,
+            ok: 1,
+            dup: 1,
+            max_attempt: 2,
+            first_ok: Some(1),
+            ..Tally::default()
+        };
+        check_one(&mut f, 2, plan(Kind::Ok, true), absorbed, true, 0);
+        assert!(f.pass(), "{:?}", f.examples);
+        assert_eq!((f.duplicates, f.absorbed), (2, 1));
+    }
+}

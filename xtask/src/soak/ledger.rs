@@ -192,20 +192,23 @@ fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
         }
         let _ = write!(
             values,
-            "({},{},'{}',{})",
+            "({i},{},{},'{}',{})",
             r.n,
             r.attempt,
             r.outcome.as_str(),
             r.idempotent
         );
     }
+    // Two deliveries of one job can meet in one group: only the first may
+    // claim the effect (`first`), the other is a `dup` like any re-delivery.
     format!(
-        "WITH v(n, attempt, outcome, idem) AS (VALUES {values}), \
-         e AS (INSERT INTO {eff} (n, pid) SELECT DISTINCT n, {pid} FROM v \
-               WHERE idem AND outcome = 'ok' ON CONFLICT DO NOTHING RETURNING n) \
+        "WITH v0(i, n, attempt, outcome, idem) AS (VALUES {values}), \
+         v AS (SELECT *, row_number() OVER (PARTITION BY n, idem AND outcome = 'ok' ORDER BY i) = 1 AS first FROM v0), \
+         e AS (INSERT INTO {eff} (n, pid) SELECT n, {pid} FROM v \
+               WHERE idem AND outcome = 'ok' AND first ON CONFLICT DO NOTHING RETURNING n) \
          INSERT INTO {att} (n, attempt, outcome, worker, pid) \
          SELECT v.n, v.attempt, \
-           CASE WHEN v.idem AND v.outcome = 'ok' AND v.n NOT IN (SELECT n FROM e) \
+           CASE WHEN v.idem AND v.outcome = 'ok' AND (NOT v.first OR v.n NOT IN (SELECT n FROM e)) \
              THEN 'dup' ELSE v.outcome END, {worker}, {pid} FROM v",
         eff = effects_table(run),
         att = attempts_table(run),

@@ -518,11 +518,11 @@ async fn soak(o: Options) -> Result<bool, String> {
     }
     drop(app);
     drop(injector);
-    if let Some(mut b) = broker
+    let own = broker
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-    {
+        .take();
+    if let Some(mut b) = own {
         tokio::task::spawn_blocking(move || b.stop())
             .await
             .map_err(|e| e.to_string())?;
@@ -542,10 +542,16 @@ async fn pending(app: &App) -> Option<u64> {
 }
 
 async fn wait_below(app: &App, limit: u64) {
+    // Each look at SQS is several `GetQueueAttributes` calls: look less often there.
+    let every = if app.backend().name() == "sqs" {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(100)
+    };
     loop {
         match pending(app).await {
             Some(n) if n < limit => return,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(every).await,
         }
     }
 }
@@ -598,6 +604,11 @@ async fn drain(app: &App, pg: &tokio_postgres::Client, run: &str, not_before: In
             eprintln!("soak: nothing moved for {STALL:?}; checking what there is");
             return left.unwrap_or(0);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(if app.backend().name() == "sqs" {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(500)
+        })
+        .await;
     }
 }

@@ -132,9 +132,17 @@ pub(crate) fn process_main(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async {
-        let app = jobsmith::connect(&args.url)
-            .await
-            .map_err(|e| format!("soak worker: connect: {e}"))?;
+        // A worker started while the soak restarts the broker waits for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let app = loop {
+            match jobsmith::connect(&args.url).await {
+                Ok(app) => break app,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("soak worker: connect: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         work(app, args, None).await
     })
 }
