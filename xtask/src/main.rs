@@ -71,11 +71,18 @@ fn test() -> Result<(), String> {
     ci_soaks()
 }
 
-/// A short soak per backend, with workers killed as they run: 20,000 jobs each
-/// (docs/reliability.md). Every backend runs even when one fails.
+/// A short soak per backend, with workers killed as they run (docs/reliability.md):
+/// 20,000 jobs each on memory, Redis and RabbitMQ. Not yet SQS: on moto the
+/// soak runs a few jobs a second on these machines and a run with kills has
+/// stalled for minutes before its first wave (docs/reliability.md); add it
+/// here once that is understood. Every backend runs even when one fails.
 fn ci_soaks() -> Result<(), String> {
     let mut failed = Vec::new();
-    for backend in ["memory", "redis", "amqp", "sqs"] {
+    for (backend, jobs, kill_every) in [
+        ("memory", "20000", "4"),
+        ("redis", "20000", "4"),
+        ("amqp", "20000", "4"),
+    ] {
         let result = run(cargo()
             .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
             .args([
@@ -83,11 +90,11 @@ fn ci_soaks() -> Result<(), String> {
                 "--backend",
                 backend,
                 "--jobs",
-                "20000",
+                jobs,
                 "--workers",
                 "3",
                 "--kill-every",
-                "4",
+                kill_every,
             ]));
         if let Err(e) = result {
             eprintln!("xtask: soak on {backend} failed: {e}");

@@ -18,6 +18,10 @@ pub(crate) struct Findings {
     pub(crate) duplicates: u64,
     /// Of those, re-deliveries of idempotent jobs whose effect was already recorded.
     pub(crate) absorbed: u64,
+    /// Of those, runs again of a job whose earlier success no kill or broker
+    /// restart explains: the worker that succeeded was not killed, nor the
+    /// broker restarted, within [`EXPLAINS`] after it.
+    pub(crate) unexplained: u64,
     /// Idempotent jobs whose effect was recorded more than once, or by more than one `ok` row.
     pub(crate) idempotency_broken: u64,
     /// Jobs that ran more attempts than their retry policy allows, or succeeded too early.
@@ -55,6 +59,30 @@ impl Findings {
     }
 }
 
+/// How long after a success a kill of its worker (or a broker restart) may
+/// come and still explain why the job ran again: the acknowledgement had not
+/// reached the broker yet. Some seconds, for a loaded machine.
+pub(crate) const EXPLAINS: u64 = 10_000;
+
+/// A worker killed (`worker: Some(number)`), or the broker restarted (`None`), at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outage {
+    pub(crate) worker: Option<usize>,
+    pub(crate) at_ms: u64,
+}
+
+/// What the checker needs to know about the run.
+#[derive(Debug)]
+pub(crate) struct Run<'a> {
+    pub(crate) run: &'a str,
+    pub(crate) seed: u64,
+    pub(crate) failure_rate: f64,
+    pub(crate) jobs: u64,
+    pub(crate) injected: &'a [Injected],
+    pub(crate) left_in_queue: u64,
+    pub(crate) outages: &'a [Outage],
+}
+
 /// The ledger's totals for one job.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
@@ -66,18 +94,21 @@ struct Tally {
     first_ok: Option<i32>,
 }
 
-/// Checks a finished run of `jobs` jobs.
-#[allow(clippy::too_many_arguments)]
+/// Checks a finished run.
 pub(crate) async fn check(
     app: &App,
     pg: &tokio_postgres::Client,
-    run: &str,
-    seed: u64,
-    failure_rate: f64,
-    jobs: u64,
-    injected: &[Injected],
-    left_in_queue: u64,
+    r: &Run<'_>,
 ) -> Result<Findings, String> {
+    let Run {
+        run,
+        seed,
+        failure_rate,
+        jobs,
+        injected,
+        left_in_queue,
+        outages,
+    } = *r;
     let mut f = Findings {
         bad_injected: injected.len() as u64,
         ..Findings::default()
@@ -128,6 +159,22 @@ pub(crate) async fn check(
         let to = (from + SLICE).min(jobs);
         let tallies = tallies(pg, run, from, to).await?;
         let effects = effects(pg, run, from, to).await?;
+        for (n, successes) in repeated_successes(pg, run, from, to).await? {
+            // Every success but the last was followed by another run.
+            for &(worker, at) in &successes[..successes.len() - 1] {
+                let explained = outages.iter().any(|o| {
+                    o.worker.is_none_or(|w| w == worker)
+                        && o.at_ms + 1_000 >= at
+                        && o.at_ms <= at + EXPLAINS
+                });
+                if !explained {
+                    f.unexplained += 1;
+                    f.note(format_args!(
+                        "job {n} ran again after worker {worker} succeeded with it, and neither that worker was killed nor the broker restarted within {EXPLAINS} ms after"
+                    ));
+                }
+            }
+        }
         for n in from..to {
             let p = plan(seed, failure_rate, n);
             let t = tallies.get(&n).copied().unwrap_or_default();
@@ -319,6 +366,40 @@ async fn tallies(
         .collect())
 }
 
+/// Jobs that succeeded more than once: each success's worker and time (ms since the epoch), in order.
+async fn repeated_successes(
+    pg: &tokio_postgres::Client,
+    run: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, Vec<(usize, u64)>)>, String> {
+    let sql = format!(
+        "SELECT n, array_agg(worker ORDER BY at), \
+         array_agg((extract(epoch FROM at) * 1000)::bigint ORDER BY at) \
+         FROM {} WHERE n >= {from} AND n < {to} AND outcome IN ('ok', 'dup') \
+         GROUP BY n HAVING count(*) > 1",
+        attempts_table(run)
+    );
+    let rows = pg
+        .query(&sql, &[])
+        .await
+        .map_err(|e| format!("reading the ledger: {e}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(0);
+            let workers: Vec<i32> = r.get(1);
+            let ats: Vec<i64> = r.get(2);
+            let successes = workers
+                .into_iter()
+                .zip(ats)
+                .map(|(w, at)| (w as usize, at as u64))
+                .collect();
+            (n as u64, successes)
+        })
+        .collect())
+}
+
 async fn effects(
     pg: &tokio_postgres::Client,
     run: &str,
@@ -334,4 +415,168 @@ async fn effects(
         .await
         .map_err(|e| format!("reading the ledger's effects: {e}"))?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::Plan;
+    use super::*;
+
+    fn plan(kind: Kind, idempotent: bool) -> Plan {
+        Plan { kind, idempotent }
+    }
+
+    fn ok_once() -> Tally {
+        Tally {
+            rows: 1,
+            ok: 1,
+            max_attempt: 1,
+            first_ok: Some(1),
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_ran_as_planned_passes() {
+        let mut f = Findings::default();
+        check_one(&mut f, 1, plan(Kind::Ok, false), ok_once(), false, 0);
+        check_one(&mut f, 2, plan(Kind::Ok, true), ok_once(), true, 0);
+        check_one(
+            &mut f,
+            3,
+            plan(Kind::Permanent, false),
+            Tally::default(),
+            false,
+            1,
+        );
+        check_one(
+            &mut f,
+            4,
+            plan(Kind::Expire, false),
+            Tally::default(),
+            false,
+            0,
+        );
+        assert!(f.pass(), "{:?}", f.examples);
+        assert_eq!((f.dead_found, f.dead_expected), (1, 1));
+    }
+
+    #[test]
+    fn each_broken_promise_fails_the_run() {
+        let cases: Vec<(&str, Plan, Tally, bool, u64)> = vec![
+            (
+                "never ran",
+                plan(Kind::Ok, false),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "idempotent without effect",
+                plan(Kind::Ok, true),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "idempotent twice",
+                plan(Kind::Ok, true),
+                Tally {
+                    ok: 2,
+                    rows: 2,
+                    max_attempt: 2,
+                    first_ok: Some(1),
+                    ..Tally::default()
+                },
+                true,
+                0,
+            ),
+            (
+                "too many attempts",
+                plan(Kind::Flaky(1), false),
+                Tally {
+                    rows: 7,
+                    ok: 1,
+                    max_attempt: 7,
+                    first_ok: Some(7),
+                    ..Tally::default()
+                },
+                false,
+                0,
+            ),
+            (
+                "success before the plan allows",
+                plan(Kind::Flaky(2), false),
+                Tally {
+                    first_ok: Some(1),
+                    ..ok_once()
+                },
+                false,
+                0,
+            ),
+            (
+                "expired job ran",
+                plan(Kind::Expire, false),
+                Tally {
+                    rows: 1,
+                    ran_expired: 1,
+                    max_attempt: 1,
+                    ..Tally::default()
+                },
+                false,
+                0,
+            ),
+            (
+                "permanent failure not dead",
+                plan(Kind::Permanent, false),
+                Tally::default(),
+                false,
+                0,
+            ),
+            (
+                "dead twice",
+                plan(Kind::Permanent, false),
+                Tally::default(),
+                false,
+                2,
+            ),
+            (
+                "dead but meant to succeed",
+                plan(Kind::Ok, false),
+                ok_once(),
+                false,
+                1,
+            ),
+        ];
+        for (what, p, t, effect, died) in cases {
+            let mut f = Findings::default();
+            check_one(&mut f, 7, p, t, effect, died);
+            assert!(!f.pass(), "{what}: the checker let it pass");
+            assert!(!f.examples.is_empty(), "{what}: no example given");
+        }
+    }
+
+    #[test]
+    fn extra_successes_are_duplicates_not_failures() {
+        let mut f = Findings::default();
+        let twice = Tally {
+            rows: 2,
+            ok: 2,
+            max_attempt: 2,
+            first_ok: Some(1),
+            ..Tally::default()
+        };
+        check_one(&mut f, 1, plan(Kind::Ok, false), twice, false, 0);
+        let absorbed = Tally {
+            rows: 2,
+            ok: 1,
+            dup: 1,
+            max_attempt: 2,
+            first_ok: Some(1),
+            ..Tally::default()
+        };
+        check_one(&mut f, 2, plan(Kind::Ok, true), absorbed, true, 0);
+        assert!(f.pass(), "{:?}", f.examples);
+        assert_eq!((f.duplicates, f.absorbed), (2, 1));
+    }
 }

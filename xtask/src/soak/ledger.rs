@@ -1,7 +1,7 @@
 //! The ledger: every attempt a soak job makes, in PostgreSQL, outside the queue.
 //!
 //! Two tables per run: `<run>_attempts`, one row per attempt (job number,
-//! attempt, outcome, worker pid, time), and `<run>_effects`, keyed by job
+//! attempt, outcome, worker number and pid, time), and `<run>_effects`, keyed by job
 //! number, holding the effect of idempotent jobs. An idempotent success
 //! inserts its effect and its attempt row in one statement; when the effect is
 //! already there (a re-delivery of a job that had succeeded), its row says
@@ -90,7 +90,7 @@ pub(crate) fn effects_table(run: &str) -> String {
 pub(crate) async fn create(client: &Client, run: &str) -> Result<(), String> {
     let sql = format!(
         "CREATE TABLE {a} (n bigint NOT NULL, attempt int NOT NULL, outcome text NOT NULL, \
-         pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+         worker int NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
          CREATE TABLE {e} (n bigint PRIMARY KEY, pid int NOT NULL, \
          at timestamptz NOT NULL DEFAULT clock_timestamp());",
         a = attempts_table(run),
@@ -116,11 +116,11 @@ pub(crate) async fn drop_tables(client: &Client, run: &str) -> Result<(), String
 }
 
 impl Ledger {
-    /// Starts the writer task on the current runtime.
-    pub(crate) async fn start(dsn: &str, run: &str) -> Result<Self, String> {
+    /// Starts the writer task of worker number `worker` on the current runtime.
+    pub(crate) async fn start(dsn: &str, run: &str, worker: usize) -> Result<Self, String> {
         let client = connect(dsn).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(client, dsn.to_owned(), run.to_owned(), rx));
+        tokio::spawn(writer(client, dsn.to_owned(), run.to_owned(), worker, rx));
         Ok(Self { tx })
     }
 
@@ -154,6 +154,7 @@ async fn writer(
     mut client: Client,
     dsn: String,
     run: String,
+    worker: usize,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let pid = std::process::id();
@@ -166,7 +167,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let sql = statement(&run, pid, &group);
+        let sql = statement(&run, worker, pid, &group);
         let mut result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
         if result.is_err() && client.is_closed() {
             // Reconnect once; the handlers retry their attempts if this fails too.
@@ -183,7 +184,7 @@ async fn writer(
 
 /// One statement for a group: idempotent successes claim their effect, and
 /// every attempt gets its row, `dup` where the effect was already claimed.
-fn statement(run: &str, pid: u32, group: &[Pending]) -> String {
+fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
     let mut values = String::new();
     for (i, (r, _)) in group.iter().enumerate() {
         if i > 0 {
@@ -191,21 +192,24 @@ fn statement(run: &str, pid: u32, group: &[Pending]) -> String {
         }
         let _ = write!(
             values,
-            "({},{},'{}',{})",
+            "({i},{},{},'{}',{})",
             r.n,
             r.attempt,
             r.outcome.as_str(),
             r.idempotent
         );
     }
+    // Two deliveries of one job can meet in one group: only the first may
+    // claim the effect (`first`), the other is a `dup` like any re-delivery.
     format!(
-        "WITH v(n, attempt, outcome, idem) AS (VALUES {values}), \
-         e AS (INSERT INTO {eff} (n, pid) SELECT DISTINCT n, {pid} FROM v \
-               WHERE idem AND outcome = 'ok' ON CONFLICT DO NOTHING RETURNING n) \
-         INSERT INTO {att} (n, attempt, outcome, pid) \
+        "WITH v0(i, n, attempt, outcome, idem) AS (VALUES {values}), \
+         v AS (SELECT *, row_number() OVER (PARTITION BY n, idem AND outcome = 'ok' ORDER BY i) = 1 AS first FROM v0), \
+         e AS (INSERT INTO {eff} (n, pid) SELECT n, {pid} FROM v \
+               WHERE idem AND outcome = 'ok' AND first ON CONFLICT DO NOTHING RETURNING n) \
+         INSERT INTO {att} (n, attempt, outcome, worker, pid) \
          SELECT v.n, v.attempt, \
-           CASE WHEN v.idem AND v.outcome = 'ok' AND v.n NOT IN (SELECT n FROM e) \
-             THEN 'dup' ELSE v.outcome END, {pid} FROM v",
+           CASE WHEN v.idem AND v.outcome = 'ok' AND (NOT v.first OR v.n NOT IN (SELECT n FROM e)) \
+             THEN 'dup' ELSE v.outcome END, {worker}, {pid} FROM v",
         eff = effects_table(run),
         att = attempts_table(run),
     )

@@ -46,9 +46,11 @@ struct Options {
     restart_every: Option<Duration>,
     failure_rate: f64,
     seed: u64,
+    /// Keep the ledger tables and worker logs even when the run passes.
+    keep: bool,
 }
 
-const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S]";
+const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -59,6 +61,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         restart_every: None,
         failure_rate: 0.2,
         seed: 1,
+        keep: false,
     };
     let mut it = args.iter();
     let secs = |flag: &str, v: Option<&String>| -> Result<Duration, String> {
@@ -103,6 +106,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 let v = num("--seed")?;
                 o.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
             }
+            "--keep" => o.keep = true,
             "--kill-every" => o.kill_every = Some(secs(a, it.next())?),
             "--restart-broker-every" => o.restart_every = Some(secs(a, it.next())?),
             other => return Err(format!("unknown soak option `{other}`\n{USAGE}")),
@@ -239,6 +243,15 @@ struct Counts {
     kills: AtomicU64,
     restarts: AtomicU64,
     enqueue_retries: AtomicU64,
+    /// When the broker went down for each restart, in milliseconds since the epoch.
+    restarted_at: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Milliseconds since the epoch, as the ledger's `at` column reads.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn soak(o: Options) -> Result<bool, String> {
@@ -283,6 +296,7 @@ async fn soak(o: Options) -> Result<bool, String> {
             seed: o.seed,
             failure_rate: o.failure_rate,
             dsn: dsn.clone(),
+            worker: 0,
         },
         memory,
         log_dir.clone(),
@@ -313,6 +327,11 @@ async fn soak(o: Options) -> Result<bool, String> {
             loop {
                 tokio::time::sleep(every).await;
                 let b = Arc::clone(&broker);
+                counts
+                    .restarted_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(now_ms());
                 let done = tokio::task::spawn_blocking(move || {
                     let mut guard = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     guard.as_mut().map(Broker::restart)
@@ -416,15 +435,37 @@ async fn soak(o: Options) -> Result<bool, String> {
         .into_inner();
     pool.stop_all().await;
 
+    let mut outages: Vec<check::Outage> = pool
+        .killed
+        .iter()
+        .map(|&(worker, at_ms)| check::Outage {
+            worker: Some(worker),
+            at_ms,
+        })
+        .collect();
+    outages.extend(
+        counts
+            .restarted_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|&at_ms| check::Outage {
+                worker: None,
+                at_ms,
+            }),
+    );
     let f = check::check(
         &app,
         &pg,
-        &run,
-        o.seed,
-        o.failure_rate,
-        o.jobs,
-        &injected,
-        left,
+        &check::Run {
+            run: &run,
+            seed: o.seed,
+            failure_rate: o.failure_rate,
+            jobs: o.jobs,
+            injected: &injected,
+            left_in_queue: left,
+            outages: &outages,
+        },
     )
     .await?;
     let deaths = pool.unexpected.len();
@@ -436,7 +477,7 @@ async fn soak(o: Options) -> Result<bool, String> {
         eprintln!("soak: problem: {d}");
     }
     println!(
-        "soak backend={} jobs={} workers={} kills={} broker_restarts={} duplicates={} (absorbed by idempotency: {}) lost={} dead={}/{} bad_input_dead={}/{} expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
+        "soak backend={} jobs={} workers={} kills={} broker_restarts={} duplicates={} (absorbed by idempotency: {}; not explained by a kill or restart: {}) lost={} dead={}/{} bad_input_dead={}/{} expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
         o.backend,
         o.jobs,
         o.workers,
@@ -444,6 +485,7 @@ async fn soak(o: Options) -> Result<bool, String> {
         counts.restarts.load(Ordering::Relaxed),
         f.duplicates,
         f.absorbed,
+        f.unexplained,
         f.lost,
         f.dead_found,
         f.dead_expected,
@@ -460,7 +502,7 @@ async fn soak(o: Options) -> Result<bool, String> {
     );
 
     // Clean up what the run made; a failed run keeps its ledger for a look.
-    if pass {
+    if pass && !o.keep {
         let _ = ledger::drop_tables(&pg, &run).await;
         let _ = std::fs::remove_dir_all(&log_dir);
     } else {
@@ -476,11 +518,11 @@ async fn soak(o: Options) -> Result<bool, String> {
     }
     drop(app);
     drop(injector);
-    if let Some(mut b) = broker
+    let own = broker
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-    {
+        .take();
+    if let Some(mut b) = own {
         tokio::task::spawn_blocking(move || b.stop())
             .await
             .map_err(|e| e.to_string())?;
@@ -500,10 +542,16 @@ async fn pending(app: &App) -> Option<u64> {
 }
 
 async fn wait_below(app: &App, limit: u64) {
+    // Each look at SQS is several `GetQueueAttributes` calls: look less often there.
+    let every = if app.backend().name() == "sqs" {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(100)
+    };
     loop {
         match pending(app).await {
             Some(n) if n < limit => return,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(every).await,
         }
     }
 }
@@ -556,6 +604,11 @@ async fn drain(app: &App, pg: &tokio_postgres::Client, run: &str, not_before: In
             eprintln!("soak: nothing moved for {STALL:?}; checking what there is");
             return left.unwrap_or(0);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(if app.backend().name() == "sqs" {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(500)
+        })
+        .await;
     }
 }

@@ -18,6 +18,20 @@ use std::time::{Duration, Instant};
 /// killed worker's jobs come back soon.
 pub(crate) const LEASE: Duration = Duration::from_secs(5);
 
+/// The lease on SQS: moto answers slowly under load (hundreds of ms per call
+/// on a busy 2-core machine), and a heartbeat that arrives after a 5 s
+/// visibility timeout ran out means a duplicate run, so SQS gets longer leases.
+pub(crate) const SQS_LEASE: Duration = Duration::from_secs(30);
+
+/// The lease for a backend URL.
+pub(crate) fn lease_for(url: &str) -> Duration {
+    if url.starts_with("sqs") {
+        SQS_LEASE
+    } else {
+        LEASE
+    }
+}
+
 /// Jobs one worker runs at once.
 pub(crate) const CONCURRENCY: usize = 32;
 
@@ -29,6 +43,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) seed: u64,
     pub(crate) failure_rate: f64,
     pub(crate) dsn: String,
+    /// This worker's number, from 1, in the order the soak started them.
+    pub(crate) worker: usize,
 }
 
 impl WorkerArgs {
@@ -40,11 +56,12 @@ impl WorkerArgs {
             self.seed.to_string(),
             self.failure_rate.to_string(),
             self.dsn.clone(),
+            self.worker.to_string(),
         ]
     }
 
     fn from_args(args: &[String]) -> Result<Self, String> {
-        let [url, run, seed, rate, dsn] = args else {
+        let [url, run, seed, rate, dsn, worker] = args else {
             return Err("soak-worker is started by `cargo xtask soak`, not by hand".into());
         };
         Ok(Self {
@@ -53,6 +70,7 @@ impl WorkerArgs {
             seed: seed.parse().map_err(|_| "bad seed")?,
             failure_rate: rate.parse().map_err(|_| "bad failure rate")?,
             dsn: dsn.clone(),
+            worker: worker.parse().map_err(|_| "bad worker number")?,
         })
     }
 }
@@ -81,7 +99,7 @@ async fn work(
     args: WorkerArgs,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(), String> {
-    let ledger = Ledger::start(&args.dsn, &args.run).await?;
+    let ledger = Ledger::start(&args.dsn, &args.run, args.worker).await?;
     let state = SoakState {
         seed: args.seed,
         failure_rate: args.failure_rate,
@@ -93,7 +111,7 @@ async fn work(
         .queues([QUEUE])
         .concurrency(CONCURRENCY)
         .batch_size(CONCURRENCY)
-        .lease(LEASE)
+        .lease(lease_for(&args.url))
         .grace_period(Duration::from_secs(10))
         .state(state);
     if let Some(stop) = stop {
@@ -114,14 +132,27 @@ pub(crate) fn process_main(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async {
-        let app = jobsmith::connect(&args.url)
-            .await
-            .map_err(|e| format!("soak worker: connect: {e}"))?;
+        // A worker started while the soak restarts the broker waits for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let app = loop {
+            match jobsmith::connect(&args.url).await {
+                Ok(app) => break app,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("soak worker: connect: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         work(app, args, None).await
     })
 }
 
-/// One running worker.
+/// One running worker, by number.
+struct Worker {
+    number: usize,
+    running: Running,
+}
+
 enum Running {
     Process(Child),
     Task {
@@ -137,10 +168,12 @@ pub(crate) struct Pool {
     /// The memory backend's app, shared by in-process workers; `None` for worker processes.
     memory: Option<App>,
     log_dir: std::path::PathBuf,
-    workers: Vec<Running>,
+    workers: Vec<Worker>,
     started: usize,
     /// Deaths the soak did not cause: (worker, how it ended).
     pub(crate) unexpected: Vec<String>,
+    /// The workers the soak killed, and when (milliseconds since the epoch).
+    pub(crate) killed: Vec<(usize, u64)>,
 }
 
 impl Pool {
@@ -155,12 +188,17 @@ impl Pool {
             workers: Vec::new(),
             started: 0,
             unexpected: Vec::new(),
+            killed: Vec::new(),
         }
     }
 
     /// Starts one more worker.
     pub(crate) fn spawn(&mut self) -> Result<(), String> {
         self.started += 1;
+        let args = WorkerArgs {
+            worker: self.started,
+            ..self.args.clone()
+        };
         let running = match &self.memory {
             Some(app) => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -170,7 +208,7 @@ impl Pool {
                     .build()
                     .map_err(|e| format!("tokio runtime: {e}"))?;
                 let (stop, rx) = tokio::sync::oneshot::channel();
-                let handle = rt.spawn(work(app.clone(), self.args.clone(), Some(rx)));
+                let handle = rt.spawn(work(app.clone(), args, Some(rx)));
                 Running::Task { rt, handle, stop }
             }
             None => {
@@ -179,7 +217,7 @@ impl Pool {
                 let log =
                     std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
                 let child = Command::new(exe)
-                    .args(self.args.to_args())
+                    .args(args.to_args())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(log)
@@ -188,7 +226,10 @@ impl Pool {
                 Running::Process(child)
             }
         };
-        self.workers.push(running);
+        self.workers.push(Worker {
+            number: self.started,
+            running,
+        });
         Ok(())
     }
 
@@ -196,7 +237,7 @@ impl Pool {
     pub(crate) fn reap(&mut self) {
         let mut i = 0;
         while i < self.workers.len() {
-            let ended = match &mut self.workers[i] {
+            let ended = match &mut self.workers[i].running {
                 Running::Process(c) => match c.try_wait() {
                     Ok(Some(status)) => Some(format!("worker pid {} exited: {status}", c.id())),
                     _ => None,
@@ -223,7 +264,8 @@ impl Pool {
             let victim = self
                 .workers
                 .swap_remove(fastrand::usize(..self.workers.len()));
-            match victim {
+            self.killed.push((victim.number, super::now_ms()));
+            match victim.running {
                 Running::Process(mut c) => {
                     let _ = c.kill(); // SIGKILL
                     let _ = c.wait();
@@ -239,7 +281,7 @@ impl Pool {
     pub(crate) async fn stop_all(&mut self) {
         self.reap();
         for w in self.workers.drain(..) {
-            match w {
+            match w.running {
                 Running::Process(mut c) => {
                     let _ = Command::new("kill")
                         .args(["-TERM", &c.id().to_string()])
