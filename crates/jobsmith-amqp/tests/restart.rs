@@ -70,8 +70,15 @@ async fn broker_restart_mid_run_every_confirmed_job_completes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // The restart runs on its own clock: an enqueue that waits for the broker
+    // to come back must not keep it from coming back.
     let guard = support::StartAppAgain;
-    let stopper = tokio::task::spawn_blocking(|| support::rabbitmqctl(&["stop_app"]).is_some());
+    let stopper = tokio::task::spawn_blocking(move || {
+        let stopped = support::rabbitmqctl(&["stop_app"]).is_some();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(guard);
+        stopped
+    });
     // Keep enqueueing through the restart: what is confirmed must complete.
     let mut n = 1_000;
     let until = Instant::now() + Duration::from_secs(4);
@@ -87,8 +94,6 @@ async fn broker_restart_mid_run_every_confirmed_job_completes() {
         stopper.await.expect("stop_app runs"),
         "rabbitmqctl stop_app works here"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    drop(guard);
     let restarted = Instant::now();
     // And after it.
     loop {
