@@ -264,7 +264,7 @@ pub async fn reserve_takes_at_most_n(factory: Factory) {
 pub async fn idle_reserve_wakes_on_enqueue(factory: Factory) {
     let h = fresh(factory).await;
     let waiter = waiting_reserve(&h.backend, "q");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let at = Instant::now();
     enqueue(&*h.backend, job("q", 1)).await;
     assert_woken(waiter, at, "an enqueue").await;
