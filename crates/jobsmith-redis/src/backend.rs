@@ -337,6 +337,28 @@ fn ms(d: Duration) -> u64 {
         .min(FOREVER_MS)
 }
 
+impl RedisBackend {
+    /// The indices of `queues` grouped by queue, once each queue is
+    /// registered in the set `queues()` reads (one `SADD` for all of them).
+    async fn register_groups<'a>(
+        &self,
+        queues: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<&'a str, Vec<usize>>> {
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, q) in queues.enumerate() {
+            groups.entry(q).or_default().push(i);
+        }
+        let mut conn = self.conn();
+        redis::cmd("SADD")
+            .arg(self.inner.keys.queues())
+            .arg(groups.keys().collect::<Vec<_>>())
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(groups)
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
@@ -729,17 +751,9 @@ impl Backend for RedisBackend {
             }
             payloads.push(p);
         }
-        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, env) in jobs.iter().enumerate() {
-            groups.entry(env.queue.as_str()).or_default().push(i);
-        }
-        let mut conn = self.conn();
-        redis::cmd("SADD")
-            .arg(self.inner.keys.queues())
-            .arg(groups.keys().collect::<Vec<_>>())
-            .query_async::<Value>(&mut conn)
-            .await
-            .map_err(from_redis)?;
+        let groups = self
+            .register_groups(jobs.iter().map(|e| e.queue.as_str()))
+            .await?;
         let mut out = vec![false; jobs.len()];
         for (queue, idx) in &groups {
             for chunk in idx.chunks(CHUNK) {
@@ -765,17 +779,9 @@ impl Backend for RedisBackend {
     }
 
     async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
-        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, d) in jobs.iter().enumerate() {
-            groups.entry(d.queue.as_str()).or_default().push(i);
-        }
-        let mut conn = self.conn();
-        redis::cmd("SADD")
-            .arg(self.inner.keys.queues())
-            .arg(groups.keys().collect::<Vec<_>>())
-            .query_async::<Value>(&mut conn)
-            .await
-            .map_err(from_redis)?;
+        let groups = self
+            .register_groups(jobs.iter().map(|d| d.queue.as_str()))
+            .await?;
         let mut out = vec![false; jobs.len()];
         for (queue, idx) in &groups {
             for chunk in idx.chunks(CHUNK) {
