@@ -18,9 +18,9 @@ pub(crate) struct Findings {
     pub(crate) duplicates: u64,
     /// Of those, re-deliveries of idempotent jobs whose effect was already recorded.
     pub(crate) absorbed: u64,
-    /// Of those, runs again of a job whose earlier success no kill or broker
-    /// restart explains: the worker that succeeded was not killed, nor the
-    /// broker restarted, within [`EXPLAINS`] after it.
+    /// Of those, runs again that no kill or broker restart explains: no worker
+    /// that ran any attempt of the job was killed, nor the broker restarted,
+    /// within [`EXPLAINS`] after that attempt.
     pub(crate) unexplained: u64,
     /// Idempotent jobs whose effect was recorded more than once, or by more than one `ok` row.
     pub(crate) idempotency_broken: u64,
@@ -59,9 +59,10 @@ impl Findings {
     }
 }
 
-/// How long after a success a kill of its worker (or a broker restart) may
-/// come and still explain why the job ran again: the acknowledgement had not
-/// reached the broker yet. Some seconds, for a loaded machine.
+/// How long after an attempt a kill of its worker (or a broker restart) may
+/// come and still explain why the job ran again: the attempt's settlement
+/// (an ack, or the ack that follows a retry's publish) had not reached the
+/// broker yet. Some seconds, for a loaded machine.
 pub(crate) const EXPLAINS: u64 = 10_000;
 
 /// A worker killed (`worker: Some(number)`), or the broker restarted (`None`), at a time.
@@ -159,20 +160,37 @@ pub(crate) async fn check(
         let to = (from + SLICE).min(jobs);
         let tallies = tallies(pg, run, from, to).await?;
         let effects = effects(pg, run, from, to).await?;
-        for (n, successes) in repeated_successes(pg, run, from, to).await? {
-            // Every success but the last was followed by another run.
-            for &(worker, at) in &successes[..successes.len() - 1] {
-                let explained = outages.iter().any(|o| {
-                    o.worker.is_none_or(|w| w == worker)
-                        && o.at_ms + 1_000 >= at
-                        && o.at_ms <= at + EXPLAINS
-                });
-                if !explained {
-                    f.unexplained += 1;
-                    f.note(format_args!(
-                        "job {n} ran again after worker {worker} succeeded with it, and neither that worker was killed nor the broker restarted within {EXPLAINS} ms after"
-                    ));
-                }
+        for (n, runs) in repeated_successes(pg, run, from, to).await? {
+            // Every success but the first is a run again; a kill of any worker
+            // that ran the job (a success not yet acknowledged, or a retry
+            // published before the attempt it replaces was settled), or a
+            // broker restart, soon after its attempt explains it.
+            let explained = runs.iter().any(|r| {
+                outages.iter().any(|o| {
+                    o.worker.is_none_or(|w| w == r.worker)
+                        && o.at_ms + 1_000 >= r.at_ms
+                        && o.at_ms <= r.at_ms + EXPLAINS
+                })
+            });
+            if !explained {
+                let again = runs.iter().filter(|r| r.ok).count().saturating_sub(1);
+                f.unexplained += again as u64;
+                let who: Vec<String> = runs
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "worker {} attempt {}{}",
+                            r.worker,
+                            r.attempt,
+                            if r.ok { " ok" } else { "" }
+                        )
+                    })
+                    .collect();
+                f.note(format_args!(
+                    "job {n} succeeded {} times ({}), and no worker that ran it was killed, nor the broker restarted, within {EXPLAINS} ms after its attempt",
+                    again + 1,
+                    who.join(", ")
+                ));
             }
         }
         for n in from..to {
@@ -367,18 +385,29 @@ async fn tallies(
 }
 
 /// Jobs that succeeded more than once: each success's worker and time (ms since the epoch), in order.
+/// One attempt of a job, as the ledger has it.
+struct Attempt {
+    worker: usize,
+    attempt: i32,
+    at_ms: u64,
+    ok: bool,
+}
+
+/// Every attempt of each job in `from..to` that succeeded more than once, in order.
 async fn repeated_successes(
     pg: &tokio_postgres::Client,
     run: &str,
     from: u64,
     to: u64,
-) -> Result<Vec<(u64, Vec<(usize, u64)>)>, String> {
+) -> Result<Vec<(u64, Vec<Attempt>)>, String> {
+    let table = attempts_table(run);
     let sql = format!(
-        "SELECT n, array_agg(worker ORDER BY at), \
-         array_agg((extract(epoch FROM at) * 1000)::bigint ORDER BY at) \
-         FROM {} WHERE n >= {from} AND n < {to} AND outcome IN ('ok', 'dup') \
-         GROUP BY n HAVING count(*) > 1",
-        attempts_table(run)
+        "SELECT n, array_agg(worker ORDER BY at), array_agg(attempt ORDER BY at), \
+         array_agg((extract(epoch FROM at) * 1000)::bigint ORDER BY at), \
+         array_agg(outcome IN ('ok', 'dup') ORDER BY at) \
+         FROM {table} WHERE n IN (SELECT n FROM {table} WHERE n >= {from} AND n < {to} \
+         AND outcome IN ('ok', 'dup') GROUP BY n HAVING count(*) > 1) \
+         GROUP BY n"
     );
     let rows = pg
         .query(&sql, &[])
@@ -389,13 +418,21 @@ async fn repeated_successes(
         .map(|r| {
             let n: i64 = r.get(0);
             let workers: Vec<i32> = r.get(1);
-            let ats: Vec<i64> = r.get(2);
-            let successes = workers
+            let attempts: Vec<i32> = r.get(2);
+            let ats: Vec<i64> = r.get(3);
+            let oks: Vec<bool> = r.get(4);
+            let runs = workers
                 .into_iter()
-                .zip(ats)
-                .map(|(w, at)| (w as usize, at as u64))
+                .zip(attempts)
+                .zip(ats.into_iter().zip(oks))
+                .map(|((w, attempt), (at, ok))| Attempt {
+                    worker: w as usize,
+                    attempt,
+                    at_ms: at as u64,
+                    ok,
+                })
                 .collect();
-            (n as u64, successes)
+            (n as u64, runs)
         })
         .collect())
 }
