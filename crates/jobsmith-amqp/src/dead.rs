@@ -6,6 +6,9 @@
 //! purged, past retention) and closes the channel, which puts the rest back
 //! where they were, in order. It costs one transfer of the whole dead-letter
 //! queue (at most `dead_max` messages), so it is for operators, not hot paths.
+//! A browse keeps one entry per job id, the newest: burying a job and acking
+//! its delivery are two steps, and a worker that dies between them leaves the
+//! job to run, and be buried, again.
 
 use crate::error::from_lapin;
 use crate::inner::Inner;
@@ -111,7 +114,9 @@ impl Inner {
             channel,
             jobs: Vec::with_capacity(deliveries.len()),
         };
-        for d in deliveries {
+        let mut seen = std::collections::HashSet::new();
+        // Newest first, so that of two entries of one id the newer stays.
+        for d in deliveries.into_iter().rev() {
             let job = DeadJob {
                 id: d
                     .properties
@@ -123,12 +128,16 @@ impl Inner {
                 died_at: Timestamp(message::header_u64(&d.properties, DIED_AT).unwrap_or(0)),
                 raw: d.data,
             };
-            if job.died_at < oldest {
+            // A second entry of one id: its worker died after burying the job
+            // and before acking the delivery, so the job ran and died again.
+            let again = !seen.insert(job.id.clone());
+            if again || job.died_at < oldest {
                 browse.remove(d.delivery_tag).await?;
                 continue;
             }
             browse.jobs.push((d.delivery_tag, job));
         }
+        browse.jobs.reverse();
         Ok(browse)
     }
 }

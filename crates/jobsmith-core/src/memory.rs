@@ -294,7 +294,10 @@ impl Queue {
 
     fn bury(&mut self, dead: DeadJob, seq: u64, settings: &Settings) {
         let key = (dead.died_at, seq);
-        self.dead_ids.insert(dead.id.clone(), key);
+        // One entry per job id: a job buried again replaces its older entry.
+        if let Some(old) = self.dead_ids.insert(dead.id.clone(), key) {
+            self.dead.remove(&old);
+        }
         self.dead.insert(key, dead);
         let oldest_allowed = Timestamp::now()
             .0

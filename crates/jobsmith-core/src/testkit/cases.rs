@@ -632,6 +632,50 @@ pub async fn dead_letter_list_inspect_requeue_purge(factory: Factory) {
     assert_eq!(stats(b, "q").await.dead, 0);
 }
 
+/// A job buried twice under one id is one dead job, the newer: its worker died
+/// after burying it and before settling its delivery, so it ran and died again.
+/// The second run is made by enqueueing the same envelope again; a backend that
+/// queues an id it already holds once (Redis) leaves the first death standing.
+pub async fn dead_letter_keeps_one_entry_per_job(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    let env = job("q", 1);
+    let id = bury(b, env.clone(), "first death").await;
+    assert_eq!(enqueue(b, env).await, id);
+    let again = b
+        .reserve(&qs("q"), 1, LONG, Duration::from_secs(2))
+        .await
+        .expect("reserve");
+    let newest = match again.into_iter().next() {
+        Some(d) => {
+            assert_eq!(env_of(&d).id, id);
+            b.dead_letter(&d.lease, "second death")
+                .await
+                .expect("dead-letter");
+            "second death"
+        }
+        None => "first death",
+    };
+    let list = b.dead_list("q", 0, 10).await.expect("list");
+    assert_eq!(
+        list.iter()
+            .map(|d| (d.id.clone(), d.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(id.clone(), newest)],
+        "one entry per job id, the newer"
+    );
+    let one = b.dead_get("q", &id).await.expect("get").expect("found");
+    assert_eq!(one.reason, newest);
+    assert_eq!(
+        b.dead_requeue("q", std::slice::from_ref(&id))
+            .await
+            .expect("requeue"),
+        1
+    );
+    assert_eq!(env_of(&take_one(b, "q").await).id, id);
+    assert!(dead_ids(b, "q").await.is_empty(), "nothing else was dead");
+}
+
 /// Dead-letter retention: at most `dead_max` jobs and none older than `dead_max_age`.
 pub async fn dead_letter_retention_by_count_and_age(factory: Factory) {
     let settings = Settings {

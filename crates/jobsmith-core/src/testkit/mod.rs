@@ -135,6 +135,7 @@ macro_rules! conformance_suite {
             heartbeat_keeps_the_lease,
             stale_lease_is_fenced,
             dead_letter_list_inspect_requeue_purge,
+            dead_letter_keeps_one_entry_per_job,
             dead_letter_retention_by_count_and_age,
             ttl_expired_job_is_never_delivered_and_counted,
             idempotent_enqueue_while_queued_returns_existing_id,
