@@ -1,8 +1,10 @@
-//! Reporting outcomes to the backend, batched: acks go in one call per batch.
+//! Reporting outcomes to the backend, batched: acks go in one call per batch,
+//! beside the batch's retries, dead letters and expiries.
 
 use super::run::Shared;
 use crate::backend::{Lease, LeaseStatus};
 use crate::envelope::Envelope;
+use futures_util::StreamExt;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,41 +51,32 @@ pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// How many retries, dead letters and expiries of one flush go to the backend at once.
+const CONCURRENT_SETTLES: usize = 32;
+
 async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
     let mut acks = Vec::new();
     let mut labels = Vec::new();
+    let mut others = Vec::new();
     for Settle { lease, outcome } in batch.drain(..) {
         match outcome {
             Outcome::Ack(name) => {
                 labels.push((lease.queue.clone(), name));
                 acks.push(lease);
             }
-            Outcome::Retry(env, name) => {
-                let status = persist(|| shared.backend.retry(&lease, &env)).await;
-                if shared.count(status, "retry") {
-                    metrics::counter!("jobsmith_jobs_retried_total", "queue" => lease.queue, "job" => name)
-                        .increment(1);
-                    shared.counters.retried.inc();
-                }
-            }
-            Outcome::Dead(reason, name) => {
-                let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
-                if shared.count(status, "dead-letter") {
-                    metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue, "job" => name)
-                        .increment(1);
-                    shared.counters.dead.inc();
-                }
-            }
-            Outcome::Expire(name) => {
-                let status = persist(|| shared.backend.expire(&lease)).await;
-                if shared.count(status, "expire") {
-                    metrics::counter!("jobsmith_jobs_expired_total", "queue" => lease.queue, "job" => name)
-                        .increment(1);
-                    shared.counters.expired.inc();
-                }
-            }
+            other => others.push(settle_one(shared, lease, other)),
         }
     }
+    // A retry or a dead letter is a confirmed write of its own on some
+    // brokers: the batch's acks do not wait behind them, nor they behind each
+    // other. Outcomes of different leases are independent.
+    let others = futures_util::stream::iter(others)
+        .buffer_unordered(CONCURRENT_SETTLES)
+        .for_each(|()| async {});
+    futures_util::future::join(ack_all(shared, acks, labels), others).await;
+}
+
+async fn ack_all(shared: &Shared, acks: Vec<Lease>, labels: Vec<(String, &'static str)>) {
     if acks.is_empty() {
         return;
     }
@@ -93,6 +86,36 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
             metrics::counter!("jobsmith_jobs_succeeded_total", "queue" => queue, "job" => name)
                 .increment(1);
             shared.counters.succeeded.inc();
+        }
+    }
+}
+
+async fn settle_one(shared: &Shared, lease: Lease, outcome: Outcome) {
+    match outcome {
+        Outcome::Ack(name) => ack_all(shared, vec![lease.clone()], vec![(lease.queue, name)]).await,
+        Outcome::Retry(env, name) => {
+            let status = persist(|| shared.backend.retry(&lease, &env)).await;
+            if shared.count(status, "retry") {
+                metrics::counter!("jobsmith_jobs_retried_total", "queue" => lease.queue, "job" => name)
+                    .increment(1);
+                shared.counters.retried.inc();
+            }
+        }
+        Outcome::Dead(reason, name) => {
+            let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
+            if shared.count(status, "dead-letter") {
+                metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue, "job" => name)
+                    .increment(1);
+                shared.counters.dead.inc();
+            }
+        }
+        Outcome::Expire(name) => {
+            let status = persist(|| shared.backend.expire(&lease)).await;
+            if shared.count(status, "expire") {
+                metrics::counter!("jobsmith_jobs_expired_total", "queue" => lease.queue, "job" => name)
+                    .increment(1);
+                shared.counters.expired.inc();
+            }
         }
     }
 }
