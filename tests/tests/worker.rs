@@ -4,7 +4,8 @@
 
 use jobsmith::prelude::*;
 use jobsmith::testing::TestApp;
-use jobsmith::Envelope;
+use jobsmith::{DeadJob, Envelope, JobId};
+use jobsmith_core::{Delivery, Lease, LeaseStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -399,4 +400,145 @@ async fn an_enqueue_without_an_app_says_how_to_get_one() {
     // No default app is set in this test binary.
     let err = short_lived.delay().await.unwrap_err();
     assert!(err.to_string().contains("`.on(&app)`"), "{err}");
+}
+
+/// The memory backend with acks that take `ack_delay`: a broker slow to
+/// confirm. Everything else goes straight through.
+#[derive(Debug)]
+struct SlowAcks {
+    inner: jobsmith::MemoryBackend,
+    ack_delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl jobsmith::Backend for SlowAcks {
+    fn name(&self) -> &'static str {
+        "slow-acks"
+    }
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+    async fn enqueue(&self, jobs: Vec<Envelope>) -> jobsmith::Result<Vec<JobId>> {
+        self.inner.enqueue(jobs).await
+    }
+    async fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> jobsmith::Result<Vec<Delivery>> {
+        self.inner.reserve(queues, max, lease, wait).await
+    }
+    async fn ack(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
+        tokio::time::sleep(self.ack_delay).await;
+        self.inner.ack(leases).await
+    }
+    async fn retry(&self, lease: &Lease, envelope: &Envelope) -> jobsmith::Result<LeaseStatus> {
+        self.inner.retry(lease, envelope).await
+    }
+    async fn release(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
+        self.inner.release(leases).await
+    }
+    async fn dead_letter(&self, lease: &Lease, reason: &str) -> jobsmith::Result<LeaseStatus> {
+        self.inner.dead_letter(lease, reason).await
+    }
+    async fn expire(&self, lease: &Lease) -> jobsmith::Result<LeaseStatus> {
+        self.inner.expire(lease).await
+    }
+    async fn extend(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> jobsmith::Result<Vec<LeaseStatus>> {
+        self.inner.extend(leases, lease).await
+    }
+    async fn dead_list(
+        &self,
+        queue: &str,
+        offset: usize,
+        limit: usize,
+    ) -> jobsmith::Result<Vec<DeadJob>> {
+        self.inner.dead_list(queue, offset, limit).await
+    }
+    async fn dead_get(&self, queue: &str, id: &JobId) -> jobsmith::Result<Option<DeadJob>> {
+        self.inner.dead_get(queue, id).await
+    }
+    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> jobsmith::Result<usize> {
+        self.inner.dead_requeue(queue, ids).await
+    }
+    async fn dead_purge(
+        &self,
+        queue: &str,
+        older_than: Option<Duration>,
+    ) -> jobsmith::Result<usize> {
+        self.inner.dead_purge(queue, older_than).await
+    }
+    async fn stats(&self, queues: &[String]) -> jobsmith::Result<Vec<jobsmith::QueueStats>> {
+        self.inner.stats(queues).await
+    }
+    async fn queues(&self) -> jobsmith::Result<Vec<String>> {
+        self.inner.queues().await
+    }
+    async fn put_meta(&self, key: &str, value: &[u8]) -> jobsmith::Result<()> {
+        self.inner.put_meta(key, value).await
+    }
+    async fn get_meta(&self, key: &str) -> jobsmith::Result<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+    async fn list_meta(&self, prefix: &str) -> jobsmith::Result<Vec<(String, Vec<u8>)>> {
+        self.inner.list_meta(prefix).await
+    }
+    async fn take(
+        &self,
+        queue: &str,
+        max: usize,
+        hold: Duration,
+    ) -> jobsmith::Result<Vec<Delivery>> {
+        self.inner.take(queue, max, hold).await
+    }
+    async fn remove(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
+        self.inner.remove(leases).await
+    }
+    async fn import(&self, jobs: Vec<Envelope>) -> jobsmith::Result<Vec<bool>> {
+        self.inner.import(jobs).await
+    }
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> jobsmith::Result<Vec<bool>> {
+        self.inner.import_dead(jobs).await
+    }
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> jobsmith::Result<usize> {
+        self.inner.dead_delete(queue, ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_finished_job_keeps_its_lease_until_its_slow_ack_lands() {
+    let app = App::new(SlowAcks {
+        inner: jobsmith::MemoryBackend::new(jobsmith::Settings::default()),
+        ack_delay: Duration::from_millis(1200),
+    });
+    let log = Arc::new(Log::default());
+    short_lived.delay().on(&app).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let w = app
+        .worker()
+        .queues(["w_ttl"])
+        .lease(Duration::from_millis(300))
+        .state_shared(Arc::clone(&log))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let handle = tokio::spawn(w.run_report());
+    // The ack takes four leases' time; the heartbeat keeps the finished job's lease.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop_tx.send(()).unwrap();
+    let report = handle.await.unwrap().unwrap();
+    assert_eq!(
+        log.runs(),
+        1,
+        "the job ran once, not again when its lease ran out"
+    );
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(report.lost_leases, 0, "the ack found its lease held");
+    assert_eq!(stats(&app, "w_ttl").await.in_flight, 0);
 }

@@ -26,7 +26,11 @@ pub(super) async fn execute(shared: Arc<Shared>, delivery: Delivery) {
     shared.untrack(slot);
     // The context is gone with the job's future, unless the job kept a clone.
     let lease = Arc::try_unwrap(lease).unwrap_or_else(|kept| Lease::clone(&kept));
-    shared.send(Settle { lease, outcome });
+    shared.send(Settle {
+        slot,
+        lease,
+        outcome,
+    });
 }
 
 async fn decide(

@@ -5,7 +5,8 @@ use crate::backend::LeaseStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Extends the leases of all running jobs, in one call, every third of the lease.
+/// Extends the leases of all running jobs, and of finished jobs whose
+/// outcomes are not reported yet, in one call, every third of the lease.
 pub(super) async fn heartbeat(shared: Arc<Shared>) {
     let every = shared.lease / 3;
     let mut tick = tokio::time::interval(every);
@@ -13,16 +14,16 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let (slots, leases) = shared.running_leases();
+        let (slots, leases) = shared.live_leases();
         if leases.is_empty() {
             continue;
         }
         match shared.backend.extend(&leases, shared.lease).await {
             Ok(statuses) => {
                 for ((slot, lease), status) in slots.into_iter().zip(&leases).zip(statuses) {
-                    if status == LeaseStatus::Lost {
+                    // A finished job's lease may be lost because it was just settled.
+                    if status == LeaseStatus::Lost && shared.cancel(slot) {
                         tracing::warn!(id = %lease.id, queue = %lease.queue, "lease lost while the job runs; asking it to stop");
-                        shared.cancel(slot);
                     }
                 }
             }

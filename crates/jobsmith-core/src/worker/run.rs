@@ -39,6 +39,11 @@ pub(super) struct Counters {
     pub(super) lost: Counter,
 }
 
+/// Locks `m`; a panic elsewhere while it was held leaves plain data behind, still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running job's lease, and the sender that asks it to stop.
 type Running = (Arc<Lease>, watch::Sender<bool>);
 
@@ -54,6 +59,10 @@ pub(super) struct Shared {
     next_slot: AtomicU64,
     settle_tx: mpsc::UnboundedSender<Settle>,
     unsettled: AtomicUsize,
+    /// Finished jobs' leases by slot, until the settler has reported them: the
+    /// heartbeat keeps extending them, so a slow settlement (a broker slow to
+    /// confirm) does not let a finished job's lease run out and run it again.
+    settling: Mutex<HashMap<u64, Lease>>,
 }
 
 impl Shared {
@@ -68,15 +77,24 @@ impl Shared {
         self.running_map().remove(&slot);
     }
 
+    /// Hands a finished job's outcome to the settler; its lease stays extended until then.
     pub(super) fn send(&self, settle: Settle) {
         self.unsettled.fetch_add(1, Ordering::SeqCst);
-        if self.settle_tx.send(settle).is_err() {
+        lock(&self.settling).insert(settle.slot, settle.lease.clone());
+        if let Err(unsent) = self.settle_tx.send(settle) {
+            lock(&self.settling).remove(&unsent.0.slot);
             self.unsettled.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    pub(super) fn settled(&self, n: usize) {
-        self.unsettled.fetch_sub(n, Ordering::SeqCst);
+    /// The settler has reported the outcomes of `slots`.
+    pub(super) fn settled(&self, slots: &[u64]) {
+        let mut settling = lock(&self.settling);
+        for slot in slots {
+            settling.remove(slot);
+        }
+        drop(settling);
+        self.unsettled.fetch_sub(slots.len(), Ordering::SeqCst);
     }
 
     /// The running jobs' slots and leases.
@@ -87,10 +105,25 @@ impl Shared {
             .unzip()
     }
 
-    /// Asks the job in `slot`, if it still runs, to stop.
-    pub(super) fn cancel(&self, slot: u64) {
-        if let Some((_, tx)) = self.running_map().get(&slot) {
-            tx.send_replace(true);
+    /// The leases to keep alive, by slot: running jobs', and finished jobs'
+    /// whose outcomes are not reported yet.
+    pub(super) fn live_leases(&self) -> (Vec<u64>, Vec<Lease>) {
+        let mut out = self.running_leases();
+        for (slot, lease) in lock(&self.settling).iter() {
+            out.0.push(*slot);
+            out.1.push(lease.clone());
+        }
+        out
+    }
+
+    /// Asks the job in `slot`, if it still runs, to stop; false when it does not run.
+    pub(super) fn cancel(&self, slot: u64) -> bool {
+        match self.running_map().get(&slot) {
+            Some((_, tx)) => {
+                tx.send_replace(true);
+                true
+            }
+            None => false,
         }
     }
 
@@ -106,9 +139,7 @@ impl Shared {
     }
 
     fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.running)
     }
 
     fn report(&self) -> WorkerReport {
@@ -205,6 +236,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         next_slot: AtomicU64::new(0),
         settle_tx,
         unsettled: AtomicUsize::new(0),
+        settling: Mutex::new(HashMap::new()),
     });
     let settler_task = tokio::spawn(settler(Arc::clone(&shared), settle_rx));
     let heartbeat_task = tokio::spawn(heartbeat::heartbeat(Arc::clone(&shared)));

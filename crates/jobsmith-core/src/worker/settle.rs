@@ -27,6 +27,8 @@ pub(super) enum Outcome {
 /// An outcome and the lease to settle it with.
 #[derive(Debug)]
 pub(super) struct Settle {
+    /// The job's slot in the worker, whose lease is kept alive until this is reported.
+    pub(super) slot: u64,
     pub(super) lease: Lease,
     pub(super) outcome: Outcome,
 }
@@ -45,9 +47,9 @@ pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
                 Err(_) => break,
             }
         }
-        let n = batch.len();
+        let slots: Vec<u64> = batch.iter().map(|s| s.slot).collect();
         flush(&shared, &mut batch).await;
-        shared.settled(n);
+        shared.settled(&slots);
     }
 }
 
@@ -58,7 +60,7 @@ async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
     let mut acks = Vec::new();
     let mut labels = Vec::new();
     let mut others = Vec::new();
-    for Settle { lease, outcome } in batch.drain(..) {
+    for Settle { lease, outcome, .. } in batch.drain(..) {
         match outcome {
             Outcome::Ack(name) => {
                 labels.push((lease.queue.clone(), name));
