@@ -81,8 +81,7 @@ fn ci_soaks() -> Result<(), String> {
     for (backend, jobs, kill_every) in [
         ("memory", "20000", "4"),
         ("redis", "20000", "4"),
-        // RabbitMQ is left out until its soak passes reliably: on a clean CI
-        // run it failed with 2 worker deaths no kill explains (see issue 4).
+        ("amqp", "20000", "4"),
     ] {
         let result = run(cargo()
             .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
