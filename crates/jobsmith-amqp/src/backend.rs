@@ -100,6 +100,26 @@ impl AmqpBackend {
             .unwrap_or(DEFAULT_MAX_PAYLOAD)
     }
 
+    /// Records how settling leases taken with [`AmqpBackend::take_held`] went.
+    fn after_settling<'h>(
+        &self,
+        link: &crate::link::Link,
+        result: &Result<()>,
+        held: impl IntoIterator<Item = (&'h Lease, Held)>,
+    ) -> Vec<Held> {
+        let mut st = self.inner.lock();
+        let mut kept = Vec::new();
+        for (lease, h) in held {
+            if result.is_ok() {
+                st.settled(&h, link.gen);
+                kept.push(h);
+            } else {
+                st.unsettled(&lease.token, h, link.gen);
+            }
+        }
+        kept
+    }
+
     /// Removes the leases that still hold, as of the current connection.
     async fn take_held(
         &self,
@@ -108,7 +128,7 @@ impl AmqpBackend {
         let link = self.inner.link().await?;
         let turn = self.inner.handover.lock().await;
         let mut st = self.inner.lock();
-        let held = leases.iter().map(|l| st.take(&l.token, link.gen)).collect();
+        let held = leases.iter().map(|l| st.take(&l.token)).collect();
         drop(st);
         drop(turn);
         self.inner.reaper.notify_one();
@@ -126,8 +146,9 @@ impl AmqpBackend {
         let Some(held) = held.pop().flatten() else {
             return Ok(None);
         };
-        self.inner.settle(&link, vec![msg(&held)], &[&held]).await?;
-        Ok(Some(held))
+        let result = self.inner.settle(&link, vec![msg(&held)], &[&held]).await;
+        let held = self.after_settling(&link, &result, [(lease, held)]).pop();
+        result.map(|()| held)
     }
 
     async fn free_key_of(&self, held: &Held) {
@@ -361,26 +382,33 @@ impl Backend for AmqpBackend {
         let (link, held) = self.take_held(leases).await?;
         let mut statuses = Vec::with_capacity(leases.len());
         let mut tags = Vec::with_capacity(leases.len());
-        let mut parked = Vec::new();
-        for h in held {
+        let mut taken = Vec::with_capacity(leases.len());
+        for (lease, h) in leases.iter().zip(held) {
             let Some(h) = h else {
                 statuses.push(LeaseStatus::Lost);
                 continue;
             };
-            if let Ok(env) = &h.payload {
-                if let Some(k) = &env.idempotency_key {
-                    self.inner.complete_key(&link, &h.queue, k, &env.id).await?;
+            tags.extend(live_tag(&link, &h));
+            statuses.push(LeaseStatus::Held);
+            taken.push((lease, h));
+        }
+        let result = async {
+            for (_, h) in &taken {
+                if let Ok(env) = &h.payload {
+                    if let Some(k) = &env.idempotency_key {
+                        self.inner.complete_key(&link, &h.queue, k, &env.id).await?;
+                    }
                 }
             }
-            tags.extend(live_tag(&link, &h));
-            parked.extend(h.parked);
-            statuses.push(LeaseStatus::Held);
+            self.inner.ack_tags(&link, tags).await?;
+            for p in taken.iter().filter_map(|(_, h)| h.parked.as_ref()) {
+                self.inner.unpark(&link, p).await?;
+            }
+            Ok(())
         }
-        self.inner.ack_tags(&link, tags).await?;
-        for p in &parked {
-            self.inner.unpark(&link, p).await?;
-        }
-        Ok(statuses)
+        .await;
+        self.after_settling(&link, &result, taken);
+        result.map(|()| statuses)
     }
 
     async fn retry(&self, lease: &Lease, envelope: &Envelope) -> Result<LeaseStatus> {
@@ -396,24 +424,24 @@ impl Backend for AmqpBackend {
     async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let (link, held) = self.take_held(leases).await?;
         let mut msgs = Vec::new();
-        let mut settled = Vec::new();
-        let statuses = held
-            .into_iter()
-            .map(|h| match h {
-                Some(mut h) => {
-                    if let Ok(env) = &mut h.payload {
-                        env.attempt = env.attempt.saturating_sub(1);
-                    }
-                    msgs.push(self.inner.requeue_message(&h));
-                    settled.push(h);
+        let mut taken = Vec::new();
+        let statuses = leases
+            .iter()
+            .zip(held)
+            .map(|(lease, h)| match h {
+                Some(h) => {
+                    // A released job's attempt does not count.
+                    msgs.push(self.inner.requeue_message_counting(&h, false));
+                    taken.push((lease, h));
                     LeaseStatus::Held
                 }
                 None => LeaseStatus::Lost,
             })
             .collect();
-        let settled: Vec<&Held> = settled.iter().collect();
-        self.inner.settle(&link, msgs, &settled).await?;
-        Ok(statuses)
+        let refs: Vec<&Held> = taken.iter().map(|(_, h)| h).collect();
+        let result = self.inner.settle(&link, msgs, &refs).await;
+        self.after_settling(&link, &result, taken);
+        result.map(|()| statuses)
     }
 
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<LeaseStatus> {

@@ -19,10 +19,18 @@ use tokio::sync::Notify;
 impl Inner {
     /// The message that puts a held job back in line, ready now, as it stands.
     pub(crate) fn requeue_message(&self, held: &Held) -> Outgoing {
+        self.requeue_message_counting(held, true)
+    }
+
+    /// [`Inner::requeue_message`], with this delivery's attempt counted or not.
+    pub(crate) fn requeue_message_counting(&self, held: &Held, count: bool) -> Outgoing {
         match &held.payload {
             Ok(env) => {
                 let now = Timestamp::now();
                 let mut env = env.clone();
+                if !count {
+                    env.attempt = env.attempt.saturating_sub(1);
+                }
                 env.run_at = env.run_at.min(now);
                 message::job(&self.names, &env, now)
             }

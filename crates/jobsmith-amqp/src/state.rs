@@ -78,24 +78,43 @@ impl State {
         self.seq
     }
 
-    /// Removes the lease if `token` still holds it. A lease from a dead
-    /// connection (`gen` differs) is tombstoned: the caller settles it by
-    /// publishing only, and its redelivery is acked when it arrives.
-    pub(crate) fn take(&mut self, token: &str, gen: u64) -> Option<Held> {
+    /// Removes the lease if `token` still holds it. The caller settles it, then
+    /// calls [`State::settled`], or [`State::unsettled`] if that failed.
+    pub(crate) fn take(&mut self, token: &str) -> Option<Held> {
         let held = self.leases.remove(token)?;
         self.expiry.remove(&(held.expires_at, token.to_owned()));
-        if held.gen != gen && held.parked.is_none() {
-            if let Ok(env) = &held.payload {
-                self.orphans.remove(env.id.as_str());
-                let now = Timestamp::now();
-                self.tombstones.retain(|_, until| *until > now);
-                self.tombstones.insert(
-                    env.id.as_str().to_owned(),
-                    now.plus(std::time::Duration::from_secs(600)),
-                );
-            }
-        }
         Some(held)
+    }
+
+    /// `held` was settled while connection `gen` is current. A lease from a
+    /// dead connection was settled by publishing only: it is tombstoned, so
+    /// that its redelivery is acked when it arrives.
+    pub(crate) fn settled(&mut self, held: &Held, gen: u64) {
+        if held.gen == gen || held.parked.is_some() {
+            return;
+        }
+        if let Ok(env) = &held.payload {
+            self.orphans.remove(env.id.as_str());
+            let now = Timestamp::now();
+            self.tombstones.retain(|_, until| *until > now);
+            self.tombstones.insert(
+                env.id.as_str().to_owned(),
+                now.plus(std::time::Duration::from_secs(600)),
+            );
+        }
+    }
+
+    /// Settling `held` failed. A lease from a dead connection holds again, as
+    /// an orphan, so that the call can be made again and a redelivery finds
+    /// it: had it been tombstoned, the job's redelivery would be acked and
+    /// the job lost. A lease of the current connection stays gone: its
+    /// delivery went back to the broker.
+    pub(crate) fn unsettled(&mut self, token: &str, held: Held, gen: u64) {
+        if held.gen == gen || held.parked.is_some() {
+            return;
+        }
+        self.expiry.insert((held.expires_at, token.to_owned()));
+        self.leases.insert(token.to_owned(), held);
     }
 
     /// A lease that ran out: forgotten, and no longer waiting for a redelivery.
@@ -132,5 +151,65 @@ impl State {
 
     pub(crate) fn buffered(&self, q: &str) -> usize {
         self.buffers.get(q).map_or(0, BTreeMap::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orphaned() -> (State, Held) {
+        let mut st = State::default();
+        let env = Envelope::new(
+            "j",
+            "q",
+            serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+        );
+        let held = Held {
+            queue: "q".into(),
+            gen: 1,
+            tag: 7,
+            priority: 0,
+            payload: Ok(env),
+            expires_at: Timestamp::now().plus(std::time::Duration::from_secs(30)),
+            delivered: Instant::now(),
+            parked: None,
+        };
+        st.expiry.insert((held.expires_at, "t".into()));
+        st.leases.insert("t".into(), held);
+        st.new_connection(2);
+        let held = st.take("t").expect("the lease holds");
+        (st, held)
+    }
+
+    #[test]
+    fn an_orphan_settled_is_tombstoned() {
+        let (mut st, held) = orphaned();
+        let id = held.payload.as_ref().expect("envelope").id.0.clone();
+        st.settled(&held, 2);
+        assert!(st.tombstones.contains_key(&id), "its redelivery will be acked");
+        assert!(!st.orphans.contains_key(&id));
+        assert!(st.leases.is_empty());
+    }
+
+    #[test]
+    fn an_orphan_whose_settlement_failed_holds_again() {
+        let (mut st, held) = orphaned();
+        let id = held.payload.as_ref().expect("envelope").id.0.clone();
+        st.unsettled("t", held, 2);
+        assert!(
+            !st.tombstones.contains_key(&id),
+            "a tombstone would ack its redelivery and lose the job"
+        );
+        assert_eq!(st.orphans.get(&id).map(String::as_str), Some("t"));
+        assert!(st.take("t").is_some(), "the call can be made again");
+    }
+
+    #[test]
+    fn a_current_lease_whose_settlement_failed_stays_gone() {
+        let (mut st, mut held) = orphaned();
+        held.gen = 2;
+        st.unsettled("t", held, 2);
+        assert!(st.leases.is_empty(), "its delivery went back to the broker");
     }
 }
