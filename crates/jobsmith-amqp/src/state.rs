@@ -187,7 +187,10 @@ mod tests {
         let (mut st, held) = orphaned();
         let id = held.payload.as_ref().expect("envelope").id.0.clone();
         st.settled(&held, 2);
-        assert!(st.tombstones.contains_key(&id), "its redelivery will be acked");
+        assert!(
+            st.tombstones.contains_key(&id),
+            "its redelivery will be acked"
+        );
         assert!(!st.orphans.contains_key(&id));
         assert!(st.leases.is_empty());
     }

@@ -65,11 +65,26 @@ impl Findings {
 /// broker yet. Some seconds, for a loaded machine.
 pub(crate) const EXPLAINS: u64 = 10_000;
 
-/// A worker killed (`worker: Some(number)`), or the broker restarted (`None`), at a time.
+/// A worker killed (`worker: Some(number)`, at one instant), or the broker
+/// restarted (`None`, from its stop until it answered again).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outage {
     pub(crate) worker: Option<usize>,
-    pub(crate) at_ms: u64,
+    pub(crate) from_ms: u64,
+    pub(crate) to_ms: u64,
+}
+
+impl Outage {
+    /// Whether the outage explains a run again of an attempt made at `at_ms`:
+    /// it began at most [`EXPLAINS`] after the attempt, and the attempt was
+    /// made before it ended (and the workers had reconnected: a few seconds
+    /// after a broker restart, one after a kill).
+    fn explains(&self, worker: usize, at_ms: u64) -> bool {
+        let reconnect = if self.worker.is_some() { 1_000 } else { 5_000 };
+        self.worker.is_none_or(|w| w == worker)
+            && self.to_ms + reconnect >= at_ms
+            && self.from_ms <= at_ms + EXPLAINS
+    }
 }
 
 /// What the checker needs to know about the run.
@@ -165,13 +180,9 @@ pub(crate) async fn check(
             // that ran the job (a success not yet acknowledged, or a retry
             // published before the attempt it replaces was settled), or a
             // broker restart, soon after its attempt explains it.
-            let explained = runs.iter().any(|r| {
-                outages.iter().any(|o| {
-                    o.worker.is_none_or(|w| w == r.worker)
-                        && o.at_ms + 1_000 >= r.at_ms
-                        && o.at_ms <= r.at_ms + EXPLAINS
-                })
-            });
+            let explained = runs
+                .iter()
+                .any(|r| outages.iter().any(|o| o.explains(r.worker, r.at_ms)));
             if !explained {
                 let again = runs.iter().filter(|r| r.ok).count().saturating_sub(1);
                 f.unexplained += again as u64;
@@ -615,5 +626,35 @@ mod tests {
         check_one(&mut f, 2, plan(Kind::Ok, true), absorbed, true, 0);
         assert!(f.pass(), "{:?}", f.examples);
         assert_eq!((f.duplicates, f.absorbed), (2, 1));
+    }
+
+    #[test]
+    fn outages_explain_attempts_just_before_and_during_them() {
+        let kill = Outage {
+            worker: Some(3),
+            from_ms: 50_000,
+            to_ms: 50_000,
+        };
+        assert!(kill.explains(3, 45_000), "killed before it could ack");
+        assert!(!kill.explains(4, 45_000), "another worker's attempt");
+        assert!(
+            !kill.explains(3, 52_000),
+            "made after the kill, by a later worker 3"
+        );
+        assert!(!kill.explains(3, 30_000), "long before the kill");
+        let restart = Outage {
+            worker: None,
+            from_ms: 50_000,
+            to_ms: 60_000,
+        };
+        assert!(
+            restart.explains(4, 55_000),
+            "made while the broker was down"
+        );
+        assert!(
+            restart.explains(4, 63_000),
+            "before the workers reconnected"
+        );
+        assert!(!restart.explains(4, 70_000), "after the broker was back");
     }
 }

@@ -244,7 +244,7 @@ struct Counts {
     restarts: AtomicU64,
     enqueue_retries: AtomicU64,
     /// When the broker went down for each restart, in milliseconds since the epoch.
-    restarted_at: std::sync::Mutex<Vec<u64>>,
+    restarted_at: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 /// Milliseconds since the epoch, as the ledger's `at` column reads.
@@ -327,16 +327,17 @@ async fn soak(o: Options) -> Result<bool, String> {
             loop {
                 tokio::time::sleep(every).await;
                 let b = Arc::clone(&broker);
-                counts
-                    .restarted_at
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(now_ms());
+                let from = now_ms();
                 let done = tokio::task::spawn_blocking(move || {
                     let mut guard = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     guard.as_mut().map(Broker::restart)
                 })
                 .await;
+                counts
+                    .restarted_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((from, now_ms()));
                 match done {
                     Ok(Some(Ok(()))) => {
                         counts.restarts.fetch_add(1, Ordering::Relaxed);
@@ -440,7 +441,8 @@ async fn soak(o: Options) -> Result<bool, String> {
         .iter()
         .map(|&(worker, at_ms)| check::Outage {
             worker: Some(worker),
-            at_ms,
+            from_ms: at_ms,
+            to_ms: at_ms,
         })
         .collect();
     outages.extend(
@@ -449,9 +451,10 @@ async fn soak(o: Options) -> Result<bool, String> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|&at_ms| check::Outage {
+            .map(|&(from_ms, to_ms)| check::Outage {
                 worker: None,
-                at_ms,
+                from_ms,
+                to_ms,
             }),
     );
     let f = check::check(
