@@ -189,12 +189,7 @@ async fn fire_retrying(
 /// fired already, then records it. Racing workers enqueue under the same
 /// key, so the backend keeps one job and every one of them gets its id.
 async fn fire(backend: &dyn Backend, s: &Scheduled, key: &str, tick: Timestamp) -> Result<()> {
-    let stored = load(backend, key).await?;
-    if stored
-        .as_ref()
-        .and_then(|i| i.prev)
-        .is_some_and(|prev| prev >= tick)
-    {
+    if fired(load(backend, key).await?.as_ref(), tick) {
         return Ok(());
     }
     let now = Timestamp::now();
@@ -216,6 +211,12 @@ async fn fire(backend: &dyn Backend, s: &Scheduled, key: &str, tick: Timestamp) 
         .ok_or_else(|| Error::Backend("enqueue returned no id".into()))?;
     metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
     tracing::debug!(schedule = %s.name, tick = %super::expr::rfc3339(tick), job.id = %id, "tick enqueued");
+    // Read the state again: on a slow backend another worker may have fired
+    // a later tick meanwhile, and its record must not be put back by this one.
+    let stored = load(backend, key).await?;
+    if fired(stored.as_ref(), tick) {
+        return Ok(());
+    }
     let mut info = stored.unwrap_or_else(|| ScheduleInfo::new(&s.name, &s.template.job, &s.cron));
     refresh(&mut info, s);
     info.prev = Some(tick);
@@ -223,6 +224,11 @@ async fn fire(backend: &dyn Backend, s: &Scheduled, key: &str, tick: Timestamp) 
     info.last_job = Some(id);
     info.updated_at = Some(now);
     save(backend, key, &info).await
+}
+
+/// Whether the stored state records `tick`, or a later one, as fired.
+fn fired(stored: Option<&ScheduleInfo>, tick: Timestamp) -> bool {
+    stored.and_then(|i| i.prev).is_some_and(|prev| prev >= tick)
 }
 
 /// Brings a stored state's configuration up to date with the running schedule.
