@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) leases: Leases,
     pub(crate) keys: Keys,
     pub(crate) inbox: Inbox,
+    /// Dead-letter queue sizes, so a burial reads them from SQS only now and then.
+    pub(crate) dead_sizes: dead::Sizes,
     /// Receives whose answer was lost: (queue URL, from, to) in ms since the epoch.
     lost_receives: std::sync::Mutex<Vec<(String, u64, u64)>>,
 }
@@ -126,6 +128,7 @@ impl SqsBackend {
                 leases: Leases::default(),
                 keys,
                 inbox: Inbox::default(),
+                dead_sizes: dead::Sizes::default(),
                 lost_receives: std::sync::Mutex::default(),
             }),
             moves: Arc::default(),
