@@ -375,3 +375,21 @@ pub(crate) async fn purge(
     unhide(inner, &family.dead, &rest).await?;
     Ok(deleted.into_iter().filter(|ok| *ok).count())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burial_reads_the_size_only_when_it_may_have_passed_dead_max() {
+        let sizes = Sizes::default();
+        assert!(sizes.buried("q", 3), "nothing known yet: read it");
+        sizes.counted("q", 1);
+        assert!(!sizes.buried("q", 3), "1 + 1 of 3");
+        assert!(!sizes.buried("q", 3), "1 + 2 of 3");
+        assert!(sizes.buried("q", 3), "1 + 3 is over 3: read it");
+        sizes.counted("q", 3);
+        assert!(sizes.buried("q", 3), "3 + 1 is over 3: read it");
+        assert!(sizes.buried("other", 3), "each queue on its own");
+    }
+}
