@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) leases: Leases,
     pub(crate) keys: Keys,
     pub(crate) inbox: Inbox,
+    /// Dead-letter queue sizes, so a burial reads them from SQS only now and then.
+    pub(crate) dead_sizes: dead::Sizes,
     /// Receives whose answer was lost: (queue URL, from, to) in ms since the epoch.
     lost_receives: std::sync::Mutex<Vec<(String, u64, u64)>>,
 }
@@ -126,6 +128,7 @@ impl SqsBackend {
                 leases: Leases::default(),
                 keys,
                 inbox: Inbox::default(),
+                dead_sizes: dead::Sizes::default(),
                 lost_receives: std::sync::Mutex::default(),
             }),
             moves: Arc::default(),
@@ -455,6 +458,25 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether a reserve of `queues` that may wait a second or more sweeps
+    /// before it long-polls: only when they span more than one level queue,
+    /// where the sweep takes the levels in order. With one level queue a long
+    /// poll alone does the same work (it answers at once when messages are
+    /// visible, as a sweep would) and saves the receive a sweep makes when
+    /// the queue is empty: one request per idle reserve, in the common case
+    /// of a queue without priorities. (A shorter wait always sweeps: a long
+    /// poll waits whole seconds.)
+    async fn sweep_needed(&self, queues: &[String]) -> Result<bool> {
+        let mut levels = 0;
+        for queue in queues {
+            levels += self.queues.family(queue).await?.levels.len();
+            if levels > 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Starts a long poll on every level of `queues` that has none running.
     async fn start_polls(
         self: &Arc<Self>,
@@ -573,7 +595,13 @@ impl Inner {
             new_level.as_mut().enable();
             if !swept {
                 swept = true;
-                if let Err(e) = self.sweep(queues, max, visibility).await {
+                let sweep = async {
+                    if wait < Duration::from_secs(1) || self.sweep_needed(queues).await? {
+                        self.sweep(queues, max, visibility).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                if let Err(e) = sweep.await {
                     // What was received before the error is still handed out.
                     if self.inbox.due_count(queues, Timestamp::now()) == 0 {
                         return Err(e);

@@ -221,13 +221,17 @@ pub(crate) async fn receive(
 }
 
 /// Messages in `url`: (visible, in flight, delayed).
+///
+/// Asks for `All` attributes rather than the three counts: one request
+/// either way on SQS, with a few hundred bytes more in the answer, but moto
+/// (the usual test endpoint) works out every attribute three times for each
+/// name asked for, scanning the queue's messages each time, and only once
+/// for `All`: nine times less work on a deep queue.
 pub(crate) async fn counts(client: &Client, url: &str) -> Result<(u64, u64, u64)> {
     let out = client
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .attribute_names(QueueAttributeName::All)
         .send()
         .await
         .map_err(|e| from_sdk("GetQueueAttributes", e))?;

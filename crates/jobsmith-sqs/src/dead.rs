@@ -10,7 +10,11 @@
 //! SQS cannot list a queue, so review operations scan it: they receive every
 //! message (hiding each for [`SCAN_VISIBILITY`]), act, and make the rest
 //! visible again. Retention is applied on every scan, and a scan runs after
-//! a burial whenever the queue holds more than `dead_max`. SQS's own
+//! a burial whenever the queue holds more than `dead_max`. A burial reads the
+//! queue's size from SQS only when this process's count (the size SQS last
+//! gave, plus its own burials since) passes `dead_max`, or that size is more
+//! than [`RECOUNT`] old: one `GetQueueAttributes` a minute, not one per
+//! burial, while the queue is well under `dead_max`. SQS's own
 //! retention of the dead-letter queue is `dead_max_age`, between SQS's
 //! bounds of one minute and 14 days.
 
@@ -22,10 +26,17 @@ use crate::names::priority_level;
 use crate::queues::Family;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use jobsmith_core::{DeadJob, Envelope, JobId, Malformed, Result, Timestamp};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How long a scan hides the dead-letter queue's messages from other scans.
 const SCAN_VISIBILITY: u64 = 30;
+
+/// How long a dead-letter queue's size read from SQS stands in for a new
+/// read after a burial (burials by other processes, and moves by the redrive
+/// policy, are seen at the next read).
+const RECOUNT: Duration = Duration::from_secs(60);
 
 /// The longest reason kept.
 const REASON_MAX: usize = 8 * 1024;
@@ -142,6 +153,52 @@ async fn scan(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Found>> {
     Ok(indexed.into_iter().map(|(_, f)| f).collect())
 }
 
+/// This process's idea of each dead-letter queue's size, by queue URL.
+#[derive(Debug, Default)]
+pub(crate) struct Sizes {
+    known: Mutex<HashMap<String, Size>>,
+}
+
+/// A size SQS gave, and what this process buried since.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    counted: u64,
+    buried_since: u64,
+    at: Instant,
+}
+
+impl Sizes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Size>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes a burial in `url`; whether its size should be read from SQS:
+    /// it may now be over `max`, or the last read is stale or missing.
+    fn buried(&self, url: &str, max: u64) -> bool {
+        match self.lock().get_mut(url) {
+            Some(s) if s.at.elapsed() < RECOUNT => {
+                s.buried_since += 1;
+                s.counted + s.buried_since > max
+            }
+            _ => true,
+        }
+    }
+
+    /// Records the size of `url` just read or left by a scan.
+    fn counted(&self, url: &str, counted: u64) {
+        self.lock().insert(
+            url.to_owned(),
+            Size {
+                counted,
+                buried_since: 0,
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
 /// Scans, then deletes what retention drops: past `dead_max_age`, or past
 /// the newest `dead_max`. Returns what is kept, newest first.
 async fn scan_retained(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Found>> {
@@ -168,6 +225,7 @@ async fn scan_retained(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Foun
         let receipts: Vec<&str> = dropped.iter().map(String::as_str).collect();
         calls::delete(&inner.client, url, &receipts).await?;
     }
+    inner.dead_sizes.counted(url, kept.len() as u64);
     Ok(kept)
 }
 
@@ -183,8 +241,13 @@ async fn unhide(inner: &Inner, url: &str, found: &[Found]) -> Result<()> {
 
 /// After a burial: applies retention when the queue holds more than `dead_max`.
 pub(crate) async fn enforce_retention(inner: &Inner, queue: &str, family: &Family) -> Result<()> {
+    let max = inner.config.settings.dead_max as u64;
+    if !inner.dead_sizes.buried(&family.dead, max) {
+        return Ok(());
+    }
     let (visible, hidden, _) = calls::counts(&inner.client, &family.dead).await?;
-    if visible + hidden <= inner.config.settings.dead_max as u64 {
+    inner.dead_sizes.counted(&family.dead, visible + hidden);
+    if visible + hidden <= max {
         return Ok(());
     }
     let kept = scan_retained(inner, queue, &family.dead).await?;
@@ -311,4 +374,22 @@ pub(crate) async fn purge(
     let deleted = calls::delete(&inner.client, &family.dead, &receipts).await?;
     unhide(inner, &family.dead, &rest).await?;
     Ok(deleted.into_iter().filter(|ok| *ok).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burial_reads_the_size_only_when_it_may_have_passed_dead_max() {
+        let sizes = Sizes::default();
+        assert!(sizes.buried("q", 3), "nothing known yet: read it");
+        sizes.counted("q", 1);
+        assert!(!sizes.buried("q", 3), "1 + 1 of 3");
+        assert!(!sizes.buried("q", 3), "1 + 2 of 3");
+        assert!(sizes.buried("q", 3), "1 + 3 is over 3: read it");
+        sizes.counted("q", 3);
+        assert!(sizes.buried("q", 3), "3 + 1 is over 3: read it");
+        assert!(sizes.buried("other", 3), "each queue on its own");
+    }
 }

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 /// killed worker's jobs come back soon.
 pub(crate) const LEASE: Duration = Duration::from_secs(5);
 
-/// The lease on SQS: moto answers slowly under load (hundreds of ms per call
-/// on a busy 2-core machine), and a heartbeat that arrives after a 5 s
-/// visibility timeout ran out means a duplicate run, so SQS gets longer leases.
-pub(crate) const SQS_LEASE: Duration = Duration::from_secs(30);
+/// The lease on SQS: moto answers slowly under load (tens to hundreds of ms
+/// per call on a busy 2-core machine), and a heartbeat that arrives after a
+/// 5 s visibility timeout ran out means a duplicate run, so SQS gets longer
+/// leases; but not much longer, as a killed worker's jobs stay invisible for
+/// the lease (plus a second), and the soak's enqueuer counts them as queued.
+pub(crate) const SQS_LEASE: Duration = Duration::from_secs(15);
 
 /// The lease for a backend URL.
 pub(crate) fn lease_for(url: &str) -> Duration {
