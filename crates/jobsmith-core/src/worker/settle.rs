@@ -93,32 +93,36 @@ async fn ack_all(shared: &Shared, acks: Vec<Lease>, labels: Vec<(String, &'stati
 }
 
 async fn settle_one(shared: &Shared, lease: Lease, outcome: Outcome) {
-    match outcome {
-        Outcome::Ack(name) => ack_all(shared, vec![lease.clone()], vec![(lease.queue, name)]).await,
-        Outcome::Retry(env, name) => {
-            let status = persist(|| shared.backend.retry(&lease, &env)).await;
-            if shared.count(status, "retry") {
-                metrics::counter!("jobsmith_jobs_retried_total", "queue" => lease.queue, "job" => name)
-                    .increment(1);
-                shared.counters.retried.inc();
-            }
+    let (status, what, series, counter, name) = match outcome {
+        Outcome::Ack(name) => {
+            let label = (lease.queue.clone(), name);
+            return ack_all(shared, vec![lease], vec![label]).await;
         }
-        Outcome::Dead(reason, name) => {
-            let status = persist(|| shared.backend.dead_letter(&lease, &reason)).await;
-            if shared.count(status, "dead-letter") {
-                metrics::counter!("jobsmith_jobs_dead_total", "queue" => lease.queue, "job" => name)
-                    .increment(1);
-                shared.counters.dead.inc();
-            }
-        }
-        Outcome::Expire(name) => {
-            let status = persist(|| shared.backend.expire(&lease)).await;
-            if shared.count(status, "expire") {
-                metrics::counter!("jobsmith_jobs_expired_total", "queue" => lease.queue, "job" => name)
-                    .increment(1);
-                shared.counters.expired.inc();
-            }
-        }
+        Outcome::Retry(env, name) => (
+            persist(|| shared.backend.retry(&lease, &env)).await,
+            "retry",
+            "jobsmith_jobs_retried_total",
+            &shared.counters.retried,
+            Cow::Borrowed(name),
+        ),
+        Outcome::Dead(reason, name) => (
+            persist(|| shared.backend.dead_letter(&lease, &reason)).await,
+            "dead-letter",
+            "jobsmith_jobs_dead_total",
+            &shared.counters.dead,
+            name,
+        ),
+        Outcome::Expire(name) => (
+            persist(|| shared.backend.expire(&lease)).await,
+            "expire",
+            "jobsmith_jobs_expired_total",
+            &shared.counters.expired,
+            Cow::Owned(name),
+        ),
+    };
+    if shared.count(status, what) {
+        metrics::counter!(series, "queue" => lease.queue, "job" => name).increment(1);
+        counter.inc();
     }
 }
 
