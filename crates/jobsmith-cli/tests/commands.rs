@@ -1,5 +1,5 @@
 //! The `jobsmith` binary against the real backends: `dead` and `enqueue` on
-//! Redis, RabbitMQ and SQS; stats and bad input on Redis.
+//! Redis, RabbitMQ and SQS; stats, `JOBSMITH_URL` and bad input on Redis.
 
 mod support;
 
@@ -434,6 +434,32 @@ async fn enqueue_on_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_on_sqs() {
     enqueue_then_the_job_is_there(support::sqs_url()).await;
+}
+
+/// Without `--url`, the binary connects to the backend `JOBSMITH_URL` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobsmith_url_in_the_environment_names_the_backend() {
+    let url = redis_url();
+    let app = connect(&url).await;
+    let b = &**app.backend();
+    let run = |args: &[&str]| {
+        let out = support::jobsmith()
+            .env("JOBSMITH_URL", &url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "jobsmith {args:?} with JOBSMITH_URL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = run(&["enqueue", "send_welcome", "--queue", "mail"]);
+    let stats: Value = serde_json::from_str(&run(&["--json", "stats", "--queue", "mail"])).unwrap();
+    assert_eq!(stats["queues"][0]["ready"], 1, "{stats}");
+    let got = reserve_exactly(b, "mail", 1).await;
+    assert_eq!(got[0].lease.id.as_str(), id.trim());
 }
 
 /// Bad input is refused with a message that says what to write instead.
