@@ -9,7 +9,7 @@
 use jobsmith::prelude::*;
 use jobsmith::Error;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -504,8 +504,89 @@ async fn a_taken_port_is_a_clear_error_and_nothing_runs() {
     assert_eq!(stats[0].ready, 1, "the worker reserved nothing: {stats:?}");
 }
 
-#[test]
-fn a_bare_port_listens_on_loopback() {
-    let addr = jobsmith::prometheus::MetricsAddr::from(9464).0;
-    assert_eq!(addr.to_string(), "127.0.0.1:9464");
+/// Addresses of this machine other than 127.0.0.1 that a listener on every
+/// interface answers on right now: 127.0.0.2 (Linux routes all of 127/8 to
+/// the loopback interface) and the address outgoing traffic leaves from,
+/// when there is a route out. Each is checked against a listener of the
+/// test's own on 0.0.0.0, so an address that could not tell a loopback-only
+/// listener from one on every interface is not returned.
+async fn other_addresses() -> Vec<IpAddr> {
+    let mut candidates = vec![IpAddr::from([127, 0, 0, 2])];
+    // Connecting a UDP socket sends nothing; it only picks the route.
+    if let Ok(udp) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        if udp.connect("192.0.2.1:9").is_ok() {
+            if let Ok(local) = udp.local_addr() {
+                if !local.ip().is_loopback() && !local.ip().is_unspecified() {
+                    candidates.push(local.ip());
+                }
+            }
+        }
+    }
+    let everywhere = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = everywhere.local_addr().unwrap().port();
+    let mut out = Vec::new();
+    for ip in candidates {
+        let reached = tokio::time::timeout(
+            Duration::from_secs(2),
+            TcpStream::connect(SocketAddr::new(ip, port)),
+        )
+        .await;
+        if matches!(reached, Ok(Ok(_))) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// A bare port means 127.0.0.1: a worker given one answers `/metrics` there
+/// and on no other address of the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_port_listens_on_loopback_only() {
+    assert_eq!(
+        jobsmith::prometheus::MetricsAddr::from(9464).0.to_string(),
+        "127.0.0.1:9464"
+    );
+    let port = free_addr().await.port();
+    let app = App::memory();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .queues(["prom_bare_port"])
+        .prometheus(port)
+        .stop_on(async {
+            let _ = stop_rx.await;
+        });
+    let running = tokio::spawn(worker.run());
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    let t0 = Instant::now();
+    while TcpStream::connect(loopback).await.is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the worker never listened on {loopback}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A scrape on 127.0.0.1 is answered (and checked: status, type, format).
+    scrape(loopback).await;
+
+    let others = other_addresses().await;
+    assert!(
+        !others.is_empty(),
+        "no address but 127.0.0.1 reaches this machine, so nothing shows the endpoint is loopback-only"
+    );
+    for ip in others {
+        let addr = SocketAddr::new(ip, port);
+        let tried = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connecting to {addr} neither succeeded nor failed"));
+        let err = tried.expect_err("the endpoint answers on an address other than 127.0.0.1");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{addr}: {err}"
+        );
+    }
+
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
 }

@@ -1,14 +1,17 @@
 //! `migrate` between real backends, each pair interrupted half-way and then
 //! resumed: afterwards every job is in the destination exactly once, with
-//! its attempt and run_at, and gone from the source.
+//! its attempt and run_at, and gone from the source. Also: a job a worker
+//! holds stays in the source, and `--queues` moves only the queues named.
 
 mod support;
 
 use jobsmith_cli::{migrate, Error, MigrateOptions};
-use jobsmith_core::{MemoryBackend, Settings, Timestamp};
+use jobsmith_core::{JobId, LeaseStatus, MemoryBackend, Settings, Timestamp};
 use serde_json::Value;
 use std::time::Duration;
-use support::{amqp_url, check_moved, connect, migrate_killed_after, ok, redis_url, seed, sqs_url};
+use support::{
+    amqp_url, check_moved, connect, migrate_killed_after, ok, redis_url, seed, sqs_url, take_all,
+};
 
 /// memory → Redis, in-process (a memory backend lives in one process): the
 /// first run stops after copying 35 jobs and before deleting them from the
@@ -147,4 +150,145 @@ async fn rabbitmq_to_sqs_killed_then_resumed() {
     );
     tokio::time::sleep(due.since(Timestamp::now()) + Duration::from_secs(2)).await;
     check_moved(&**source.backend(), &**dest.backend(), "mail", &seeded).await;
+}
+
+/// Redis → RabbitMQ with the binary while a worker holds one job of the
+/// source: that job stays in Redis, reported as left in flight, and its
+/// worker can still acknowledge it there; everything else moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_jobs_stay_in_the_source() {
+    let (from, to) = (redis_url(), amqp_url());
+    let source = connect(&from).await;
+    let dest = connect(&to).await;
+    let (src, dst) = (&**source.backend(), &**dest.backend());
+    let due = Timestamp::now().plus(Duration::from_secs(3600));
+    let mut seeded = seed(src, "mail", 20, 5, 3, due).await;
+    let held = src
+        .reserve(
+            &["mail".to_owned()],
+            1,
+            Duration::from_secs(300),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1, "a worker holds one job");
+    let lease = held[0].lease.clone();
+    seeded
+        .waiting
+        .remove(&lease.id)
+        .expect("the held job is a seeded one");
+
+    let report: Value = serde_json::from_str(&ok(&[
+        "--json", "migrate", "--from", &from, "--to", &to, "--batch", "10",
+    ]))
+    .unwrap();
+    let row = &report["queues"][0];
+    assert_eq!(row["queue"], "mail", "{report}");
+    assert_eq!(
+        (
+            row["ready"].as_u64(),
+            row["scheduled"].as_u64(),
+            row["dead"].as_u64(),
+            row["in_flight_left"].as_u64()
+        ),
+        (Some(19), Some(5), Some(3), Some(1)),
+        "{report}"
+    );
+    let left = src
+        .stats(&["mail".to_owned()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (left.ready, left.scheduled, left.in_flight, left.dead),
+        (0, 0, 1, 0),
+        "only the held job is left in the source: {left:?}"
+    );
+    assert_eq!(
+        src.ack(std::slice::from_ref(&lease)).await.unwrap(),
+        [LeaseStatus::Held],
+        "the worker still holds its job after the migration"
+    );
+    // Now the source is empty, and the destination has every other job once.
+    check_moved(src, dst, "mail", &seeded).await;
+}
+
+/// Redis → RabbitMQ with the binary and `--queues mail`: the named queue
+/// moves, the other stays in the source untouched, and the destination
+/// never hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_queues_named_move() {
+    let (from, to) = (redis_url(), amqp_url());
+    let source = connect(&from).await;
+    let dest = connect(&to).await;
+    let (src, dst) = (&**source.backend(), &**dest.backend());
+    let due = Timestamp::now().plus(Duration::from_secs(3600));
+    let mail = seed(src, "mail", 12, 4, 2, due).await;
+    let images = seed(src, "images", 9, 3, 2, due).await;
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec!["--json", "migrate", "--from", &from, "--to", &to];
+        args.extend(extra);
+        args.extend(["--queues", "mail"]);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let dry = run(&["--dry-run"]);
+    let queues: Vec<&str> = dry["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(queues, ["mail"], "the dry run counts only mail: {dry}");
+    let report = run(&[]);
+    assert_eq!(report["queues"].as_array().unwrap().len(), 1, "{report}");
+    let row = &report["queues"][0];
+    assert_eq!(
+        (
+            row["queue"].as_str(),
+            row["ready"].as_u64(),
+            row["scheduled"].as_u64(),
+            row["dead"].as_u64()
+        ),
+        (Some("mail"), Some(12), Some(4), Some(2)),
+        "{report}"
+    );
+    assert_eq!(
+        dst.queues().await.unwrap(),
+        ["mail"],
+        "the destination never heard of images"
+    );
+    check_moved(src, dst, "mail", &mail).await;
+
+    // images is where it was, every job of it.
+    let kept = src
+        .stats(&["images".to_owned()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (kept.ready, kept.scheduled, kept.in_flight, kept.dead),
+        (9, 3, 0, 2),
+        "{kept:?}"
+    );
+    let mut waiting: Vec<JobId> = take_all(src, "images")
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    waiting.sort();
+    let want: Vec<JobId> = images.waiting.keys().cloned().collect();
+    assert_eq!(waiting, want, "images' waiting jobs stay in the source");
+    let mut dead: Vec<JobId> = src
+        .dead_list("images", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    dead.sort();
+    let want: Vec<JobId> = images.dead.keys().cloned().collect();
+    assert_eq!(dead, want, "images' dead jobs stay in the source");
 }
