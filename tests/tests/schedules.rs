@@ -73,6 +73,10 @@ async fn every_second(ctx: JobContext, log: State<TickLog>) -> Result<(), String
     log.record(ctx.scheduled_for(), ctx.id(), "")
 }
 
+/// The attribute form with no tick to come: a worker that has it refuses to start.
+#[job(cron = "0 0 0 1 1 * 2020", queue = "sched_attr")]
+async fn new_year_2020() {}
+
 /// What a schedule under test enqueues at each tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scheduled {
@@ -857,4 +861,53 @@ async fn a_bad_runtime_expression_is_a_clear_error() {
         .and_then(|c| c.tz("Europe/Atlantis"))
         .expect_err("an unknown zone is refused");
     assert!(err.to_string().contains("IANA time zone"), "{err}");
+}
+
+/// An expression with no tick to come (a year in the past) would never
+/// fire: the worker refuses to start, naming the schedule and saying what
+/// to do, for a runtime schedule and for the attribute form alike.
+#[tokio::test]
+async fn an_expression_with_no_tick_to_come_is_a_clear_error() {
+    let app = App::memory();
+    let registry = || Registry::from_defs([<record_tick as jobsmith::Job>::DEF]).unwrap();
+    let err = app
+        .worker()
+        .registry(registry())
+        .schedule("0 0 0 1 1 * 2020", record_tick.delay())
+        .run()
+        .await
+        .expect_err("a schedule that never fires is refused");
+    assert!(matches!(err, jobsmith::Error::Schedule(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("schedule `record_tick`")
+            && message.contains("has no tick after now")
+            && message.contains("fix the expression"),
+        "{message}"
+    );
+
+    let err = app
+        .worker()
+        .registry(registry())
+        .schedule_cron(
+            "new-year-2020",
+            Cron::new("0 0 0 1 1 * 2020").unwrap(),
+            record_tick.delay(),
+        )
+        .run()
+        .await
+        .expect_err("a named schedule that never fires is refused");
+    assert!(err.to_string().contains("`new-year-2020`"), "{err}");
+
+    let err = app
+        .worker()
+        .registry(Registry::from_defs([<new_year_2020 as jobsmith::Job>::DEF]).unwrap())
+        .run()
+        .await
+        .expect_err("an attribute schedule that never fires is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("job `new_year_2020`") && message.contains("#[job(cron = ..)]"),
+        "{message}"
+    );
 }

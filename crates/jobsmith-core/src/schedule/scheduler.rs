@@ -40,8 +40,10 @@ pub(crate) struct Scheduled {
 
 /// The schedules a worker runs: those of `#[job(cron = ..)]` jobs in its
 /// registry, then those added with `Worker::schedule`. A bad expression,
-/// zone or argument, or two schedules of one name, is an error naming it.
+/// zone or argument, an expression with no tick to come, or two schedules
+/// of one name, is an error naming it.
 pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<Scheduled>> {
+    let now = Timestamp::now();
     let mut out: Vec<Scheduled> = Vec::new();
     for def in registry.defs() {
         let Some(opts) = def.options.cron else {
@@ -51,6 +53,14 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
             .and_then(|c| c.tz(opts.tz))
             .map_err(|e| Error::Schedule(format!("schedule of job `{}`: {e}", def.name)))?
             .missed(opts.missed);
+        if cron.next_after(now).is_none() {
+            return Err(Error::Schedule(format!(
+                "schedule of job `{}`: {}; fix the expression in its `#[job(cron = ..)]`, \
+                 or remove the `cron` option",
+                def.name,
+                no_more_ticks(&cron, now)
+            )));
+        }
         let no_args = RawValue::from_string("{}".to_owned()).map_err(Error::Serialize)?;
         out.push(Scheduled {
             name: def.name.to_owned(),
@@ -64,6 +74,12 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
         let cron = p
             .cron
             .map_err(|e| Error::Schedule(format!("schedule `{name}`: {e}")))?;
+        if cron.next_after(now).is_none() {
+            return Err(Error::Schedule(format!(
+                "schedule `{name}`: {}; fix the expression, or stop registering the schedule",
+                no_more_ticks(&cron, now)
+            )));
+        }
         if out.iter().any(|s| s.name == name) {
             return Err(Error::Schedule(format!(
                 "two schedules are named `{name}`: name one with `.schedule_cron(\"other-name\", ..)`"
@@ -76,6 +92,16 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// Why a schedule is refused when its expression has no tick after `now`.
+fn no_more_ticks(cron: &Cron, now: Timestamp) -> String {
+    format!(
+        "`{}` has no tick after now ({}, read in {}), so it would never fire (a year in the past?)",
+        cron.expr(),
+        super::expr::rfc3339(now),
+        cron.zone()
+    )
 }
 
 /// Runs one schedule until `stop` turns true.
