@@ -911,3 +911,75 @@ async fn an_expression_with_no_tick_to_come_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// A stored state that cannot be read (written by a later version, say)
+/// does not fail the listing: that schedule is listed with its state
+/// unknown, and with its configuration when the binary links it; a worker
+/// running the schedule rewrites the state (when it starts, and at each tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_is_listed_as_unknown_until_a_tick_rewrites_it() {
+    let app = App::memory();
+    for name in ["from_the_future", "every_second", NAME] {
+        app.backend()
+            .put_meta(&format!("schedule:{name}"), b"{\"format\": 2}")
+            .await
+            .unwrap();
+    }
+    let listed = jobsmith::schedules(&app)
+        .await
+        .expect("the listing succeeds");
+    let find = |name: &str| {
+        listed
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {listed:?}"))
+    };
+    let unknown = find("from_the_future");
+    assert!(unknown.unreadable.is_some(), "{unknown:?}");
+    assert_eq!(
+        (
+            unknown.job.as_str(),
+            unknown.prev,
+            unknown.last_job.as_ref()
+        ),
+        ("?", None, None)
+    );
+    // Linked into this binary: its configuration is known, its state is not.
+    let linked = find("every_second");
+    assert!(linked.unreadable.is_some(), "{linked:?}");
+    assert_eq!(
+        (
+            linked.job.as_str(),
+            linked.expr.as_str(),
+            linked.tz.as_str()
+        ),
+        ("every_second", "* * * * * *", "UTC")
+    );
+    let table = ScheduleInfo::table(&listed);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("from_the_future"))
+        .unwrap_or_else(|| panic!("a row:\n{table}"));
+    assert!(row.contains('?'), "{table}");
+
+    // A worker running the schedule rewrites its state, and records its ticks.
+    let log = fresh_log();
+    let (stop, task) = memory_worker(&app, &log, "* * * * * *", Missed::Skip, Scheduled::Tick);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let rewritten = loop {
+        let state = jobsmith::schedules(&app).await.unwrap();
+        let info = state.into_iter().find(|s| s.name == NAME).unwrap();
+        let done = info.unreadable.is_none() && info.prev.is_some();
+        if done || tokio::time::Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    assert!(
+        rewritten.unreadable.is_none() && rewritten.prev.is_some(),
+        "a tick rewrote the state: {rewritten:?}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
