@@ -32,23 +32,29 @@ async fn schedules_shows_what_the_workers_recorded() {
             })
             .run(),
     );
-    let mut fired = None;
-    for _ in 0..100 {
+    // The first tick recorded, then the first one after it: a second firing
+    // has rewritten the state the first one wrote.
+    let mut first = None;
+    let mut second = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while second.is_none() && tokio::time::Instant::now() < deadline {
         let states = jobsmith::schedules(&app).await.unwrap();
         if let Some(s) = states.iter().find(|s| s.name == "cli_tick") {
             if let (Some(prev), Some(id)) = (s.prev, &s.last_job) {
-                if fired.as_ref().is_some_and(|(p, _)| *p != prev) {
-                    fired = Some((prev, id.clone()));
-                    break;
+                match first {
+                    None => first = Some(prev),
+                    Some(p) if p != prev => second = Some((prev, id.clone())),
+                    Some(_) => {}
                 }
-                fired.get_or_insert((prev, id.clone()));
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
-    let (prev, last_job) = fired.expect("the schedule fired twice within 10 s");
+    let (prev, last_job) = second.unwrap_or_else(|| {
+        panic!("the schedule did not fire twice within 15 s (first tick recorded: {first:?})")
+    });
 
     let text = ok(&["--url", &url, "--json", "schedules"]);
     let listed: Vec<jobsmith::ScheduleInfo> = serde_json::from_str(&text).unwrap();
