@@ -1,8 +1,8 @@
 //! Cron schedules on every backend: however many workers run, each tick
-//! enqueues exactly one job; a restart between ticks neither loses nor
-//! doubles one; ticks missed while no worker ran are skipped or caught up
-//! once, by policy; the schedule's state is readable through
-//! `jobsmith::schedules`.
+//! enqueues exactly one job, with the schedule's fixed arguments; a restart
+//! of one worker, or of all, neither loses a tick nor doubles one; ticks
+//! missed while no worker ran are skipped or caught up once, by policy; the
+//! schedule's state is readable through `jobsmith::schedules`.
 //!
 //! On Redis, RabbitMQ and SQS the workers are three processes (this test
 //! binary, re-executed); on memory, which lives in one process, three
@@ -24,32 +24,83 @@ const QUEUE: &str = "sched_ticks";
 const NAME: &str = "ticks";
 
 /// Where runs record their ticks: one line per run, the tick in unix
-/// seconds and the job's id (which tells a second enqueue from a redelivery).
+/// seconds, the job's id (which tells a second enqueue from a redelivery)
+/// and, for a job with arguments, the arguments it ran with.
 #[derive(Debug)]
 struct TickLog(PathBuf);
 
 impl TickLog {
-    fn record(&self, tick: jobsmith::Timestamp, id: &jobsmith::JobId) -> Result<(), String> {
+    fn record(
+        &self,
+        tick: jobsmith::Timestamp,
+        id: &jobsmith::JobId,
+        args: &str,
+    ) -> Result<(), String> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.0)
             .map_err(|e| e.to_string())?;
+        let line = format!("{} {id} {args}", tick.as_millis() / 1000);
         // One short write to a file opened for appending: lines never interleave.
-        f.write_all(format!("{} {id}\n", tick.as_millis() / 1000).as_bytes())
+        f.write_all(format!("{}\n", line.trim_end()).as_bytes())
             .map_err(|e| e.to_string())
     }
 }
 
 #[job(queue = "sched_ticks")]
 async fn record_tick(ctx: JobContext, log: State<TickLog>) -> Result<(), String> {
-    log.record(ctx.scheduled_for(), ctx.id())
+    log.record(ctx.scheduled_for(), ctx.id(), "")
 }
+
+/// A job with arguments, scheduled with fixed ones: records what it got.
+#[job(queue = "sched_ticks")]
+async fn record_args(
+    days: u32,
+    region: String,
+    ctx: JobContext,
+    log: State<TickLog>,
+) -> Result<(), String> {
+    log.record(ctx.scheduled_for(), ctx.id(), &format!("{days} {region}"))
+}
+
+/// The arguments the schedule of `record_args` fixes, as the log records them.
+const FIXED_ARGS: &str = "7 eu";
 
 /// The attribute form, run on memory.
 #[job(cron = "* * * * * *", queue = "sched_attr")]
 async fn every_second(ctx: JobContext, log: State<TickLog>) -> Result<(), String> {
-    log.record(ctx.scheduled_for(), ctx.id())
+    log.record(ctx.scheduled_for(), ctx.id(), "")
+}
+
+/// The attribute form with no tick to come: a worker that has it refuses to start.
+#[job(cron = "0 0 0 1 1 * 2020", queue = "sched_attr")]
+async fn new_year_2020() {}
+
+/// What a schedule under test enqueues at each tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheduled {
+    /// `record_tick`, which takes no arguments.
+    Tick,
+    /// `record_args` with the fixed arguments [`FIXED_ARGS`].
+    FixedArgs,
+}
+
+impl Scheduled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheduled::Tick => "tick",
+            Scheduled::FixedArgs => "fixed_args",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "fixed_args" {
+            Scheduled::FixedArgs
+        } else {
+            Scheduled::Tick
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -173,26 +224,24 @@ impl Target {
         }
     }
 
-    /// Starts three workers running the schedule `expr` with policy `missed`.
+    /// Starts three workers running the schedule `expr` of `record_tick`
+    /// with policy `missed`.
     fn start(&self, log: &Path, expr: &str, missed: Missed) -> Workers {
+        self.start_job(log, expr, missed, Scheduled::Tick)
+    }
+
+    /// Starts three workers running the schedule `expr` of `job`.
+    fn start_job(&self, log: &Path, expr: &str, missed: Missed, job: Scheduled) -> Workers {
         match self {
-            Target::Memory(app) => {
-                let (stop, rx) = tokio::sync::watch::channel(false);
-                let tasks = (0..3)
-                    .map(|_| {
-                        let mut rx = rx.clone();
-                        let worker = worker(app, log, expr, missed).stop_on(async move {
-                            let _ = rx.wait_for(|s| *s).await;
-                        });
-                        tokio::spawn(async move { worker.run().await })
-                    })
-                    .collect();
-                Workers::Tasks(stop, tasks)
-            }
+            Target::Memory(app) => Workers::Tasks(
+                (0..3)
+                    .map(|_| memory_worker(app, log, expr, missed, job))
+                    .collect(),
+            ),
             Target::Url(url) => {
                 // Start all three, then wait for each: starts overlap.
                 let started: Vec<Child> = (0..3)
-                    .map(|_| spawn_child(url, log, expr, missed))
+                    .map(|_| spawn_child(url, log, expr, missed, job))
                     .collect();
                 let children = started.into_iter().map(wait_ready).collect::<Vec<_>>();
                 Workers::Procs(Procs(children))
@@ -245,26 +294,47 @@ async fn connect(url: &str) -> App {
     }
 }
 
-/// A worker that runs `record_tick` every tick of `expr`.
-fn worker(app: &App, log: &Path, expr: &str, missed: Missed) -> Worker {
+/// A worker that enqueues `job` every tick of `expr`, and runs it.
+fn worker(app: &App, log: &Path, expr: &str, missed: Missed, job: Scheduled) -> Worker {
     let cron = Cron::new(expr).unwrap().missed(missed);
+    let registry = Registry::from_defs([
+        <record_tick as jobsmith::Job>::DEF,
+        <record_args as jobsmith::Job>::DEF,
+    ])
+    .unwrap();
+    let enqueue = match job {
+        Scheduled::Tick => record_tick.delay(),
+        Scheduled::FixedArgs => record_args.delay(7, "eu".into()),
+    };
     // A short lease: on SQS, a receive that a killed worker left waiting on
     // the server can still take a message, which then comes back only when
     // its lease (visibility) runs out.
     app.worker()
-        .registry(Registry::from_defs([<record_tick as jobsmith::Job>::DEF]).unwrap())
+        .registry(registry)
         .queues([QUEUE])
         .lease(Duration::from_secs(5))
         .state(TickLog(log.to_owned()))
-        .schedule_cron(NAME, cron, record_tick.delay())
+        .schedule_cron(NAME, cron, enqueue)
 }
 
-/// Three workers, to stop all at once.
+/// A worker on the in-process app, with a stop signal of its own.
+fn memory_worker(app: &App, log: &Path, expr: &str, missed: Missed, job: Scheduled) -> Task {
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let worker = worker(app, log, expr, missed, job).stop_on(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    });
+    (stop, tokio::spawn(async move { worker.run().await }))
+}
+
+/// A worker running in this process: its stop signal and its task.
+type Task = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<jobsmith::Result<()>>,
+);
+
+/// Three workers.
 enum Workers {
-    Tasks(
-        tokio::sync::watch::Sender<bool>,
-        Vec<tokio::task::JoinHandle<jobsmith::Result<()>>>,
-    ),
+    Tasks(Vec<Task>),
     Procs(Procs),
 }
 
@@ -272,13 +342,37 @@ impl Workers {
     /// Stops every worker: a stop signal in process, a kill (no grace) for processes.
     async fn stop(self) {
         match self {
-            Workers::Tasks(stop, tasks) => {
-                stop.send_replace(true);
-                for t in tasks {
+            Workers::Tasks(tasks) => {
+                for (stop, _) in &tasks {
+                    stop.send_replace(true);
+                }
+                for (_, t) in tasks {
                     t.await.unwrap().unwrap();
                 }
             }
             Workers::Procs(children) => drop(children),
+        }
+    }
+
+    /// Stops the oldest worker (SIGKILL for a process: no grace, no goodbye;
+    /// a stop signal in process) and starts another in its place, while the
+    /// other two keep running.
+    async fn restart_one(&mut self, target: &Target, log: &Path, expr: &str, missed: Missed) {
+        match (self, target) {
+            (Workers::Tasks(tasks), Target::Memory(app)) => {
+                let (stop, task) = tasks.remove(0);
+                stop.send_replace(true);
+                task.await.unwrap().unwrap();
+                tasks.push(memory_worker(app, log, expr, missed, Scheduled::Tick));
+            }
+            (Workers::Procs(procs), Target::Url(url)) => {
+                let mut child = procs.0.remove(0);
+                child.kill().unwrap();
+                child.wait().unwrap();
+                let child = spawn_child(url, log, expr, missed, Scheduled::Tick);
+                procs.0.push(wait_ready(child));
+            }
+            _ => unreachable!("workers run where their target is"),
         }
     }
 }
@@ -303,7 +397,7 @@ fn schedule_child() {
         return;
     };
     let spec: Vec<String> = serde_json::from_str(&spec).unwrap();
-    let [url, log, expr, missed] = &spec[..] else {
+    let [url, log, expr, missed, job] = &spec[..] else {
         panic!("bad child spec {spec:?}");
     };
     let missed = if missed == "catch_up" {
@@ -319,16 +413,22 @@ fn schedule_child() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let app = connect(url).await;
-        let w = worker(&app, Path::new(log), expr, missed);
+        let w = worker(&app, Path::new(log), expr, missed, Scheduled::parse(job));
         println!("READY");
         w.run().await.unwrap();
     });
 }
 
 /// Starts a child worker.
-fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed) -> Child {
-    let spec =
-        serde_json::to_string(&[url, &log.display().to_string(), expr, missed.as_str()]).unwrap();
+fn spawn_child(url: &str, log: &Path, expr: &str, missed: Missed, job: Scheduled) -> Child {
+    let spec = serde_json::to_string(&[
+        url,
+        &log.display().to_string(),
+        expr,
+        missed.as_str(),
+        job.as_str(),
+    ])
+    .unwrap();
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -474,6 +574,103 @@ async fn restart_between_ticks(target: Target) {
     let _ = std::fs::remove_file(&log);
 }
 
+/// Whether `ticks` holds at least `n` ticks, with none missing between the
+/// first and the last.
+fn unbroken(ticks: &[u64], n: usize) -> bool {
+    let (Some(&first), Some(&last)) = (ticks.iter().min(), ticks.iter().max()) else {
+        return false;
+    };
+    (first..=last).all(|t| ticks.contains(&t)) && runs_per_tick_of(ticks).len() >= n
+}
+
+/// A schedule of a job with fixed arguments, as `docs/jobs.md` shows it
+/// (`record_args.delay(7, "eu".into())`), run by three workers on a
+/// one-second schedule: every tick runs exactly once, with exactly those
+/// arguments.
+async fn fixed_arguments_on_every_tick(target: Target) {
+    let log = fresh_log();
+    let workers = target.start_job(&log, "* * * * * *", Missed::Skip, Scheduled::FixedArgs);
+    wait_ticks(&log, Duration::from_secs(30), "four unbroken ticks", |t| {
+        unbroken(t, 4)
+    })
+    .await;
+    let last = *ticks(&log).iter().max().unwrap();
+    workers.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (tick, _id, args) = (fields.next(), fields.next(), fields.next());
+        assert_eq!(
+            args,
+            Some(FIXED_ARGS),
+            "the run for tick {tick:?} got the schedule's arguments; log:\n{text}"
+        );
+    }
+    // Judge the ticks up to the last seen running: a later one may have been
+    // taken, and not yet run, by a worker killed at the end.
+    let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let first = *runs.keys().next().unwrap();
+    let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
+    assert_eq!(runs, expected, "each tick ran once (tick -> runs)");
+    target.clean_up().await;
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Three workers on a one-second schedule; one of them is killed (SIGKILL;
+/// on memory, stopped) just after a tick and started again while the other
+/// two keep running. Over the first tick recorded to the fifth and more
+/// after the restart, every tick runs exactly once: the restart neither
+/// loses a tick nor doubles one.
+async fn one_of_three_restarted(target: Target) {
+    let log = fresh_log();
+    let expr = "* * * * * *";
+    let mut workers = target.start(&log, expr, Missed::Skip);
+    wait_ticks(&log, Duration::from_secs(30), "two unbroken ticks", |t| {
+        unbroken(t, 2)
+    })
+    .await;
+    let app = target.app().await;
+    let before = *ticks(&log).iter().max().unwrap();
+    wait_fired(&app, before).await;
+    workers.restart_one(&target, &log, expr, Missed::Skip).await;
+    // Ticks after this second ran with the restarted worker up.
+    let restarted = now_ms() / 1000;
+    // Waits for every tick up to the last, too: on SQS a receive that the
+    // killed worker left waiting on the server can take a tick after the
+    // kill, which then runs when its lease (5 s) runs out.
+    wait_ticks(
+        &log,
+        Duration::from_secs(60),
+        "five ticks after the restart, and every tick before them",
+        |t| unbroken(t, 2) && runs_per_tick_of(t).range(restarted + 1..).count() >= 5,
+    )
+    .await;
+    let last = *ticks(&log).iter().max().unwrap();
+    // The state records the last tick, so no worker is killed half-way
+    // through firing one that has already run.
+    wait_fired(&app, last).await;
+    workers.stop().await;
+    // Judge the ticks up to the last seen running: a later one may have been
+    // taken, and not yet run, by a worker killed at the end.
+    let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let first = *runs.keys().next().unwrap();
+    let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
+    assert_eq!(
+        runs,
+        expected,
+        "with one worker of three killed after tick {before} and restarted by {restarted}, every tick runs exactly once (tick -> runs); log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    target.clean_up().await;
+    let _ = std::fs::remove_file(&log);
+}
+
 /// Every worker is killed just after a tick P and none runs over the next
 /// two ticks; then three start again before the third. With `skip`, the
 /// two missed ticks never run; with `catch_up`, the later of them runs
@@ -572,8 +769,18 @@ macro_rules! on_every_backend {
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn fixed_arguments_arrive_on_every_tick() {
+                    fixed_arguments_on_every_tick(Target::$backend()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn a_restart_between_ticks_loses_and_doubles_nothing() {
                     restart_between_ticks(Target::$backend()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn one_worker_restarted_among_three_loses_and_doubles_nothing() {
+                    one_of_three_restarted(Target::$backend()).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,4 +861,125 @@ async fn a_bad_runtime_expression_is_a_clear_error() {
         .and_then(|c| c.tz("Europe/Atlantis"))
         .expect_err("an unknown zone is refused");
     assert!(err.to_string().contains("IANA time zone"), "{err}");
+}
+
+/// An expression with no tick to come (a year in the past) would never
+/// fire: the worker refuses to start, naming the schedule and saying what
+/// to do, for a runtime schedule and for the attribute form alike.
+#[tokio::test]
+async fn an_expression_with_no_tick_to_come_is_a_clear_error() {
+    let app = App::memory();
+    let registry = || Registry::from_defs([<record_tick as jobsmith::Job>::DEF]).unwrap();
+    let err = app
+        .worker()
+        .registry(registry())
+        .schedule("0 0 0 1 1 * 2020", record_tick.delay())
+        .run()
+        .await
+        .expect_err("a schedule that never fires is refused");
+    assert!(matches!(err, jobsmith::Error::Schedule(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("schedule `record_tick`")
+            && message.contains("has no tick after now")
+            && message.contains("fix the expression"),
+        "{message}"
+    );
+
+    let err = app
+        .worker()
+        .registry(registry())
+        .schedule_cron(
+            "new-year-2020",
+            Cron::new("0 0 0 1 1 * 2020").unwrap(),
+            record_tick.delay(),
+        )
+        .run()
+        .await
+        .expect_err("a named schedule that never fires is refused");
+    assert!(err.to_string().contains("`new-year-2020`"), "{err}");
+
+    let err = app
+        .worker()
+        .registry(Registry::from_defs([<new_year_2020 as jobsmith::Job>::DEF]).unwrap())
+        .run()
+        .await
+        .expect_err("an attribute schedule that never fires is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("job `new_year_2020`") && message.contains("#[job(cron = ..)]"),
+        "{message}"
+    );
+}
+
+/// A stored state that cannot be read (written by a later version, say)
+/// does not fail the listing: that schedule is listed with its state
+/// unknown, and with its configuration when the binary links it; a worker
+/// running the schedule rewrites the state (when it starts, and at each tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_is_listed_as_unknown_until_a_tick_rewrites_it() {
+    let app = App::memory();
+    for name in ["from_the_future", "every_second", NAME] {
+        app.backend()
+            .put_meta(&format!("schedule:{name}"), b"{\"format\": 2}")
+            .await
+            .unwrap();
+    }
+    let listed = jobsmith::schedules(&app)
+        .await
+        .expect("the listing succeeds");
+    let find = |name: &str| {
+        listed
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {listed:?}"))
+    };
+    let unknown = find("from_the_future");
+    assert!(unknown.unreadable.is_some(), "{unknown:?}");
+    assert_eq!(
+        (
+            unknown.job.as_str(),
+            unknown.prev,
+            unknown.last_job.as_ref()
+        ),
+        ("?", None, None)
+    );
+    // Linked into this binary: its configuration is known, its state is not.
+    let linked = find("every_second");
+    assert!(linked.unreadable.is_some(), "{linked:?}");
+    assert_eq!(
+        (
+            linked.job.as_str(),
+            linked.expr.as_str(),
+            linked.tz.as_str()
+        ),
+        ("every_second", "* * * * * *", "UTC")
+    );
+    let table = ScheduleInfo::table(&listed);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("from_the_future"))
+        .unwrap_or_else(|| panic!("a row:\n{table}"));
+    assert!(row.contains('?'), "{table}");
+
+    // A worker running the schedule rewrites its state, and records its ticks.
+    let log = fresh_log();
+    let (stop, task) = memory_worker(&app, &log, "* * * * * *", Missed::Skip, Scheduled::Tick);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let rewritten = loop {
+        let state = jobsmith::schedules(&app).await.unwrap();
+        let info = state.into_iter().find(|s| s.name == NAME).unwrap();
+        let done = info.unreadable.is_none() && info.prev.is_some();
+        if done || tokio::time::Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    assert!(
+        rewritten.unreadable.is_none() && rewritten.prev.is_some(),
+        "a tick rewrote the state: {rewritten:?}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

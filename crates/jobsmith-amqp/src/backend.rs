@@ -67,6 +67,12 @@ impl AmqpBackend {
         self.inner.names.work(queue)
     }
 
+    /// The broker queue that holds the metadata entry `key` (see
+    /// `docs/backends.md`): for tests and diagnostics.
+    pub fn meta_queue_name(&self, key: &str) -> String {
+        self.inner.names.meta(key)
+    }
+
     /// Publishes raw bytes into `queue`, ready now, as another program would,
     /// bypassing enqueue: for testing how workers deal with foreign payloads.
     pub async fn publish_raw(&self, queue: &str, raw: &[u8]) -> Result<()> {
@@ -657,13 +663,14 @@ impl Backend for AmqpBackend {
     async fn queues(&self) -> Result<Vec<String>> {
         let inner = &self.inner;
         let link = inner.link().await?;
-        let (ch, deliveries) = crate::dead::collect(
+        let mut held = crate::dead::collect(
             &link,
             &inner.names.registry(),
             inner.topology().registry_args(),
         )
         .await?;
-        let _ = ch.close(200, "browse done".into()).await;
+        let deliveries = std::mem::take(&mut held.deliveries);
+        held.close().await;
         let mut names: Vec<String> = deliveries
             .into_iter()
             .map(|d| String::from_utf8_lossy(&d.data).into_owned())

@@ -18,7 +18,7 @@ use jobsmith_core::{DeadJob, JobId, Result, Timestamp};
 use lapin::message::DeliveryResult;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::Channel;
+use lapin::{Channel, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +27,41 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// A dead-letter queue's messages, oldest first, held on their own channel.
 pub(crate) struct Browse {
-    pub(crate) channel: Channel,
+    held: Held,
     pub(crate) jobs: Vec<(u64, DeadJob)>,
 }
 
 impl Browse {
+    /// Removes one message for good.
+    pub(crate) async fn remove(&self, tag: u64) -> Result<()> {
+        self.held.remove(tag).await
+    }
+
+    /// Puts back what was not removed.
+    pub(crate) async fn finish(self) {
+        self.held.close().await;
+    }
+}
+
+/// The messages a browse took off a queue, held unacknowledged on a channel
+/// of its own until [`Held::close`] puts them back.
+pub(crate) struct Held {
+    channel: Channel,
+    /// Kept until the channel closes: dropping it first would cancel the
+    /// consumer while its messages are still held, and for that moment they
+    /// would belong to no consumer, so that another process would find the
+    /// queue empty with no browse under way (see `whole`).
+    _consumer: Option<Consumer>,
+    /// The messages, oldest first.
+    pub(crate) deliveries: Vec<lapin::message::Delivery>,
+    /// Whether the browse saw the whole queue: when it began no other
+    /// consumer (another process's browse) held any of the queue's messages,
+    /// and every message the queue counted then came. A browse that finds
+    /// nothing and is whole proves the queue empty at that moment.
+    pub(crate) whole: bool,
+}
+
+impl Held {
     /// Removes one message for good.
     pub(crate) async fn remove(&self, tag: u64) -> Result<()> {
         self.channel
@@ -40,8 +70,9 @@ impl Browse {
             .map_err(from_lapin)
     }
 
-    /// Puts back what was not removed.
-    pub(crate) async fn finish(self) {
+    /// Puts back every message not removed (the broker requeues, in order,
+    /// what a closing channel held).
+    pub(crate) async fn close(self) {
         let _ = self.channel.close(200, "browse done".into()).await;
     }
 }
@@ -55,21 +86,26 @@ pub(crate) fn ago(age: Duration) -> Timestamp {
     )
 }
 
-/// Every message of `queue` (as many as it held when the browse began).
-pub(crate) async fn collect(
-    link: &Link,
-    queue: &str,
-    args: FieldTable,
-) -> Result<(Channel, Vec<lapin::message::Delivery>)> {
+/// Every message of `queue` (as many as it held when the browse began),
+/// held until the result is closed.
+pub(crate) async fn collect(link: &Link, queue: &str, args: FieldTable) -> Result<Held> {
     let ch = link.scratch().await?;
     let declared = ch
         .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
         .await
         .map_err(from_lapin)?;
     let n = declared.message_count() as usize;
+    // The only consumers of the queues browsed are other browses: one under
+    // way holds messages that the count above leaves out.
+    let unbrowsed = declared.consumer_count() == 0;
     let mut got = Vec::with_capacity(n);
     if n == 0 {
-        return Ok((ch, got));
+        return Ok(Held {
+            channel: ch,
+            _consumer: None,
+            deliveries: got,
+            whole: unbrowsed,
+        });
     }
     ch.basic_qos(0, BasicQosOptions { global: false })
         .await
@@ -100,18 +136,23 @@ pub(crate) async fn collect(
     }
     // The delegate may run out of order; delivery tags count up in queue order.
     got.sort_by_key(|d| d.delivery_tag);
-    Ok((ch, got))
+    Ok(Held {
+        channel: ch,
+        _consumer: Some(consumer),
+        whole: unbrowsed && got.len() >= n,
+        deliveries: got,
+    })
 }
 
 impl Inner {
     /// Browses the dead-letter queue of `q`, dropping what is past `dead_max_age`.
     pub(crate) async fn browse_dead(self: &Arc<Self>, link: &Link, q: &str) -> Result<Browse> {
         self.ensure_queue(link, q).await?;
-        let (channel, deliveries) =
-            collect(link, &self.names.dead(q), self.topology().dead_args()).await?;
+        let mut held = collect(link, &self.names.dead(q), self.topology().dead_args()).await?;
+        let deliveries = std::mem::take(&mut held.deliveries);
         let oldest = ago(self.cfg.settings.dead_max_age);
         let mut browse = Browse {
-            channel,
+            held,
             jobs: Vec::with_capacity(deliveries.len()),
         };
         let mut seen = std::collections::HashSet::new();

@@ -7,26 +7,35 @@
 //! back when the browsing channel closes) and keeps the newest value found:
 //! a put that lands while another process browses leaves two values for a
 //! moment, and the stamp tells which is current. While one process browses,
-//! another sees the queue empty; a get that finds nothing tries again
-//! briefly before it answers "none". The index `p._meta` holds each key's
-//! name, once per key and process start, for listing.
+//! the value is out of the queue for everyone else, so a get that finds
+//! nothing answers "none" only when the queue was empty *and* no other
+//! browse was under way (the queue's consumer count: the only consumers of
+//! these queues are browses); otherwise it looks again, for up to
+//! `BUSY_WAIT` (2 s), and then fails with a transient error rather than answer a
+//! wrong "none". The index `p._meta` holds each key's name, once per key and
+//! process start, for listing; a listing reads it the same way.
 
 use crate::dead::collect;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::message::{self, header_u64};
-use jobsmith_core::{Result, Timestamp};
+use jobsmith_core::{Error, Result, Timestamp};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The header holding when a value was written, ms since the epoch.
 const AT: &str = "x-jobsmith-at";
 
-/// How many times a get that finds nothing looks again, and how long apart.
-const EMPTY_TRIES: u32 = 3;
-const EMPTY_PAUSE: Duration = Duration::from_millis(20);
+/// How long a read that finds the entry (or the index) held by other
+/// browses keeps looking before it gives up with [`Error::Timeout`].
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest pause between two looks; each pause is random up to it, so
+/// that readers looking at once do not keep colliding.
+const BUSY_PAUSE: Duration = Duration::from_millis(25);
 
 impl Inner {
     pub(crate) async fn put_meta(self: &Arc<Self>, key: &str, value: &[u8]) -> Result<()> {
@@ -72,20 +81,23 @@ impl Inner {
     pub(crate) async fn get_meta(self: &Arc<Self>, key: &str) -> Result<Option<Vec<u8>>> {
         let link = self.link().await?;
         let queue = self.names.meta(key);
-        for attempt in 0..EMPTY_TRIES {
-            let (ch, found) = collect(&link, &queue, self.topology().meta_args()).await?;
-            let _ = ch.close(200, "browse done".into()).await;
-            let newest = found
-                .into_iter()
-                .max_by_key(|d| (header_u64(&d.properties, AT).unwrap_or(0), d.delivery_tag));
-            if let Some(d) = newest {
-                return Ok(Some(d.data));
+        let deadline = Instant::now() + BUSY_WAIT;
+        loop {
+            let held = collect(&link, &queue, self.topology().meta_args()).await?;
+            let whole = held.whole;
+            let newest = held
+                .deliveries
+                .iter()
+                .max_by_key(|d| (header_u64(&d.properties, AT).unwrap_or(0), d.delivery_tag))
+                .map(|d| d.data.clone());
+            held.close().await;
+            if newest.is_some() || whole {
+                return Ok(newest);
             }
-            if attempt + 1 < EMPTY_TRIES {
-                tokio::time::sleep(EMPTY_PAUSE).await;
-            }
+            // Found nothing, but another browse held the value or took it
+            // from under this one: it is put back when that browse ends.
+            pause_or_give_up(deadline).await?;
         }
-        Ok(None)
     }
 
     pub(crate) async fn list_meta(
@@ -93,13 +105,22 @@ impl Inner {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let link = self.link().await?;
-        let (ch, entries) = collect(
-            &link,
-            &self.names.meta_index(),
-            self.topology().registry_args(),
-        )
-        .await?;
-        let _ = ch.close(200, "browse done".into()).await;
+        let deadline = Instant::now() + BUSY_WAIT;
+        let entries = loop {
+            let mut held = collect(
+                &link,
+                &self.names.meta_index(),
+                self.topology().registry_args(),
+            )
+            .await?;
+            let entries = std::mem::take(&mut held.deliveries);
+            let whole = held.whole;
+            held.close().await;
+            // A concurrent listing holds some keys' names for a moment.
+            if whole || pause_or_give_up(deadline).await.is_err() {
+                break entries;
+            }
+        };
         let mut keys: Vec<String> = entries
             .into_iter()
             .map(|d| String::from_utf8_lossy(&d.data).into_owned())
@@ -115,4 +136,14 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// Waits a little before looking again, or fails once `deadline` has passed.
+async fn pause_or_give_up(deadline: Instant) -> Result<()> {
+    if Instant::now() >= deadline {
+        return Err(Error::Timeout(BUSY_WAIT));
+    }
+    let cap = u64::try_from(BUSY_PAUSE.as_millis()).unwrap_or(25);
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
+    Ok(())
 }

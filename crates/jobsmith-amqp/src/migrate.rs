@@ -243,13 +243,14 @@ impl Moves {
                     .await
                     .map_err(from_lapin)?;
             }
-            let (ch, got) = crate::dead::collect(link, &name, ledger_args(inner)).await?;
-            let set = got
+            let held = crate::dead::collect(link, &name, ledger_args(inner)).await?;
+            let set = held
+                .deliveries
                 .iter()
                 .filter_map(|d| d.properties.message_id().as_ref())
                 .map(|id| JobId::from(id.as_str()))
                 .collect();
-            let _ = ch.close(200, "ledger read".into()).await;
+            held.close().await;
             *ids = Some(set);
         }
         Ok(ids)

@@ -5,9 +5,19 @@ use jobsmith::App;
 use std::io::Write;
 
 /// Prints every schedule the workers recorded in the backend: a table, or
-/// JSON (an array of schedule states).
+/// JSON (an array of schedule states). A schedule whose stored state cannot
+/// be read is listed as unknown (`?`, or `"unreadable"` in JSON), with a
+/// warning on stderr, rather than failing the listing.
 pub(crate) async fn command(app: &App, json: bool, out: &mut (dyn Write + Send)) -> Result<()> {
     let schedules = jobsmith::schedules(app).await?;
+    for s in &schedules {
+        if let Some(why) = &s.unreadable {
+            eprintln!(
+                "jobsmith: warning: the stored state of schedule `{}` is not readable ({why}); it is listed as unknown, and a worker running the schedule rewrites it (when it starts, and at each tick)",
+                s.name
+            );
+        }
+    }
     if json {
         let text = serde_json::to_string(&schedules).map_err(jobsmith::Error::Serialize)?;
         writeln!(out, "{text}")?;

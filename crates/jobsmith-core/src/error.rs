@@ -80,7 +80,7 @@ pub enum Error {
     /// Prometheus recorder cannot be; the endpoint would serve nothing.
     #[error("cannot serve Prometheus metrics: another global `metrics` recorder is already installed in this process; drop `.prometheus(..)` and export through that recorder, or remove it and let jobsmith install its own")]
     MetricsRecorder,
-    /// A schedule's cron expression, zone or definition is malformed.
+    /// A schedule's cron expression, zone or definition is malformed, or it has no tick to come.
     #[error("{0}")]
     Schedule(String),
     /// The operation did not finish in time.

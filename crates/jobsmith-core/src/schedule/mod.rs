@@ -18,7 +18,7 @@ pub use self::expr::{Cron, Missed};
 
 use crate::app::App;
 use crate::envelope::JobId;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registry::Registry;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,9 @@ use std::fmt::{self, Write as _};
 
 /// The prefix of schedule states in the backend's metadata store.
 pub(crate) const META_PREFIX: &str = "schedule:";
+
+/// What the listing shows for a field of an unreadable state.
+const UNKNOWN: &str = "?";
 
 /// The idempotency key of a schedule's tick.
 pub(crate) fn tick_key(name: &str, tick: Timestamp) -> String {
@@ -63,6 +66,13 @@ pub struct ScheduleInfo {
     /// When a worker last wrote this state; `None` for a registered schedule
     /// that no worker has run yet.
     pub updated_at: Option<Timestamp>,
+    /// Why the stored state could not be read, if it could not (written by
+    /// a later version of jobsmith, say): [`schedules`] still lists the
+    /// schedule, under the name its key gives, with its state unknown
+    /// (shown as `?`); a worker running the schedule rewrites the state
+    /// when it starts, and at each tick. Never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 impl ScheduleInfo {
@@ -78,26 +88,60 @@ impl ScheduleInfo {
             next: cron.next_after(Timestamp::now()),
             last_job: None,
             updated_at: None,
+            unreadable: None,
+        }
+    }
+
+    /// A schedule whose stored state under `key` is not readable, for `why`.
+    fn unknown_state(key: &str, why: String) -> Self {
+        let name = key.strip_prefix(META_PREFIX).unwrap_or(key);
+        Self {
+            name: name.to_owned(),
+            job: UNKNOWN.to_owned(),
+            expr: UNKNOWN.to_owned(),
+            tz: UNKNOWN.to_owned(),
+            missed: Missed::default(),
+            prev: None,
+            next: None,
+            last_job: None,
+            updated_at: None,
+            unreadable: Some(why),
         }
     }
 
     /// The schedules as an aligned text table, one line each, with a header.
+    /// `-` is "none"; `?` is "unknown", for a schedule whose stored state
+    /// is [`unreadable`](Self::unreadable).
     pub fn table(schedules: &[ScheduleInfo]) -> String {
-        let time = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), expr::rfc3339);
         let rows: Vec<[String; 8]> = schedules
             .iter()
             .map(|s| {
+                let known = |cell: String| {
+                    if s.unreadable.is_some() {
+                        UNKNOWN.to_owned()
+                    } else {
+                        cell
+                    }
+                };
+                let time =
+                    |t: Option<Timestamp>| known(t.map_or_else(|| "-".to_owned(), expr::rfc3339));
                 [
                     s.name.clone(),
                     s.job.clone(),
                     s.expr.clone(),
                     s.tz.clone(),
-                    s.missed.to_string(),
+                    if s.expr == UNKNOWN {
+                        UNKNOWN.to_owned()
+                    } else {
+                        s.missed.to_string()
+                    },
                     time(s.prev),
                     time(s.next),
-                    s.last_job
-                        .as_ref()
-                        .map_or_else(|| "-".to_owned(), ToString::to_string),
+                    known(
+                        s.last_job
+                            .as_ref()
+                            .map_or_else(|| "-".to_owned(), ToString::to_string),
+                    ),
                 ]
             })
             .collect();
@@ -140,6 +184,11 @@ impl fmt::Display for ScheduleInfo {
 /// backend's metadata store, together with the `#[job(cron = ..)]` schedules
 /// linked into this binary that no worker has run yet; sorted by name.
 ///
+/// A stored state that cannot be read does not fail the listing: its
+/// schedule is listed with [`unreadable`](ScheduleInfo::unreadable) saying
+/// why (and a warning is logged), its configuration taken from a linked
+/// `#[job(cron = ..)]` of that name if there is one, else unknown.
+///
 /// This reads what the workers wrote, so it works from any process, such as
 /// the `jobsmith` CLI:
 ///
@@ -154,27 +203,36 @@ pub async fn schedules(app: &App) -> Result<Vec<ScheduleInfo>> {
     let stored = app.backend().list_meta(META_PREFIX).await?;
     let mut out = Vec::with_capacity(stored.len());
     for (key, bytes) in stored {
-        let info: ScheduleInfo = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Backend(format!(
-                "the schedule state under `{key}` is not readable ({e}); the next tick rewrites it"
-            ))
-        })?;
-        out.push(info);
+        match serde_json::from_slice::<ScheduleInfo>(&bytes) {
+            Ok(mut info) => {
+                info.unreadable = None;
+                out.push(info);
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "a schedule's stored state is not readable; it is listed as unknown, and a worker running the schedule rewrites it (when it starts, and at each tick)");
+                out.push(ScheduleInfo::unknown_state(&key, e.to_string()));
+            }
+        }
     }
     if let Ok(registry) = Registry::global() {
         for def in registry.defs() {
             let Some(opts) = def.options.cron else {
                 continue;
             };
-            if out.iter().any(|s| s.name == def.name) {
+            let Ok(cron) = Cron::new(opts.expr).and_then(|c| c.tz(opts.tz)) else {
                 continue;
-            }
-            if let Ok(cron) = Cron::new(opts.expr).and_then(|c| c.tz(opts.tz)) {
-                out.push(ScheduleInfo::new(
-                    def.name,
-                    def.name,
-                    &cron.missed(opts.missed),
-                ));
+            };
+            let linked = ScheduleInfo::new(def.name, def.name, &cron.missed(opts.missed));
+            match out.iter_mut().find(|s| s.name == def.name) {
+                // Its configuration is known from the binary; its state is not.
+                Some(s) if s.unreadable.is_some() => {
+                    s.job = linked.job;
+                    s.expr = linked.expr;
+                    s.tz = linked.tz;
+                    s.missed = linked.missed;
+                }
+                Some(_) => {}
+                None => out.push(linked),
             }
         }
     }
@@ -205,5 +263,29 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NAME  JOB   CRON"), "{table}");
         assert!(lines[1].contains("2023-11-14T22:13:20Z"), "{table}");
+    }
+
+    #[test]
+    fn an_unreadable_state_is_listed_as_unknown() {
+        let info = ScheduleInfo::unknown_state("schedule:nightly", "expected value".to_owned());
+        assert_eq!(info.name, "nightly");
+        let table = ScheduleInfo::table(std::slice::from_ref(&info));
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .expect("a row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            row,
+            ["nightly", "?", "?", "?", "?", "?", "?", "?"],
+            "{table}"
+        );
+        let json = serde_json::to_value(&info).expect("serializes");
+        assert_eq!(json["unreadable"], "expected value");
+        // A readable state never carries the field.
+        let cron = Cron::new("* * * * * *").expect("parses");
+        let json = serde_json::to_value(ScheduleInfo::new("a", "a", &cron)).expect("serializes");
+        assert!(json.get("unreadable").is_none(), "{json}");
     }
 }

@@ -40,8 +40,10 @@ pub(crate) struct Scheduled {
 
 /// The schedules a worker runs: those of `#[job(cron = ..)]` jobs in its
 /// registry, then those added with `Worker::schedule`. A bad expression,
-/// zone or argument, or two schedules of one name, is an error naming it.
+/// zone or argument, an expression with no tick to come, or two schedules
+/// of one name, is an error naming it.
 pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<Scheduled>> {
+    let now = Timestamp::now();
     let mut out: Vec<Scheduled> = Vec::new();
     for def in registry.defs() {
         let Some(opts) = def.options.cron else {
@@ -51,6 +53,14 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
             .and_then(|c| c.tz(opts.tz))
             .map_err(|e| Error::Schedule(format!("schedule of job `{}`: {e}", def.name)))?
             .missed(opts.missed);
+        if cron.next_after(now).is_none() {
+            return Err(Error::Schedule(format!(
+                "schedule of job `{}`: {}; fix the expression in its `#[job(cron = ..)]`, \
+                 or remove the `cron` option",
+                def.name,
+                no_more_ticks(&cron, now)
+            )));
+        }
         let no_args = RawValue::from_string("{}".to_owned()).map_err(Error::Serialize)?;
         out.push(Scheduled {
             name: def.name.to_owned(),
@@ -64,6 +74,12 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
         let cron = p
             .cron
             .map_err(|e| Error::Schedule(format!("schedule `{name}`: {e}")))?;
+        if cron.next_after(now).is_none() {
+            return Err(Error::Schedule(format!(
+                "schedule `{name}`: {}; fix the expression, or stop registering the schedule",
+                no_more_ticks(&cron, now)
+            )));
+        }
         if out.iter().any(|s| s.name == name) {
             return Err(Error::Schedule(format!(
                 "two schedules are named `{name}`: name one with `.schedule_cron(\"other-name\", ..)`"
@@ -76,6 +92,16 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// Why a schedule is refused when its expression has no tick after `now`.
+fn no_more_ticks(cron: &Cron, now: Timestamp) -> String {
+    format!(
+        "`{}` has no tick after now ({}, read in {}), so it would never fire (a year in the past?)",
+        cron.expr(),
+        super::expr::rfc3339(now),
+        cron.zone()
+    )
 }
 
 /// Runs one schedule until `stop` turns true.
@@ -148,8 +174,24 @@ async fn start(backend: &dyn Backend, s: &Scheduled, key: &str, now: Timestamp) 
         tracing::info!(schedule = %s.name, since = %super::expr::rfc3339(tick), "skipping ticks missed while no worker ran");
     }
     let mut info = stored.unwrap_or_else(|| ScheduleInfo::new(&s.name, &s.template.job, &s.cron));
+    // Read the state again just before writing it: another worker may have
+    // fired a tick since the first read, and a first read that found nothing
+    // may have been wrong for a moment (on RabbitMQ, while another process
+    // read the entry). What is written never records less than is stored.
+    match load(backend, key).await {
+        Ok(Some(current)) => keep_later_tick(&mut info, &current),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(schedule = %s.name, error = %e, "could not read the schedule's state; it is written at the next tick");
+            return;
+        }
+    }
     refresh(&mut info, s);
-    info.next = s.cron.next_after(now);
+    // The first tick after now, or after the last tick fired if a worker
+    // whose clock runs ahead has already fired one past now.
+    info.next = s
+        .cron
+        .next_after(info.prev.map_or(now, |prev| prev.max(now)));
     info.updated_at = Some(now);
     if let Err(e) = save(backend, key, &info).await {
         tracing::warn!(schedule = %s.name, error = %e, "could not record the schedule's state");
@@ -226,6 +268,15 @@ async fn fire(backend: &dyn Backend, s: &Scheduled, key: &str, tick: Timestamp) 
     save(backend, key, &info).await
 }
 
+/// Takes `other`'s last fired tick, and its job, when it is later than
+/// `info`'s: of two states, the one written after more ticks wins those fields.
+fn keep_later_tick(info: &mut ScheduleInfo, other: &ScheduleInfo) {
+    if other.prev > info.prev {
+        info.prev = other.prev;
+        info.last_job.clone_from(&other.last_job);
+    }
+}
+
 /// Whether the stored state records `tick`, or a later one, as fired.
 fn fired(stored: Option<&ScheduleInfo>, tick: Timestamp) -> bool {
     stored.and_then(|i| i.prev).is_some_and(|prev| prev >= tick)
@@ -251,4 +302,42 @@ async fn load(backend: &dyn Backend, key: &str) -> Result<Option<ScheduleInfo>> 
 async fn save(backend: &dyn Backend, key: &str, info: &ScheduleInfo) -> Result<()> {
     let bytes = serde_json::to_vec(info).map_err(Error::Serialize)?;
     backend.put_meta(key, &bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(prev: Option<u64>, job: Option<&str>) -> ScheduleInfo {
+        let cron = Cron::new("* * * * * *").expect("parses");
+        let mut info = ScheduleInfo::new("s", "j", &cron);
+        info.prev = prev.map(Timestamp);
+        info.last_job = job.map(JobId::from);
+        info
+    }
+
+    #[test]
+    fn a_state_written_never_records_an_earlier_tick_than_the_stored_one() {
+        // A first read that found nothing: the stored tick and job are kept.
+        let mut fresh = state(None, None);
+        keep_later_tick(&mut fresh, &state(Some(5_000), Some("a")));
+        assert_eq!(
+            (fresh.prev, fresh.last_job),
+            (Some(Timestamp(5_000)), Some(JobId::from("a")))
+        );
+        // Another worker fired a later tick meanwhile: its tick and job win.
+        let mut read_before = state(Some(5_000), Some("a"));
+        keep_later_tick(&mut read_before, &state(Some(6_000), Some("b")));
+        assert_eq!(
+            (read_before.prev, read_before.last_job),
+            (Some(Timestamp(6_000)), Some(JobId::from("b")))
+        );
+        // An earlier stored tick changes nothing.
+        let mut newer = state(Some(6_000), Some("b"));
+        keep_later_tick(&mut newer, &state(Some(5_000), Some("a")));
+        assert_eq!(
+            (newer.prev, newer.last_job),
+            (Some(Timestamp(6_000)), Some(JobId::from("b")))
+        );
+    }
 }

@@ -1238,6 +1238,72 @@ pub async fn metadata_store_puts_gets_and_lists(factory: Factory) {
     );
 }
 
+/// Reads of one metadata entry racing each other and a writer: once the
+/// entry is written, every read finds a value, and one that was written. A
+/// read never answers "none" for an entry that exists, however many
+/// processes read it at once (a scheduler that read "none" would write a
+/// fresh state over the stored one, losing its last tick).
+pub async fn metadata_reads_racing_a_writer_always_find_a_value(factory: Factory) {
+    const KEY: &str = "schedule:raced";
+    const WRITES: u64 = 40;
+    const MIN_READS: usize = 50;
+    let h = fresh(factory).await;
+    let b = Arc::clone(&h.backend);
+    b.put_meta(KEY, b"0").await.expect("put succeeds");
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (b, writing) = (Arc::clone(&b), Arc::clone(&writing));
+        async move {
+            for n in 1..=WRITES {
+                b.put_meta(KEY, n.to_string().as_bytes())
+                    .await
+                    .expect("put succeeds");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            writing.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let readers: Vec<_> = (0..4)
+        .map(|reader| {
+            let (b, writing) = (Arc::clone(&b), Arc::clone(&writing));
+            tokio::spawn(async move {
+                let mut reads = 0;
+                while reads < MIN_READS || writing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let got = b.get_meta(KEY).await.expect("get succeeds");
+                    let value = got.unwrap_or_else(|| {
+                        panic!(
+                            "reader {reader}'s read {reads} found no value while other reads \
+                             and a writer raced it: a read must never answer none for an \
+                             entry that exists"
+                        )
+                    });
+                    let n: u64 = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(u64::MAX);
+                    assert!(
+                        n <= WRITES,
+                        "reader {reader} read {value:?}, which was never written"
+                    );
+                    reads += 1;
+                    // A backend that answers without awaiting (memory) must
+                    // not starve the writer.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    writer.await.expect("the writer finishes");
+    for r in readers {
+        r.await.expect("every read found a written value");
+    }
+    assert_eq!(
+        b.get_meta(KEY).await.expect("get succeeds").as_deref(),
+        Some(WRITES.to_string().as_bytes()),
+        "after the race the last value written is read"
+    );
+}
+
 /// Where a backend counts them, `processed` counts acks and `failed` counts
 /// retries and dead letters; where it cannot, both are `None`, never a guess.
 pub async fn stats_count_processed_and_failed(factory: Factory) {

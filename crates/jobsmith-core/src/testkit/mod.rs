@@ -151,6 +151,7 @@ macro_rules! conformance_suite {
             worker_retries_then_dead_letters,
             worker_dead_letters_bad_input_and_carries_on,
             metadata_store_puts_gets_and_lists,
+            metadata_reads_racing_a_writer_always_find_a_value,
             stats_count_processed_and_failed,
             migrate_take_holds_ready_and_scheduled,
             migrate_hold_that_runs_out_gives_the_job_back,

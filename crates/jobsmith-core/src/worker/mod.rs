@@ -196,7 +196,9 @@ impl Worker {
     /// that is given it enqueues the job once per tick between them.
     ///
     /// A malformed expression makes [`run`](Self::run) fail at once with
-    /// [`Error::Schedule`](crate::Error::Schedule), saying how to write it.
+    /// [`Error::Schedule`](crate::Error::Schedule), saying how to write it;
+    /// so does one with no tick to come (a year in the past), which would
+    /// never fire.
     ///
     /// ```no_run
     /// # async fn f(app: jobsmith_core::App, nightly: jobsmith_core::Enqueue) -> jobsmith_core::Result<()> {
