@@ -51,6 +51,7 @@ impl AmqpBackend {
         inner.link().await?;
         tokio::spawn(supervise(Arc::downgrade(&inner), Arc::clone(&inner.lost)));
         tokio::spawn(reaper(Arc::downgrade(&inner), Arc::clone(&inner.reaper)));
+        tokio::spawn(crate::counts::flusher(Arc::downgrade(&inner)));
         Ok(Self {
             inner,
             moves: Arc::default(),
@@ -413,6 +414,11 @@ impl Backend for AmqpBackend {
             Ok(())
         }
         .await;
+        if result.is_ok() {
+            self.inner
+                .tally
+                .processed(taken.iter().map(|(l, _)| l.queue.as_str()));
+        }
         self.after_settling(&link, &result, taken);
         result.map(|()| statuses)
     }
@@ -422,7 +428,10 @@ impl Backend for AmqpBackend {
         env.id = lease.id.clone();
         let msg = message::job(&self.inner.names, &env, Timestamp::now());
         Ok(match self.settle_one(lease, |_| msg).await? {
-            Some(_) => LeaseStatus::Held,
+            Some(_) => {
+                self.inner.tally.failed(&lease.queue);
+                LeaseStatus::Held
+            }
             None => LeaseStatus::Lost,
         })
     }
@@ -466,6 +475,7 @@ impl Backend for AmqpBackend {
         let Some(h) = self.settle_one(lease, dead).await? else {
             return Ok(LeaseStatus::Lost);
         };
+        self.inner.tally.failed(&lease.queue);
         self.free_key_of(&h).await;
         Ok(LeaseStatus::Held)
     }
@@ -617,6 +627,12 @@ impl Backend for AmqpBackend {
     async fn stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
         let inner = &self.inner;
         let link = inner.link().await?;
+        // This process's own counts go out first, and nothing of ours is in
+        // flight while the totals are read (see `counts.rs`).
+        let _turn = inner.flushing.lock().await;
+        if let Err(e) = inner.flush_counts_locked().await {
+            tracing::debug!(error = %e, "could not flush outcome counts before reading them; adding ours as pending");
+        }
         let mut out = Vec::with_capacity(queues.len());
         for q in queues {
             inner.ensure_queue(&link, q).await?;
@@ -633,6 +649,10 @@ impl Backend for AmqpBackend {
             let dead = u64::from(passive_count(&ch, names.dead(q)).await?);
             let expired = u64::from(passive_count(&ch, names.expired(q)).await?);
             drop(ch);
+            let counted = inner
+                .read_counts(&link, q)
+                .await?
+                .map(|total| total.plus(inner.tally.pending(q)));
             let now = Timestamp::now();
             let st = inner.lock();
             let (buffered, oldest) = st.buffers.get(q).map_or((0, None), |buf| {
@@ -653,11 +673,15 @@ impl Backend for AmqpBackend {
                 dead,
                 expired,
                 oldest_ready_age: oldest.map(|at| now.since(at)),
-                processed: None,
-                failed: None,
+                processed: counted.map(|c| c.processed),
+                failed: counted.map(|c| c.failed),
             });
         }
         Ok(out)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush_counts().await
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -7,7 +7,7 @@ use crate::link::Link;
 use crate::names::Names;
 use crate::state::State;
 use crate::topology::Topology;
-use jobsmith_core::{Error, Result};
+use jobsmith_core::{Error, Result, Tally};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
@@ -38,6 +38,11 @@ pub(crate) struct Inner {
     pub(crate) reaper: Arc<Notify>,
     /// Signalled when the link dies.
     pub(crate) lost: Arc<Notify>,
+    /// Outcome counts not yet added to the counter queues (see `counts.rs`).
+    pub(crate) tally: Tally,
+    /// Serialises flushing the tally with reading the totals, so a read
+    /// never misses counts another task of this process is flushing.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -57,6 +62,8 @@ impl Inner {
             wake: Notify::new(),
             reaper: Arc::new(Notify::new()),
             lost: Arc::new(Notify::new()),
+            tally: Tally::new(),
+            flushing: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -29,12 +29,16 @@
 //! - deliveries held for half of `consumer_timeout` handed over to a
 //!   per-lease park queue, so long jobs outlive the broker's timeout;
 //! - migrations import each job once, by id, through a ledger queue that
-//!   every imported message also reaches in the same publish (`BCC`).
+//!   every imported message also reaches in the same publish (`BCC`);
+//! - processed and failed totals as the sum of the messages in a counter
+//!   queue, to which each process adds its counts about once a second, and
+//!   which readers merge into one message under a lock (an exclusive consumer).
 
 mod acks;
 mod backend;
 mod config;
 mod consume;
+mod counts;
 mod dead;
 mod error;
 mod inner;

@@ -1,7 +1,8 @@
 //! How jobsmith names and addresses things on the broker.
 //!
 //! For a prefix `p` and a queue `q`: the work queue `p.q`, its dead-letter
-//! queue `p.q.dead`, its expired-job counter `p.q.expired`, its delay levels
+//! queue `p.q.dead`, its expired-job counter `p.q.expired`, its outcome
+//! counter `p.q.counts` and that counter's lock `p.q.counts.lock`, its delay levels
 //! `p.q.delay.00` to `p.q.delay.35`, and idempotency key queues
 //! `p.q.key.<hash>` / `p.q.done.<hash>`, and park queues `p.q.park.<token>`
 //! for long leases; the metadata store is `p._meta.<hash>` per entry and the
@@ -40,6 +41,16 @@ impl Names {
 
     pub(crate) fn expired(&self, q: &str) -> String {
         format!("{}.{q}.expired", self.prefix)
+    }
+
+    /// The queue whose messages add up to `q`'s processed and failed totals.
+    pub(crate) fn counts(&self, q: &str) -> String {
+        format!("{}.{q}.counts", self.prefix)
+    }
+
+    /// The empty queue whose exclusive consumer is the lock on merging the counts.
+    pub(crate) fn counts_lock(&self, q: &str) -> String {
+        format!("{}.{q}.counts.lock", self.prefix)
     }
 
     pub(crate) fn level_queue(&self, q: &str, k: u32) -> String {

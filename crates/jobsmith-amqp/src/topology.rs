@@ -4,8 +4,9 @@
 //! exchanges `p.delay.35` .. `p.delay.00`, each bound to the next one down for
 //! messages whose bit at that level is 0, and the due exchange `p.due`.
 //! Per queue (declared when a process first uses it, on each connection): the
-//! work queue, its dead-letter and expired queues, and its 36 delay-level
-//! queues, each with a TTL of 2^k ms that dead-letters to the next level.
+//! work queue, its dead-letter and expired queues, its outcome counter and
+//! the counter's lock, and its 36 delay-level queues, each with a TTL of
+//! 2^k ms that dead-letters to the next level.
 
 use crate::config::AmqpConfig;
 use crate::error::from_lapin;
@@ -98,12 +99,18 @@ impl Topology<'_> {
         t
     }
 
-    pub(crate) fn expired_args(&self) -> FieldTable {
+    /// A counter queue: expired jobs, or outcome counts.
+    pub(crate) fn counter_args(&self) -> FieldTable {
         let mut t = self.base(true);
         if !self.cfg.quorum {
             t.insert("x-queue-mode".into(), text("lazy"));
         }
         t
+    }
+
+    /// The lock of an outcome counter: always empty, so classic.
+    pub(crate) fn lock_args(&self) -> FieldTable {
+        self.base(false)
     }
 
     fn level_args(&self, k: u32) -> FieldTable {
@@ -208,7 +215,13 @@ impl Topology<'_> {
         let n = &self.names;
         let durable = QueueDeclareOptions::durable();
         let work = n.work(q);
-        ch.queue_declare(n.expired(q).into(), durable, self.expired_args())
+        ch.queue_declare(n.expired(q).into(), durable, self.counter_args())
+            .await
+            .map_err(from_lapin)?;
+        ch.queue_declare(n.counts(q).into(), durable, self.counter_args())
+            .await
+            .map_err(from_lapin)?;
+        ch.queue_declare(n.counts_lock(q).into(), durable, self.lock_args())
             .await
             .map_err(from_lapin)?;
         ch.queue_declare(n.dead(q).into(), durable, self.dead_args())

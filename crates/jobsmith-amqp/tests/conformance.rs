@@ -5,7 +5,7 @@ mod support;
 
 use jobsmith_amqp::AmqpBackend;
 use jobsmith_core::testkit::{Approximations, Faults, Harness};
-use jobsmith_core::{BoxFuture, Settings};
+use jobsmith_core::{Backend, BoxFuture, Settings};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,12 +41,29 @@ fn settings_query(s: &Settings) -> String {
 
 fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
     Box::pin(async move {
-        let backend = support::fresh(&settings_query(&settings)).await;
+        let prefix = support::fresh_prefix();
+        let query = settings_query(&settings);
+        let backend = AmqpBackend::connect(&support::url(&prefix, &query))
+            .await
+            .expect("RabbitMQ is reachable (set JOBSMITH_AMQP_URL, or start it with `cargo xtask services`)");
+        // Prefetch 1: the peer holds no job beyond the one it reserves.
+        let peer_url = support::url(&prefix, &format!("{query}&prefetch=1"));
         Harness {
             backend: Arc::new(backend.clone()),
             faults: Arc::new(AmqpFaults(backend)),
             short_lease: Duration::from_millis(300),
             approximations: Approximations::default(),
+            peer: Arc::new(move || -> BoxFuture<'static, Arc<dyn Backend>> {
+                let url = peer_url.clone();
+                Box::pin(async move {
+                    let b: Arc<dyn Backend> = Arc::new(
+                        AmqpBackend::connect(&url)
+                            .await
+                            .expect("RabbitMQ is reachable"),
+                    );
+                    b
+                })
+            }),
         }
     })
 }

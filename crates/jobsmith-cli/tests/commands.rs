@@ -1,107 +1,15 @@
-//! The `jobsmith` binary against the real backends: `dead` and `enqueue` on
+//! The `jobsmith` binary against the real backends: dead, enqueue, bad input (stats: tests/stats.rs).
 //! Redis, RabbitMQ and SQS; stats, `JOBSMITH_URL` and bad input on Redis.
 
 mod support;
 
-use jobsmith_core::{Backend, DeadJob, Envelope, JobId, LeaseStatus, Timestamp};
+use jobsmith_core::{Backend, DeadJob, Envelope, JobId, Timestamp};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
-use support::{connect, fails, jobsmith, ok, redis_url};
+use support::{connect, fails, ok, redis_url};
 
 fn q(name: &str) -> Vec<String> {
     vec![name.to_owned()]
-}
-
-/// `stats --json --watch 1`: counts per queue, and a processed / failed rate
-/// that counts exactly the acks and failures made between two refreshes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_json_counts_and_rates() {
-    let url = redis_url();
-    let app = connect(&url).await;
-    let b = app.backend();
-    let mut jobs: Vec<Envelope> = (0..10)
-        .map(|i| Envelope::with_args("resize", "images", &json!({ "id": i })).unwrap())
-        .collect();
-    jobs[9].run_at = Timestamp::now().plus(Duration::from_secs(3600));
-    b.enqueue(jobs).await.unwrap();
-    let mut child = jobsmith()
-        .args([
-            "--url", &url, "--json", "stats", "--queue", "images", "--watch", "1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let row = &first["queues"][0];
-    assert_eq!(row["queue"], "images");
-    assert_eq!(
-        (row["ready"].as_u64(), row["scheduled"].as_u64()),
-        (Some(9), Some(1))
-    );
-    assert_eq!(row["processed"], 0);
-    assert!(row["oldest_ready_age_secs"].as_f64().unwrap() >= 0.0);
-    // Between the first and second refresh: five acks, two failures.
-    let got = b
-        .reserve(
-            &q("images"),
-            7,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 7);
-    let acks: Vec<_> = got[..5].iter().map(|d| d.lease.clone()).collect();
-    b.ack(&acks).await.unwrap();
-    for d in &got[5..] {
-        assert_eq!(
-            b.dead_letter(&d.lease, "boom").await.unwrap(),
-            LeaseStatus::Held
-        );
-    }
-    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let row = &second["queues"][0];
-    let secs = second["sampled_over_secs"].as_f64().unwrap();
-    assert_eq!(second["backend"], "redis");
-    assert_eq!(
-        (
-            row["ready"].as_u64(),
-            row["dead"].as_u64(),
-            row["processed"].as_u64(),
-            row["failed"].as_u64()
-        ),
-        (Some(2), Some(2), Some(5), Some(2))
-    );
-    let rate = row["processed_per_sec"].as_f64().unwrap();
-    assert!((rate - 5.0 / secs).abs() < 1e-6, "rate {rate} over {secs}s");
-    let rate = row["failed_per_sec"].as_f64().unwrap();
-    assert!((rate - 2.0 / secs).abs() < 1e-6, "rate {rate} over {secs}s");
-
-    // The human table: one line per queue, rates to one decimal, "-" where unknown.
-    let table = ok(&["--url", &url, "stats"]);
-    let mut rows = table.lines();
-    let header: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        [
-            "QUEUE",
-            "READY",
-            "SCHEDULED",
-            "IN-FLIGHT",
-            "DEAD",
-            "OLDEST",
-            "PROCESSED/S",
-            "FAILED/S"
-        ]
-    );
-    let images: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    assert_eq!(&images[..5], ["images", "2", "1", "0", "2"]);
-    assert_eq!(&images[6..], ["0.0", "0.0"]);
 }
 
 async fn bury(b: &dyn Backend, queue: &str, job: &str, reason: &str, died_ago: Duration) -> JobId {

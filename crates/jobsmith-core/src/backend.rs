@@ -96,12 +96,21 @@ pub struct QueueStats {
     pub expired: u64,
     /// How long the oldest ready job has been ready.
     pub oldest_ready_age: Option<Duration>,
-    /// Jobs completed (acked) since the queue was created, where the backend
-    /// counts them on the server; `None` where it cannot (RabbitMQ, SQS).
+    /// Jobs completed (acked) since the queue was created, by every process
+    /// using it.
+    ///
+    /// Memory and Redis count on the server as they settle. RabbitMQ and SQS
+    /// count in each process and add the counts to a shared counter about
+    /// once a second (RabbitMQ: a counter queue; SQS: a DynamoDB item), and
+    /// before `stats` answers, so a process sees its own counts at once and
+    /// another's within about a second. A process that dies loses what it had
+    /// not added yet (at most its last second); a write whose answer is lost
+    /// may be counted twice. `None` only when the shared counter could not be
+    /// read (see `docs/backends.md`), never a guess.
     pub processed: Option<u64>,
     /// Failed attempts (retried or dead-lettered) since the queue was
-    /// created, where the backend counts them on the server; `None` where it
-    /// cannot (RabbitMQ, SQS).
+    /// created, by every process using it; counted and shared as
+    /// [`QueueStats::processed`] is.
     pub failed: Option<u64>,
 }
 
@@ -229,6 +238,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Counts for each of `queues`.
     async fn stats(&self, queues: &[String]) -> Result<Vec<QueueStats>>;
+
+    /// Writes out what the backend keeps in this process on its way to the
+    /// broker: outcome counts not yet added to the shared counters (RabbitMQ,
+    /// SQS; see [`QueueStats::processed`]). The worker calls it when it
+    /// stops; backends that keep nothing back use this default, which does
+    /// nothing.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// The queues the backend knows of.
     async fn queues(&self) -> Result<Vec<String>>;

@@ -30,6 +30,7 @@ mod memory;
 pub mod prometheus;
 mod registry;
 mod schedule;
+mod tally;
 pub mod testing;
 mod time;
 pub mod trace;
@@ -54,6 +55,7 @@ pub use job::{
 pub use memory::MemoryBackend;
 pub use registry::{Registration, Registry};
 pub use schedule::{schedules, Cron, Missed, ScheduleInfo};
+pub use tally::{Outcomes, Tally};
 pub use time::Timestamp;
 pub use worker::{Worker, WorkerReport};
 

@@ -5,7 +5,7 @@
 mod support;
 
 use jobsmith_core::testkit::{Approximations, Harness};
-use jobsmith_core::{BoxFuture, Settings};
+use jobsmith_core::{Backend, BoxFuture, Settings};
 use jobsmith_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +18,30 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
         let config = RedisConfig::from_url(&support::with_addr(&url, proxy.addr))
             .expect("JOBSMITH_REDIS_URL is a redis:// URL")
             .with_prefix(prefix.clone())
-            .with_settings(settings);
+            .with_settings(settings.clone());
         let backend = RedisBackend::connect_with(config)
             .await
             .expect("Redis is reachable at JOBSMITH_REDIS_URL");
+        let peer_config = RedisConfig::from_url(&url)
+            .expect("JOBSMITH_REDIS_URL is a redis:// URL")
+            .with_prefix(prefix.clone())
+            .with_settings(settings);
         Harness {
             backend: Arc::new(backend),
             faults: Arc::new(support::RedisFaults { proxy, url, prefix }),
             short_lease: Duration::from_millis(300),
             approximations: Approximations::default(),
+            peer: Arc::new(move || -> BoxFuture<'static, Arc<dyn Backend>> {
+                let config = peer_config.clone();
+                Box::pin(async move {
+                    let b: Arc<dyn Backend> = Arc::new(
+                        RedisBackend::connect_with(config)
+                            .await
+                            .expect("Redis is reachable at JOBSMITH_REDIS_URL"),
+                    );
+                    b
+                })
+            }),
         }
     })
 }

@@ -15,7 +15,7 @@ use aws_sdk_sqs::Client;
 use futures_util::future::join_all;
 use jobsmith_core::{
     Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, QueueStats,
-    Result, Timestamp,
+    Result, Tally, Timestamp,
 };
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +52,11 @@ pub(crate) struct Inner {
     pub(crate) dead_sizes: dead::Sizes,
     /// Receives whose answer was lost: (queue URL, from, to) in ms since the epoch.
     lost_receives: std::sync::Mutex<Vec<(String, u64, u64)>>,
+    /// Outcome counts not yet added to the shared totals (see `counts.rs`).
+    pub(crate) tally: Tally,
+    /// Serialises flushing the tally with reading the totals, so a read
+    /// never misses counts another task of this process is flushing.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
 }
 
 /// The SQS client for `config`; see [`sdk_config`].
@@ -120,17 +125,21 @@ impl SqsBackend {
             aws_sdk_dynamodb::Client::new(&sdk),
             config.keys_table_name(),
         );
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            queues,
+            leases: Leases::default(),
+            keys,
+            inbox: Inbox::default(),
+            dead_sizes: dead::Sizes::default(),
+            lost_receives: std::sync::Mutex::default(),
+            tally: Tally::new(),
+            flushing: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(crate::counts::flusher(Arc::downgrade(&inner)));
         Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                config,
-                queues,
-                leases: Leases::default(),
-                keys,
-                inbox: Inbox::default(),
-                dead_sizes: dead::Sizes::default(),
-                lost_receives: std::sync::Mutex::default(),
-            }),
+            inner,
             moves: Arc::default(),
         })
     }
@@ -688,11 +697,16 @@ impl Inner {
         for r in results {
             match r {
                 Ok(done) => {
-                    for (i, _, ok) in done {
+                    for (i, _, ok) in &done {
                         if !ok {
-                            statuses[i] = LeaseStatus::Lost;
+                            statuses[*i] = LeaseStatus::Lost;
                         }
                     }
+                    self.tally.processed(
+                        done.iter()
+                            .filter(|(_, _, ok)| *ok)
+                            .map(|(i, _, _)| leases[*i].queue.as_str()),
+                    );
                 }
                 Err(e) => first_err = first_err.or(Some(e)),
             }
@@ -738,6 +752,8 @@ impl Inner {
             self.leases.restore(held);
             return Err(e);
         }
+        // The retry is queued: the failed attempt counts whatever the delete does.
+        self.tally.failed(&lease.queue);
         calls::delete(&self.client, &held.url, &[held.receipt.as_str()]).await?;
         Ok(LeaseStatus::Held)
     }
@@ -806,6 +822,7 @@ impl Inner {
                 return Err(e);
             }
         };
+        self.tally.failed(&lease.queue);
         calls::delete(&self.client, &held.url, &[held.receipt.as_str()]).await?;
         self.free_key(&lease.queue, &held).await;
         dead::enforce_retention(self, &lease.queue, &family).await?;
@@ -1051,8 +1068,23 @@ impl Backend for SqsBackend {
     }
 
     async fn stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
-        let all = join_all(queues.iter().map(|q| self.inner.stats_one(q))).await;
-        all.into_iter().collect()
+        let (all, counted) = futures_util::future::join(
+            join_all(queues.iter().map(|q| self.inner.stats_one(q))),
+            self.inner.read_counts(queues),
+        )
+        .await;
+        let mut out = all.into_iter().collect::<Result<Vec<_>>>()?;
+        if let Some(counted) = counted {
+            for (s, c) in out.iter_mut().zip(counted) {
+                s.processed = Some(c.processed);
+                s.failed = Some(c.failed);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush_counts().await
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

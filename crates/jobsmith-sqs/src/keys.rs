@@ -2,8 +2,9 @@
 //!
 //! SQS has no conditional write, so it cannot say whether a key is queued,
 //! running or completed. DynamoDB can: the table `<prefix>-keys` (or the
-//! URL's `keys_table=`) holds one item per key held, created when a process
-//! first meets a keyed job:
+//! URL's `keys_table=`) holds one item per key held. The table is created
+//! when a process first needs it (a keyed job, a metadata entry, or the
+//! first outcome counts to flush):
 //!
 //! | attribute | value |
 //! |---|---|
@@ -25,6 +26,12 @@
 //! written with an `UpdateItem` that sets that attribute alone, so writers
 //! of different entries never overwrite each other, and read whole with one
 //! consistent `GetItem`.
+//!
+//! It also holds each queue's processed and failed totals, shared by every
+//! process, in one item per queue, `k` = `"\0counts\0<queue>"`, with number
+//! attributes `processed` and `failed`: a flush adds a process's deltas with
+//! one `UpdateItem` (`ADD processed :p, failed :f`, atomic), and `stats`
+//! reads them with a consistent `BatchGetItem` (see `counts.rs`).
 
 use crate::error::from_dynamodb;
 use aws_sdk_dynamodb::client::Waiters as _;
@@ -32,12 +39,12 @@ use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use futures_util::future::join_all;
-use jobsmith_core::{Error, JobId, Result, Timestamp};
+use jobsmith_core::{Error, JobId, Outcomes, Result, Timestamp};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -419,6 +426,121 @@ impl Keys {
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
+}
+
+/// At most this many keys per `BatchGetItem` (DynamoDB's limit).
+const BATCH_GET: usize = 100;
+
+/// A `BatchGetItem` asks again for the keys DynamoDB left unprocessed, this many times in all.
+const BATCH_GET_TRIES: u32 = 5;
+
+impl Keys {
+    /// Adds `o` to the shared totals of `queue`, atomically.
+    pub(crate) async fn add_counts(&self, queue: &str, o: Outcomes) -> Result<()> {
+        self.ensure_table().await?;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("k", AttributeValue::S(counts_key(queue)))
+            // Both names are reserved words in DynamoDB expressions.
+            .update_expression("ADD #p :p, #f :f")
+            .expression_attribute_names("#p", "processed")
+            .expression_attribute_names("#f", "failed")
+            .expression_attribute_values(":p", number(o.processed))
+            .expression_attribute_values(":f", number(o.failed))
+            .send()
+            .await
+            .map_err(|e| from_dynamodb("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// The shared totals of each of `queues`, read consistently: zero where
+    /// nothing was counted yet (no item, or no table, which is not created
+    /// for a read).
+    pub(crate) async fn read_counts(&self, queues: &[String]) -> Result<Vec<Outcomes>> {
+        let build = |e: BuildError| Error::Backend(format!("dynamodb: {e}"));
+        let mut wanted: Vec<String> = queues.iter().map(|q| counts_key(q)).collect();
+        // A key may be asked for once per request.
+        wanted.sort();
+        wanted.dedup();
+        let mut found: HashMap<String, Outcomes> = HashMap::new();
+        for chunk in wanted.chunks(BATCH_GET) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| HashMap::from([("k".to_owned(), AttributeValue::S(k.clone()))]))
+                .collect();
+            for attempt in 0..BATCH_GET_TRIES {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build)?;
+                let out = match self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|e| e.is_resource_not_found_exception()) =>
+                    {
+                        return Ok(vec![Outcomes::default(); queues.len()]);
+                    }
+                    Err(e) => return Err(from_dynamodb("BatchGetItem", e)),
+                };
+                let items = out.responses().and_then(|r| r.get(&self.table));
+                for item in items.into_iter().flatten() {
+                    if let Some(AttributeValue::S(k)) = item.get("k") {
+                        found.insert(
+                            k.clone(),
+                            Outcomes {
+                                processed: number_of(item, "processed"),
+                                failed: number_of(item, "failed"),
+                            },
+                        );
+                    }
+                }
+                keys = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                    .unwrap_or_default();
+            }
+            if !keys.is_empty() {
+                return Err(Error::Backend(format!(
+                    "dynamodb BatchGetItem left {} counter items of table `{}` unread after {BATCH_GET_TRIES} tries",
+                    keys.len(),
+                    self.table
+                )));
+            }
+        }
+        Ok(queues
+            .iter()
+            .map(|q| found.get(&counts_key(q)).copied().unwrap_or_default())
+            .collect())
+    }
+}
+
+/// The hash key of `queue`'s outcome totals; no claim's key starts with NUL.
+fn counts_key(queue: &str) -> String {
+    format!("\u{0}counts\u{0}{queue}")
+}
+
+/// A number attribute of `item`, 0 when missing.
+fn number_of(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The hash key of `key` in `queue`; NUL cannot occur in a queue name.

@@ -9,10 +9,13 @@
 //! fenced by the holder's own clock; dead letters live in a dead-letter
 //! queue with a redrive policy. Idempotency keys, which need a conditional
 //! write SQS lacks, live in a DynamoDB table (`<prefix>-keys`, created when
-//! a keyed job first needs it) shared by every process. The SQS section of
+//! first needed: a keyed job, a schedule, or the first jobs settled) shared
+//! by every process. The SQS section of
 //! `docs/backends.md` says what is guaranteed, what is approximated, and
 //! the IAM permissions needed. Migrations into SQS import each job once,
-//! by id, with markers in the same key table (see `migrate.rs`).
+//! by id, with markers in the same key table (see `migrate.rs`). The same
+//! table holds each queue's processed and failed totals, to which every
+//! process adds its counts about once a second (see `counts.rs`).
 //!
 //! ```no_run
 //! use jobsmith_core::{App, Backend, Envelope};
@@ -32,6 +35,7 @@ mod backend;
 mod calls;
 mod codec;
 mod config;
+mod counts;
 mod dead;
 mod error;
 mod inbox;

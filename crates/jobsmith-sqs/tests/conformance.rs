@@ -11,7 +11,7 @@
 mod support;
 
 use jobsmith_core::testkit::{Approximations, Harness};
-use jobsmith_core::{BoxFuture, Settings};
+use jobsmith_core::{Backend, BoxFuture, Settings};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,11 +28,23 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
         approximations.priority_between_batches_only = true;
         approximations.oldest_ready_age_unknown = true;
         approximations.scheduled_hidden_until_due = true;
+        let peer_config = backend.config().clone().with_endpoint(support::endpoint());
         Harness {
             backend: Arc::new(backend),
             faults: Arc::new(support::SqsFaults { proxy, direct }),
             short_lease: Duration::from_secs(2),
             approximations,
+            peer: Arc::new(move || -> BoxFuture<'static, Arc<dyn Backend>> {
+                let config = peer_config.clone();
+                Box::pin(async move {
+                    let b: Arc<dyn Backend> = Arc::new(
+                        jobsmith_sqs::SqsBackend::connect_with(config)
+                            .await
+                            .expect("the SQS endpoint is reachable"),
+                    );
+                    b
+                })
+            }),
         }
     })
 }

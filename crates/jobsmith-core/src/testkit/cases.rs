@@ -1304,8 +1304,8 @@ pub async fn metadata_reads_racing_a_writer_always_find_a_value(factory: Factory
     );
 }
 
-/// Where a backend counts them, `processed` counts acks and `failed` counts
-/// retries and dead letters; where it cannot, both are `None`, never a guess.
+/// `processed` counts acks and `failed` counts retries and dead letters, and
+/// a process's stats show its own at once.
 pub async fn stats_count_processed_and_failed(factory: Factory) {
     let h = fresh(factory).await;
     let b = &*h.backend;
@@ -1327,13 +1327,79 @@ pub async fn stats_count_processed_and_failed(factory: Factory) {
     b.retry(&got[1].lease, &again).await.expect("retry");
     b.dead_letter(&got[2].lease, "x").await.expect("dead");
     let s = stats(b, "q").await;
-    match (s.processed, s.failed) {
-        (None, None) => {}
-        (processed, failed) => assert_eq!(
-            (processed, failed),
-            (Some(1), Some(2)),
-            "one ack is one processed; a retry and a dead letter are two failed"
-        ),
+    assert_eq!(
+        (s.processed, s.failed),
+        (Some(1), Some(2)),
+        "one ack is one processed; a retry and a dead letter are two failed"
+    );
+}
+
+/// How soon one instance's stats must show another instance's outcomes:
+/// RabbitMQ and SQS add their counts to the shared counters once a second.
+const SHARED_COUNTS_BOUND: Duration = Duration::from_secs(5);
+
+/// `processed` and `failed` are totals of every process using the queue:
+/// the stats of each of two instances show the outcomes settled by both.
+pub async fn stats_count_outcomes_of_every_instance(factory: Factory) {
+    let h = fresh(factory).await;
+    let first = Arc::clone(&h.backend);
+    let second = (h.peer)().await;
+    first
+        .enqueue((0..3).map(|n| job("q", n)).collect())
+        .await
+        .expect("enqueue");
+    // The second instance reserves one job; the first, the other two.
+    let mut theirs = second
+        .reserve(&qs("q"), 1, LONG, Duration::from_secs(5))
+        .await
+        .expect("reserve");
+    assert_eq!(theirs.len(), 1, "the second instance reserves a ready job");
+    let mut ours = Vec::new();
+    while ours.len() < 2 {
+        let more = first
+            .reserve(&qs("q"), 2 - ours.len(), LONG, Duration::from_secs(5))
+            .await
+            .expect("reserve");
+        assert!(
+            !more.is_empty(),
+            "the first instance reserves the two jobs the second left"
+        );
+        ours.extend(more);
+    }
+    let d = theirs.pop().expect("checked");
+    assert_eq!(
+        second.ack(&[d.lease]).await.expect("ack"),
+        vec![LeaseStatus::Held]
+    );
+    let mut again = env_of(&ours[0]).clone();
+    again.run_at = Timestamp::now().plus(LONG);
+    assert_eq!(
+        first.retry(&ours[0].lease, &again).await.expect("retry"),
+        LeaseStatus::Held
+    );
+    assert_eq!(
+        first
+            .dead_letter(&ours[1].lease, "x")
+            .await
+            .expect("dead letter"),
+        LeaseStatus::Held
+    );
+    for (who, b) in [("first", &first), ("second", &second)] {
+        let deadline = Instant::now() + SHARED_COUNTS_BOUND;
+        loop {
+            let s = stats(&**b, "q").await;
+            let seen = (s.processed, s.failed);
+            if seen == (Some(1), Some(2)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && seen.0 <= Some(1) && seen.1 <= Some(2),
+                "the {who} instance's stats show (processed, failed) = {seen:?}; they must \
+                 show (Some(1), Some(2)), one ack by the second instance and a retry and a \
+                 dead letter by the first, within {SHARED_COUNTS_BOUND:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

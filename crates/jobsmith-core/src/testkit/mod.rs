@@ -28,6 +28,9 @@ pub use support::{noop_registry, NoopCounter, NOOP_JOB};
 /// Makes a fresh, empty backend (its own key prefix, vhost or queue prefix) with `settings`.
 pub type Factory = fn(Settings) -> BoxFuture<'static, Harness>;
 
+/// Connects another instance of a backend under test to its namespace: see [`Harness::peer`].
+pub type ConnectPeer = Arc<dyn Fn() -> BoxFuture<'static, Arc<dyn Backend>> + Send + Sync>;
+
 /// A backend under test, and the means to hurt it.
 pub struct Harness {
     /// The backend, fresh and empty.
@@ -40,6 +43,12 @@ pub struct Harness {
     /// What this backend can only approximate; the cases that depend on it
     /// check the weaker guarantee instead, and say so.
     pub approximations: Approximations,
+    /// Connects a second instance to the same namespace and settings, as
+    /// another process would: its own connection and in-process state (the
+    /// memory backend, which lives in one process, gives a clone). It buffers
+    /// no more jobs than it reserves (RabbitMQ: prefetch 1), so that the
+    /// first instance can reserve the rest.
+    pub peer: ConnectPeer,
 }
 
 impl fmt::Debug for Harness {
@@ -101,11 +110,16 @@ impl Faults for MemoryFaults {
 pub fn memory_harness(settings: Settings) -> BoxFuture<'static, Harness> {
     Box::pin(async move {
         let backend = MemoryBackend::new(settings);
+        let peer = backend.clone();
         Harness {
             backend: Arc::new(backend.clone()),
             faults: Arc::new(MemoryFaults(backend)),
             short_lease: Duration::from_millis(300),
             approximations: Approximations::default(),
+            peer: Arc::new(move || -> BoxFuture<'static, Arc<dyn Backend>> {
+                let b: Arc<dyn Backend> = Arc::new(peer.clone());
+                Box::pin(async move { b })
+            }),
         }
     })
 }
@@ -153,6 +167,7 @@ macro_rules! conformance_suite {
             metadata_store_puts_gets_and_lists,
             metadata_reads_racing_a_writer_always_find_a_value,
             stats_count_processed_and_failed,
+            stats_count_outcomes_of_every_instance,
             migrate_take_holds_ready_and_scheduled,
             migrate_hold_that_runs_out_gives_the_job_back,
             migrate_import_keeps_fields_once_per_id,

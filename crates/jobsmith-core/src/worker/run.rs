@@ -386,6 +386,11 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             "some outcomes were not reported before the grace period ended; those jobs run again"
         );
     }
+    // What the backend keeps back (outcome counts on RabbitMQ and SQS) goes
+    // out now, not a second later from a process that is gone by then.
+    if let Err(e) = backend.flush().await {
+        tracing::warn!(error = %e, "could not write out the last outcome counts; the queue's processed and failed totals miss them");
+    }
     #[cfg(feature = "prometheus")]
     if let Some(task) = endpoint_task {
         // Awaited, so the port is free once `run` returns.
