@@ -1,5 +1,5 @@
-//! The `jobsmith` binary against the real backends: dead, enqueue, bad input (stats: tests/stats.rs).
-//! Redis, RabbitMQ and SQS; stats, `JOBSMITH_URL` and bad input on Redis.
+//! The `jobsmith` binary against the real backends: `dead` and `enqueue` on
+//! Redis, RabbitMQ and SQS; `JOBSMITH_URL` and bad input on Redis (`stats`: tests/stats.rs).
 
 mod support;
 
