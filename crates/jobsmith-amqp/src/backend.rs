@@ -51,7 +51,11 @@ impl AmqpBackend {
         inner.link().await?;
         tokio::spawn(supervise(Arc::downgrade(&inner), Arc::clone(&inner.lost)));
         tokio::spawn(reaper(Arc::downgrade(&inner), Arc::clone(&inner.reaper)));
-        tokio::spawn(crate::counts::flusher(Arc::downgrade(&inner)));
+        tokio::spawn(jobsmith_core::flush_periodically(
+            Arc::downgrade(&inner),
+            |i| &i.tally,
+            |i| async move { i.flush_counts().await },
+        ));
         Ok(Self {
             inner,
             moves: Arc::default(),

@@ -46,16 +46,13 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The header holding a count message's acks.
 const PROCESSED: &str = "x-jobsmith-processed";
 /// The header holding a count message's failed attempts.
 const FAILED: &str = "x-jobsmith-failed";
-
-/// How often pending counts are flushed.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// A flush merges the counter queue once it holds this many messages.
 pub(crate) const MERGE_AT: u32 = 100;
@@ -279,27 +276,5 @@ impl Inner {
             }
         }
         Ok(Merge::Done { total, complete })
-    }
-}
-
-/// Flushes pending counts every [`FLUSH_EVERY`]. Ends when the backend is dropped.
-pub(crate) async fn flusher(weak: Weak<Inner>) {
-    let mut failing = false;
-    loop {
-        tokio::time::sleep(FLUSH_EVERY).await;
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.tally.is_empty() {
-            continue;
-        }
-        match inner.flush_counts().await {
-            Ok(()) => failing = false,
-            Err(e) => {
-                // Once per outage, not once a second.
-                if !failing {
-                    tracing::warn!(error = %e, "could not add outcome counts to the shared totals; they are kept and tried again");
-                }
-                failing = true;
-            }
-        }
     }
 }

@@ -55,7 +55,7 @@ pub use job::{
 pub use memory::MemoryBackend;
 pub use registry::{Registration, Registry};
 pub use schedule::{schedules, Cron, Missed, ScheduleInfo};
-pub use tally::{Outcomes, Tally};
+pub use tally::{flush_periodically, Outcomes, Tally, FLUSH_EVERY};
 pub use time::Timestamp;
 pub use worker::{Worker, WorkerReport};
 

@@ -7,7 +7,40 @@
 //! once a second, and before it answers [`Backend::stats`](crate::Backend::stats).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+/// How often [`flush_periodically`] adds a tally to the shared totals.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Calls `flush` on the value behind `weak` every [`FLUSH_EVERY`] while the
+/// tally `tally` gives holds counts, until the value is dropped. A failed
+/// flush keeps its counts (the backend restores them) and is logged once per
+/// run of failures, not once a second.
+pub async fn flush_periodically<T, F, Fut>(weak: Weak<T>, tally: fn(&T) -> &Tally, flush: F)
+where
+    F: Fn(Arc<T>) -> Fut,
+    Fut: Future<Output = crate::Result<()>>,
+{
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if tally(&inner).is_empty() {
+            continue;
+        }
+        match flush(inner).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "could not add outcome counts to the shared totals; they are kept and tried again");
+                }
+                failing = true;
+            }
+        }
+    }
+}
 
 /// Jobs completed and failed attempts of one queue: a total, or a delta to add to one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -137,7 +137,11 @@ impl SqsBackend {
             tally: Tally::new(),
             flushing: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(crate::counts::flusher(Arc::downgrade(&inner)));
+        tokio::spawn(jobsmith_core::flush_periodically(
+            Arc::downgrade(&inner),
+            |i| &i.tally,
+            |i| async move { i.flush_counts().await },
+        ));
         Ok(Self {
             inner,
             moves: Arc::default(),

@@ -17,11 +17,6 @@
 use crate::backend::Inner;
 use futures_util::future::join_all;
 use jobsmith_core::{Outcomes, Result};
-use std::sync::Weak;
-use std::time::Duration;
-
-/// How often pending counts are flushed.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Inner {
     /// Adds this process's pending counts to the shared totals.
@@ -67,28 +62,6 @@ impl Inner {
             Err(e) => {
                 tracing::warn!(error = %e, table = %self.keys.table(), "could not read the processed and failed totals; they are unknown this time");
                 None
-            }
-        }
-    }
-}
-
-/// Flushes pending counts every [`FLUSH_EVERY`]. Ends when the backend is dropped.
-pub(crate) async fn flusher(weak: Weak<Inner>) {
-    let mut failing = false;
-    loop {
-        tokio::time::sleep(FLUSH_EVERY).await;
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.tally.is_empty() {
-            continue;
-        }
-        match inner.flush_counts().await {
-            Ok(()) => failing = false,
-            Err(e) => {
-                // Once per outage, not once a second.
-                if !failing {
-                    tracing::warn!(error = %e, table = %inner.keys.table(), "could not add outcome counts to the shared totals; they are kept and tried again");
-                }
-                failing = true;
             }
         }
     }
