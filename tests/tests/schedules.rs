@@ -134,6 +134,18 @@ fn ticks(log: &Path) -> Vec<u64> {
 /// twice because its worker was killed before its ack landed (the queue's
 /// at-least-once delivery, the same job) counts once, while a second job
 /// enqueued for one tick (the schedule's fault) counts twice.
+/// Jobs per tick from the first tick in the log up to `last`, and what one
+/// job per tick over that span would be.
+fn runs_up_to(log: &Path, last: u64) -> (BTreeMap<u64, usize>, BTreeMap<u64, usize>) {
+    let runs: BTreeMap<u64, usize> = runs_per_tick(log)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let first = *runs.keys().next().unwrap();
+    let expected = (first..=last).map(|t| (t, 1)).collect();
+    (runs, expected)
+}
+
 fn runs_per_tick(log: &Path) -> BTreeMap<u64, usize> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let jobs: std::collections::BTreeSet<(u64, &str)> = text
@@ -608,12 +620,7 @@ async fn fixed_arguments_on_every_tick(target: Target) {
     }
     // Judge the ticks up to the last seen running: a later one may have been
     // taken, and not yet run, by a worker killed at the end.
-    let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
-        .into_iter()
-        .filter(|(t, _)| *t <= last)
-        .collect();
-    let first = *runs.keys().next().unwrap();
-    let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
+    let (runs, expected) = runs_up_to(&log, last);
     assert_eq!(runs, expected, "each tick ran once (tick -> runs)");
     target.clean_up().await;
     let _ = std::fs::remove_file(&log);
@@ -655,12 +662,7 @@ async fn one_of_three_restarted(target: Target) {
     workers.stop().await;
     // Judge the ticks up to the last seen running: a later one may have been
     // taken, and not yet run, by a worker killed at the end.
-    let runs: BTreeMap<u64, usize> = runs_per_tick(&log)
-        .into_iter()
-        .filter(|(t, _)| *t <= last)
-        .collect();
-    let first = *runs.keys().next().unwrap();
-    let expected: BTreeMap<u64, usize> = (first..=last).map(|t| (t, 1)).collect();
+    let (runs, expected) = runs_up_to(&log, last);
     assert_eq!(
         runs,
         expected,
