@@ -1,6 +1,7 @@
 //! The SQS requests the backend makes, batched ten entries to a call.
 
 use crate::codec::Outgoing;
+use crate::config::MAX_VISIBILITY_SECS;
 use crate::error::from_sdk;
 use aws_sdk_sqs::error::BuildError;
 use aws_sdk_sqs::types::{
@@ -16,6 +17,11 @@ use std::time::{Duration, Instant};
 
 /// SQS takes at most ten entries in one batch call.
 pub(crate) const BATCH: usize = 10;
+
+/// How many batch calls over one list of receipts run at once: a scan of a
+/// deep dead-letter queue settles thousands of batches, and one connection
+/// each at once would swamp the endpoint.
+const CALLS_AT_ONCE: usize = 16;
 
 /// SQS's longest per-message delay: 15 minutes.
 pub(crate) const MAX_DELAY: u64 = 900;
@@ -116,8 +122,10 @@ where
     Fut: Future<Output = Result<Vec<bool>>>,
 {
     let mut all = Vec::with_capacity(receipts.len());
-    for r in join_all(receipts.chunks(BATCH).map(call)).await {
-        all.extend(r?);
+    for group in receipts.chunks(BATCH * CALLS_AT_ONCE) {
+        for r in join_all(group.chunks(BATCH).map(&call)).await {
+            all.extend(r?);
+        }
     }
     Ok(all)
 }
@@ -166,7 +174,7 @@ pub(crate) async fn change_visibility(
     receipts: &[&str],
     seconds: u64,
 ) -> Result<Vec<bool>> {
-    let seconds = i32::try_from(seconds.min(43_200)).unwrap_or(43_200);
+    let seconds = i32::try_from(seconds.min(MAX_VISIBILITY_SECS)).unwrap_or(i32::MAX);
     per_receipt(receipts, |chunk| async move {
         let entries = chunk
             .iter()
@@ -207,7 +215,7 @@ pub(crate) async fn receive(
         .queue_url(url)
         .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(10))
         .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
-        .visibility_timeout(i32::try_from(visibility.min(43_200)).unwrap_or(43_200))
+        .visibility_timeout(i32::try_from(visibility.min(MAX_VISIBILITY_SECS)).unwrap_or(i32::MAX))
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .message_system_attribute_names(

@@ -1,6 +1,7 @@
 //! [`SqsConfig`]: what an `sqs://` URL says.
 
 use jobsmith_core::{query_pairs, split_scheme, Error, Result, Settings};
+use std::time::Duration;
 
 /// The queue-name prefix used when the URL names none.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
@@ -9,10 +10,16 @@ pub const DEFAULT_PREFIX: &str = "jobsmith";
 /// (the body's UTF-8 bytes plus every message attribute's name, type and value).
 pub const SQS_MESSAGE_LIMIT: usize = 262_144;
 
+/// The default [`SqsConfig::dead_scan_window`]: 30 s.
+pub const DEFAULT_DEAD_SCAN_WINDOW: Duration = Duration::from_secs(30);
+
+/// SQS's longest visibility timeout: 12 hours.
+pub(crate) const MAX_VISIBILITY_SECS: u64 = 43_200;
+
 /// How an [`SqsBackend`](crate::SqsBackend) reaches SQS and names its queues.
 ///
 /// Written as a URL:
-/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>`
+/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>&dead_scan_window=30s`
 /// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
 /// `unique_for`, `max_payload`). Credentials never appear in the URL: they
 /// come from the standard AWS chain (environment, profile, web identity,
@@ -35,6 +42,12 @@ pub struct SqsConfig {
     /// The DynamoDB table that holds idempotency keys across processes;
     /// `None` for `<prefix>-keys`. Created when a keyed job first needs it.
     pub keys_table: Option<String>,
+    /// How long a dead-letter scan first hides each message it reads, in
+    /// whole seconds (1 s to 12 h; default 30 s). SQS cannot list a queue,
+    /// so listing, requeueing or purging dead jobs receives them all; a
+    /// scan that outlasts this window hides what it holds again for twice
+    /// as long, so a dead-letter queue of any depth is read to its end.
+    pub dead_scan_window: Duration,
     /// The settings every backend honours.
     pub settings: Settings,
 }
@@ -49,6 +62,7 @@ impl SqsConfig {
             fifo: false,
             max_receives: 50,
             keys_table: None,
+            dead_scan_window: DEFAULT_DEAD_SCAN_WINDOW,
             settings: Settings::default(),
         }
     }
@@ -88,6 +102,17 @@ impl SqsConfig {
                         .ok_or_else(|| bad(k, v, "a whole number from 1 to 1000"))?;
                 }
                 "keys_table" => config.keys_table = Some(v.to_owned()),
+                "dead_scan_window" => {
+                    config.dead_scan_window = jobsmith_core::parse_duration(v)
+                        .ok()
+                        .filter(|d| {
+                            d.subsec_nanos() == 0
+                                && (1..=MAX_VISIBILITY_SECS).contains(&d.as_secs())
+                        })
+                        .ok_or_else(|| {
+                            bad(k, v, "whole seconds from 1s to 12h, such as `30s` or `5m`")
+                        })?;
+                }
                 _ => {}
             }
         }
@@ -123,6 +148,14 @@ impl SqsConfig {
         self.keys_table
             .clone()
             .unwrap_or_else(|| format!("{}-keys", self.prefix))
+    }
+
+    /// Hides what a dead-letter scan reads for `window` at first (whole
+    /// seconds, 1 s to 12 h): see [`SqsConfig::dead_scan_window`].
+    #[must_use]
+    pub fn with_dead_scan_window(mut self, window: Duration) -> Self {
+        self.dead_scan_window = window;
+        self
     }
 
     /// Uses `settings`.
@@ -190,6 +223,9 @@ mod tests {
         assert_eq!(c.keys_table_name(), "app-1-keys");
         let c = SqsConfig::from_url("sqs://eu-west-1?keys_table=shared.keys").expect("valid");
         assert_eq!(c.keys_table_name(), "shared.keys");
+        assert_eq!(c.dead_scan_window, DEFAULT_DEAD_SCAN_WINDOW);
+        let c = SqsConfig::from_url("sqs://eu-west-1?dead_scan_window=2m").expect("valid");
+        assert_eq!(c.dead_scan_window, Duration::from_secs(120));
     }
 
     #[test]
@@ -200,5 +236,11 @@ mod tests {
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=a%20b").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=ab").is_err());
         assert!(SqsConfig::from_url("redis://x").is_err());
+        for bad in ["0s", "1500ms", "13h", "soon"] {
+            let err = SqsConfig::from_url(&format!("sqs://us-east-1?dead_scan_window={bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("whole seconds from 1s to 12h"), "{bad}: {err}");
+        }
     }
 }

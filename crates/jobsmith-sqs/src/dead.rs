@@ -8,8 +8,8 @@
 //! they were first sent.
 //!
 //! SQS cannot list a queue, so review operations scan it: they receive every
-//! message (hiding each for [`SCAN_VISIBILITY`]), act, and make the rest
-//! visible again. Retention is applied on every scan, and a scan runs after
+//! message (hiding each for `dead_scan_window`, and longer when the scan
+//! outlasts it: see [`scan`]), act, and make the rest visible again. Retention is applied on every scan, and a scan runs after
 //! a burial whenever the queue holds more than `dead_max`. A burial reads the
 //! queue's size from SQS only when this process's count (the size SQS last
 //! gave, plus its own burials since) passes `dead_max`, or that size is more
@@ -21,17 +21,14 @@
 use crate::backend::Inner;
 use crate::calls::{self, Send};
 use crate::codec::{self, Outgoing, DIED_AT, ID, REASON};
-use crate::config::SQS_MESSAGE_LIMIT;
+use crate::config::{MAX_VISIBILITY_SECS, SQS_MESSAGE_LIMIT};
 use crate::names::priority_level;
 use crate::queues::Family;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use jobsmith_core::{DeadJob, Envelope, JobId, Malformed, Result, Timestamp};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// How long a scan hides the dead-letter queue's messages from other scans.
-const SCAN_VISIBILITY: u64 = 30;
 
 /// How long a dead-letter queue's size read from SQS stands in for a new
 /// read after a burial (burials by other processes, and moves by the redrive
@@ -90,18 +87,55 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// One message found by a scan.
 struct Found {
+    /// The receipt of its latest receive: SQS honours only that one.
     receipt: String,
     job: DeadJob,
 }
 
 /// Every message in the dead-letter queue at `url`, hidden from other scans.
+///
+/// Each message is hidden when received, at first for `dead_scan_window`.
+/// A scan that cannot read the whole queue within its window would find its
+/// first messages visible again and go round them for ever (only a receive
+/// that comes back empty ends it). So the window grows to twice the time the
+/// rest of the queue should take to read, judged from its size and the
+/// slowest receive so far; before what was found shows again, all of it is
+/// hidden again for the new window; and a message received a second time
+/// (its window ran out before it could be hidden again) is the one found
+/// before, with a newer receipt.
 async fn scan(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Found>> {
     let (visible, _, _) = calls::counts(&inner.client, url).await?;
-    let mut found = Vec::new();
+    let mut window = inner.config.dead_scan_window.as_secs().max(1);
+    let mut found: Vec<Found> = Vec::new();
+    let mut by_message: HashMap<String, usize> = HashMap::new();
+    // When the first message found since the last re-hiding shows again.
+    let mut deadline: Option<Instant> = None;
+    let mut slowest = Duration::ZERO;
     let mut wait = Duration::ZERO;
     loop {
-        let (msgs, _) =
-            calls::receive(&inner.client, url, calls::BATCH, wait, SCAN_VISIBILITY).await?;
+        // Receives still to make, and (one batch call per ten found) the
+        // calls a re-hiding of everything found takes.
+        let receives_left = visible.saturating_sub(found.len() as u64) / calls::BATCH as u64 + 1;
+        let rehide = (found.len() / calls::BATCH + 1) as u32;
+        let needed =
+            calls::whole_seconds_up(slowest * 2 * u32::try_from(receives_left).unwrap_or(u32::MAX));
+        if let Some(d) = deadline {
+            let margin = (Duration::from_secs(window) / 2).max(slowest * (rehide + 2));
+            if Instant::now() + margin >= d {
+                window = (window * 2).max(needed).min(MAX_VISIBILITY_SECS);
+                let started = Instant::now();
+                let receipts: Vec<&str> = found.iter().map(|f| f.receipt.as_str()).collect();
+                // A message whose window already ran out may be refused
+                // here; it is received again below.
+                calls::change_visibility(&inner.client, url, &receipts, window).await?;
+                deadline = Some(started + Duration::from_secs(window));
+            }
+        }
+        window = window.max(needed.min(MAX_VISIBILITY_SECS));
+        let (msgs, sent) = calls::receive(&inner.client, url, calls::BATCH, wait, window).await?;
+        if wait.is_zero() {
+            slowest = slowest.max(sent.elapsed());
+        }
         if msgs.is_empty() {
             // Counts are approximate on AWS: one long poll makes sure.
             if wait.is_zero() && (found.len() as u64) < visible {
@@ -110,40 +144,20 @@ async fn scan(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Found>> {
             }
             break;
         }
+        deadline.get_or_insert(sent + Duration::from_secs(window));
         for m in msgs {
             let Some(receipt) = m.receipt_handle().map(str::to_owned) else {
                 continue;
             };
-            let raw = codec::decode_body(m.body().unwrap_or(""), m.message_attributes());
-            let attrs = m.message_attributes();
-            let sent =
-                codec::system_number(m.attributes(), &MessageSystemAttributeName::SentTimestamp)
-                    .unwrap_or(0);
-            let died_at = codec::attribute(attrs, DIED_AT)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(sent);
-            let id = codec::attribute(attrs, ID)
-                .map(JobId::from)
-                .or_else(|| Envelope::from_bytes(&raw).ok().map(|e| e.id))
-                .unwrap_or_else(|| JobId::from(m.message_id().unwrap_or_default()));
-            let reason = codec::attribute(attrs, REASON).map_or_else(
-                || {
-                    format!(
-                        "received {} times without being settled: moved by the SQS redrive policy",
-                        inner.config.max_receives
-                    )
-                },
-                str::to_owned,
-            );
+            let message = m.message_id().unwrap_or_default().to_owned();
+            if let Some(&i) = by_message.get(&message) {
+                found[i].receipt = receipt;
+                continue;
+            }
+            by_message.insert(message, found.len());
             found.push(Found {
                 receipt,
-                job: DeadJob {
-                    id,
-                    queue: queue.to_owned(),
-                    reason,
-                    died_at: Timestamp(died_at),
-                    raw,
-                },
+                job: dead_job(inner, queue, &m),
             });
         }
     }
@@ -151,6 +165,37 @@ async fn scan(inner: &Inner, queue: &str, url: &str) -> Result<Vec<Found>> {
     let mut indexed: Vec<(usize, Found)> = found.into_iter().enumerate().collect();
     indexed.sort_by(|(ia, a), (ib, b)| b.job.died_at.cmp(&a.job.died_at).then(ib.cmp(ia)));
     Ok(indexed.into_iter().map(|(_, f)| f).collect())
+}
+
+/// The dead job a dead-letter message holds.
+fn dead_job(inner: &Inner, queue: &str, m: &Message) -> DeadJob {
+    let raw = codec::decode_body(m.body().unwrap_or(""), m.message_attributes());
+    let attrs = m.message_attributes();
+    let sent = codec::system_number(m.attributes(), &MessageSystemAttributeName::SentTimestamp)
+        .unwrap_or(0);
+    let died_at = codec::attribute(attrs, DIED_AT)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(sent);
+    let id = codec::attribute(attrs, ID)
+        .map(JobId::from)
+        .or_else(|| Envelope::from_bytes(&raw).ok().map(|e| e.id))
+        .unwrap_or_else(|| JobId::from(m.message_id().unwrap_or_default()));
+    let reason = codec::attribute(attrs, REASON).map_or_else(
+        || {
+            format!(
+                "received {} times without being settled: moved by the SQS redrive policy",
+                inner.config.max_receives
+            )
+        },
+        str::to_owned,
+    );
+    DeadJob {
+        id,
+        queue: queue.to_owned(),
+        reason,
+        died_at: Timestamp(died_at),
+        raw,
+    }
 }
 
 /// This process's idea of each dead-letter queue's size, by queue URL.

@@ -47,7 +47,7 @@ mod queues;
 mod raw;
 
 pub use backend::SqsBackend;
-pub use config::{SqsConfig, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT};
+pub use config::{SqsConfig, DEFAULT_DEAD_SCAN_WINDOW, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT};
 pub use names::priority_level;
 #[doc(hidden)]
 pub use raw::raw_rate;

@@ -703,6 +703,60 @@ pub async fn dead_letter_retention_by_count_and_age(factory: Factory) {
     );
 }
 
+/// A deep dead-letter queue is read whole: each dead job listed once, found,
+/// and purged. A backend that reads its dead letters by receiving them (SQS)
+/// must read past the time it hides each one for; the harness makes that
+/// time short (SQS: a 1 s scan window, which 300 jobs outlast several times
+/// over on moto).
+pub async fn dead_letter_list_of_a_deep_queue_finds_each_job_once(factory: Factory) {
+    const DEAD: u64 = 300;
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    for first in (0..DEAD).step_by(100) {
+        let batch = (first..(first + 100).min(DEAD))
+            .map(|n| job("q", n))
+            .collect();
+        b.enqueue(batch).await.expect("enqueue succeeds");
+    }
+    let mut buried = std::collections::HashSet::new();
+    while (buried.len() as u64) < DEAD {
+        let got = b
+            .reserve(&qs("q"), 10, LONG, Duration::from_secs(5))
+            .await
+            .expect("reserve succeeds");
+        assert!(
+            !got.is_empty(),
+            "{} of {DEAD} buried, then none ready",
+            buried.len()
+        );
+        let burials = got.iter().map(|d| b.dead_letter(&d.lease, "deep"));
+        for status in futures_util::future::join_all(burials).await {
+            assert_eq!(status.expect("dead-letter"), LeaseStatus::Held);
+        }
+        buried.extend(got.iter().map(|d| env_of(d).id.clone()));
+    }
+    let listed = b.dead_list("q", 0, DEAD as usize + 10).await.expect("list");
+    let distinct: std::collections::HashSet<JobId> = listed.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(
+        (listed.len(), distinct.len()),
+        (DEAD as usize, DEAD as usize),
+        "each dead job listed once"
+    );
+    assert_eq!(distinct, buried, "the dead jobs listed are the ones buried");
+    assert!(
+        listed.windows(2).all(|w| w[0].died_at >= w[1].died_at),
+        "newest first"
+    );
+    let oldest = listed.last().expect("listed").id.clone();
+    assert_eq!(
+        b.dead_get("q", &oldest).await.expect("get").map(|d| d.id),
+        Some(oldest),
+        "the oldest is found"
+    );
+    assert_eq!(b.dead_purge("q", None).await.expect("purge"), DEAD as usize);
+    assert_eq!(stats(b, "q").await.dead, 0);
+}
+
 /// An expired job is never delivered, and is counted.
 pub async fn ttl_expired_job_is_never_delivered_and_counted(factory: Factory) {
     let h = fresh(factory).await;

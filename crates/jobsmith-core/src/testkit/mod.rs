@@ -151,6 +151,7 @@ macro_rules! conformance_suite {
             dead_letter_list_inspect_requeue_purge,
             dead_letter_keeps_one_entry_per_job,
             dead_letter_retention_by_count_and_age,
+            dead_letter_list_of_a_deep_queue_finds_each_job_once,
             ttl_expired_job_is_never_delivered_and_counted,
             idempotent_enqueue_while_queued_returns_existing_id,
             idempotent_racing_enqueues_take_a_key_once,
