@@ -10,7 +10,7 @@ use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
 use crate::state::Buffered;
-use crate::topology::passive_count;
+use crate::topology::{passive_count, Declared};
 use futures_util::future::try_join_all;
 use jobsmith_core::Result;
 use lapin::message::DeliveryResult;
@@ -34,8 +34,31 @@ impl Inner {
         if self.lock().declared.contains(q) {
             return Ok(None);
         }
-        let admin = link.admin().await?;
-        let ready = self.topology().declare_queue(&admin, q).await?;
+        let mut admin = link.admin().await?;
+        let topology = self.topology();
+        let ready = match topology.declare_queue(&admin, q, true).await? {
+            Declared::Ready(n) => n,
+            Declared::WithoutVersion => {
+                tracing::warn!(
+                    queue = %self.names.work(q),
+                    "this work queue was declared without x-queue-version by an earlier \
+                     jobsmith; it is used as it is. Classic queue version 2 enqueues faster: \
+                     give it the policy `queue-version: 2` (rabbitmqctl set_policy), or use a \
+                     new prefix"
+                );
+                // The refusal closed the admin channel.
+                *admin = link.reopen_admin().await?;
+                match topology.declare_queue(&admin, q, false).await? {
+                    Declared::Ready(n) => n,
+                    Declared::WithoutVersion => {
+                        return Err(jobsmith_core::Error::Backend(format!(
+                            "the broker refused work queue {} with and without x-queue-version",
+                            self.names.work(q)
+                        )))
+                    }
+                }
+            }
+        };
         let register = {
             let mut st = self.lock();
             st.declared.insert(q.to_owned());
