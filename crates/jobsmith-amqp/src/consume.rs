@@ -36,23 +36,25 @@ impl Inner {
         }
         let mut admin = link.admin().await?;
         let topology = self.topology();
-        let ready = match topology.declare_queue(&admin, q, true).await? {
+        let version_2 = self.cfg.queue_version == 2 && !self.cfg.quorum;
+        let ready = match topology.declare_queue(&admin, q, version_2).await? {
             Declared::Ready(n) => n,
-            Declared::WithoutVersion => {
+            Declared::OtherVersion => {
+                let (asked, found) = if version_2 { (2, 1) } else { (1, 2) };
                 tracing::warn!(
                     queue = %self.names.work(q),
-                    "this work queue was declared without x-queue-version by an earlier \
-                     jobsmith; it is used as it is. Classic queue version 2 enqueues faster: \
-                     give it the policy `queue-version: 2` (rabbitmqctl set_policy), or use a \
-                     new prefix"
+                    "queue_version={asked} is asked for, but this work queue was declared \
+                     before as classic queue version {found}; it is used as it is. To convert \
+                     it in place, give it the policy `queue-version: {asked}` (rabbitmqctl \
+                     set_policy); or use a new prefix"
                 );
                 // The refusal closed the admin channel.
                 *admin = link.reopen_admin().await?;
-                match topology.declare_queue(&admin, q, false).await? {
+                match topology.declare_queue(&admin, q, !version_2).await? {
                     Declared::Ready(n) => n,
-                    Declared::WithoutVersion => {
+                    Declared::OtherVersion => {
                         return Err(jobsmith_core::Error::Backend(format!(
-                            "the broker refused work queue {} with and without x-queue-version",
+                            "the broker refused work queue {} as classic queue version 1 and 2",
                             self.names.work(q)
                         )))
                     }

@@ -77,9 +77,7 @@ impl Topology<'_> {
             // (50,000 jobs queued) it drains about 1.45x and enqueues about
             // 1.3x faster than a default version 1 queue.
             t.insert("x-queue-mode".into(), text("lazy"));
-            // Version 2's on-disk format costs the broker less per message:
-            // on the bench it enqueues about 1.4x faster than version 1 lazy
-            // (docs/benchmarks.md, "Reading the ceilings").
+            // Version 2 (the `queue_version` setting): see `AmqpConfig`.
             if version_2 {
                 t.insert("x-queue-version".into(), AMQPValue::ShortShortUInt(2));
             }
@@ -219,11 +217,11 @@ impl Topology<'_> {
 
     /// Everything one queue needs; returns the work queue's ready count.
     ///
-    /// The work queue is asked for as classic queue version 2 unless
-    /// `version_2` is false. A work queue an earlier jobsmith declared without
-    /// a version makes the broker refuse that (and close `ch`):
-    /// [`Declared::WithoutVersion`] says so, and the caller declares again,
-    /// on a new channel, without it.
+    /// With `version_2`, the work queue is asked for as classic queue version
+    /// 2, and without it as version 1 (no `x-queue-version`). A work queue
+    /// declared before the other way makes the broker refuse (and close
+    /// `ch`): [`Declared::OtherVersion`] says so, and the caller declares
+    /// again, on a new channel, the other way.
     pub(crate) async fn declare_queue(
         &self,
         ch: &Channel,
@@ -250,9 +248,7 @@ impl Topology<'_> {
             .await
         {
             Ok(d) => d,
-            Err(e) if version_2 && refuses_queue_version(&e) => {
-                return Ok(Declared::WithoutVersion)
-            }
+            Err(e) if refuses_queue_version(&e) => return Ok(Declared::OtherVersion),
             Err(e) => return Err(from_lapin(e)),
         };
         ch.queue_bind(
@@ -290,9 +286,9 @@ impl Topology<'_> {
 pub(crate) enum Declared {
     /// Declared; the work queue holds this many ready jobs.
     Ready(u32),
-    /// The work queue exists without `x-queue-version`, and the broker
-    /// refused to declare it as version 2.
-    WithoutVersion,
+    /// The work queue exists with another classic queue version than the
+    /// one asked for, and the broker refused the declaration.
+    OtherVersion,
 }
 
 /// Whether the broker refused a declaration because the queue exists with

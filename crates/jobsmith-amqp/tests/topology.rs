@@ -1,6 +1,7 @@
-//! Work queues are classic queue version 2, and a work queue an earlier
-//! jobsmith declared without a version is still used: the broker refuses to
-//! declare it again as version 2, and the backend then declares it as it is.
+//! Work queues are classic queue version 1, or 2 with `queue_version=2`; a
+//! work queue declared before as the other version is still used: the broker
+//! refuses to declare it again as asked, and the backend then declares it as
+//! it is.
 
 mod support;
 
@@ -34,18 +35,76 @@ fn queue_version(name: &str) -> Option<String> {
     Some(rest.split('}').next().unwrap_or("").trim().to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_work_queue_is_classic_version_2() {
-    let prefix = support::fresh_prefix();
-    let b = jobsmith_amqp::AmqpBackend::connect(&support::url(&prefix, ""))
+async fn connect(prefix: &str, extra: &str) -> jobsmith_amqp::AmqpBackend {
+    jobsmith_amqp::AmqpBackend::connect(&support::url(prefix, extra))
         .await
-        .expect("connect");
-    b.enqueue(vec![job("q", 1)]).await.expect("enqueue");
+        .expect("connect")
+}
+
+/// Reserves until `n` jobs came; their ids, in order; acks them.
+async fn take_ids(b: &jobsmith_amqp::AmqpBackend, n: usize) -> Vec<jobsmith_core::JobId> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let more = b
+            .reserve(
+                &["q".to_owned()],
+                10,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("reserve");
+        got.extend(more);
+        if got.len() >= n {
+            break;
+        }
+    }
+    let ids = got
+        .iter()
+        .filter_map(|d| d.envelope.as_ref().ok().map(|e| e.id.clone()))
+        .collect();
+    let leases: Vec<_> = got.into_iter().map(|d| d.lease).collect();
+    b.ack(&leases).await.expect("ack");
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_work_queue_is_version_1_unless_queue_version_2_is_asked_for() {
+    let (one, two) = (support::fresh_prefix(), support::fresh_prefix());
+    connect(&one, "")
+        .await
+        .enqueue(vec![job("q", 1)])
+        .await
+        .expect("enqueue");
+    connect(&two, "&queue_version=2")
+        .await
+        .enqueue(vec![job("q", 1)])
+        .await
+        .expect("enqueue");
+    assert_eq!(queue_version(&format!("{one}.q")), None);
+    assert_eq!(queue_version(&format!("{two}.q")).as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_work_queue_is_used_as_it_is_without_queue_version_2() {
+    let prefix = support::fresh_prefix();
+    let first = job("q", 1);
+    connect(&prefix, "&queue_version=2")
+        .await
+        .enqueue(vec![first.clone()])
+        .await
+        .expect("enqueue");
+    let b = connect(&prefix, "").await;
+    let second = job("q", 2);
+    b.enqueue(vec![second.clone()])
+        .await
+        .expect("an enqueue into the version 2 queue succeeds");
+    assert_eq!(take_ids(&b, 2).await, vec![first.id, second.id]);
     assert_eq!(queue_version(&format!("{prefix}.q")).as_deref(), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_work_queue_declared_without_a_version_is_used_as_it_is() {
+async fn a_work_queue_declared_without_a_version_is_used_as_it_is_with_queue_version_2() {
     let prefix = support::fresh_prefix();
     let work = format!("{prefix}.q");
     // The work queue as jobsmith declared it before version 2, holding a job.
@@ -88,36 +147,16 @@ async fn a_work_queue_declared_without_a_version_is_used_as_it_is() {
     .expect("published");
     assert_eq!(queue_version(&work), None, "the old queue has no version");
 
-    let b = jobsmith_amqp::AmqpBackend::connect(&support::url(&prefix, ""))
-        .await
-        .expect("connect");
+    let b = connect(&prefix, "&queue_version=2").await;
     let new = job("q", 2);
     b.enqueue(vec![new.clone()])
         .await
         .expect("an enqueue into the old work queue succeeds");
-    let mut got = Vec::new();
-    for _ in 0..20 {
-        let more = b
-            .reserve(
-                &["q".to_owned()],
-                10,
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-            )
-            .await
-            .expect("reserve");
-        got.extend(more);
-        if got.len() >= 2 {
-            break;
-        }
-    }
-    let ids: Vec<_> = got
-        .iter()
-        .filter_map(|d| d.envelope.as_ref().ok().map(|e| e.id.clone()))
-        .collect();
-    assert_eq!(ids, vec![old.id, new.id], "the old job, then the new one");
-    let leases: Vec<_> = got.into_iter().map(|d| d.lease).collect();
-    b.ack(&leases).await.expect("ack");
+    assert_eq!(
+        take_ids(&b, 2).await,
+        vec![old.id, new.id],
+        "the old job, then the new one"
+    );
     assert_eq!(
         queue_version(&work),
         None,
