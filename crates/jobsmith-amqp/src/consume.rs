@@ -10,7 +10,7 @@ use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
 use crate::state::Buffered;
-use crate::topology::passive_count;
+use crate::topology::{passive_count, Declared};
 use futures_util::future::try_join_all;
 use jobsmith_core::Result;
 use lapin::message::DeliveryResult;
@@ -34,8 +34,33 @@ impl Inner {
         if self.lock().declared.contains(q) {
             return Ok(None);
         }
-        let admin = link.admin().await?;
-        let ready = self.topology().declare_queue(&admin, q).await?;
+        let mut admin = link.admin().await?;
+        let topology = self.topology();
+        let version_2 = self.cfg.queue_version == 2 && !self.cfg.quorum;
+        let ready = match topology.declare_queue(&admin, q, version_2).await? {
+            Declared::Ready(n) => n,
+            Declared::OtherVersion => {
+                let (asked, found) = if version_2 { (2, 1) } else { (1, 2) };
+                tracing::warn!(
+                    queue = %self.names.work(q),
+                    "queue_version={asked} is asked for, but this work queue was declared \
+                     before as classic queue version {found}; it is used as it is. To convert \
+                     it in place, give it the policy `queue-version: {asked}` (rabbitmqctl \
+                     set_policy); or use a new prefix"
+                );
+                // The refusal closed the admin channel.
+                *admin = link.reopen_admin().await?;
+                match topology.declare_queue(&admin, q, !version_2).await? {
+                    Declared::Ready(n) => n,
+                    Declared::OtherVersion => {
+                        return Err(jobsmith_core::Error::Backend(format!(
+                            "the broker refused work queue {} as classic queue version 1 and 2",
+                            self.names.work(q)
+                        )))
+                    }
+                }
+            }
+        };
         let register = {
             let mut st = self.lock();
             st.declared.insert(q.to_owned());
