@@ -43,24 +43,18 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
     Box::pin(async move {
         let prefix = support::fresh_prefix();
         let query = settings_query(&settings);
-        let backend = AmqpBackend::connect(&support::url(&prefix, &query))
-            .await
-            .expect("RabbitMQ is reachable (set JOBSMITH_AMQP_URL, or start it with `cargo xtask services`)");
+        let backend = support::connect(&prefix, &query).await;
         // Prefetch 1: the peer holds no job beyond the one it reserves.
-        let peer_url = support::url(&prefix, &format!("{query}&prefetch=1"));
+        let peer_query = format!("{query}&prefetch=1");
         Harness {
             backend: Arc::new(backend.clone()),
             faults: Arc::new(AmqpFaults(backend)),
             short_lease: Duration::from_millis(300),
             approximations: Approximations::default(),
             peer: Arc::new(move || -> BoxFuture<'static, Arc<dyn Backend>> {
-                let url = peer_url.clone();
+                let (prefix, query) = (prefix.clone(), peer_query.clone());
                 Box::pin(async move {
-                    let b: Arc<dyn Backend> = Arc::new(
-                        AmqpBackend::connect(&url)
-                            .await
-                            .expect("RabbitMQ is reachable"),
-                    );
+                    let b: Arc<dyn Backend> = Arc::new(support::connect(&prefix, &query).await);
                     b
                 })
             }),

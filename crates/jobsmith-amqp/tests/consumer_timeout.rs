@@ -52,11 +52,7 @@ fn run_long(
 /// A plain consumer that holds a delivery unacknowledged has its channel
 /// closed by the broker: the lowered timeout is in force for new channels.
 async fn assert_timeout_in_force() {
-    let conn =
-        lapin::Connection::connect(&support::base_url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let (conn, ch) = support::plain_channel().await;
     let q = format!("{}.timeout_probe", support::fresh_prefix());
     ch.queue_declare(
         q.as_str().into(),

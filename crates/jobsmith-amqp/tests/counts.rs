@@ -9,18 +9,12 @@ use jobsmith_amqp::AmqpBackend;
 use jobsmith_core::{Backend, Envelope, LeaseStatus};
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const Q: &str = "q";
-
-async fn connect(prefix: &str) -> AmqpBackend {
-    AmqpBackend::connect(&support::url(prefix, ""))
-        .await
-        .expect("RabbitMQ is reachable")
-}
 
 fn job(n: u64) -> Envelope {
     Envelope::with_args("counted", Q, &serde_json::json!({ "n": n })).expect("JSON")
@@ -70,10 +64,7 @@ async fn settle_flushing_each(b: &AmqpBackend, n: u64) -> (u64, u64) {
 
 /// How many messages `Q`'s counter queue holds.
 async fn counter_messages(prefix: &str) -> u32 {
-    let conn = Connection::connect(&support::base_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let (conn, ch) = support::plain_channel().await;
     let counts = ch
         .queue_declare(
             format!("{prefix}.{Q}.counts").as_str().into(),
@@ -98,9 +89,9 @@ async fn counter_messages(prefix: &str) -> u32 {
 async fn totals_stay_exact_while_flushes_and_merges_race() {
     let prefix = support::fresh_prefix();
     let (worker, reader_a, reader_b) = (
-        connect(&prefix).await,
-        connect(&prefix).await,
-        connect(&prefix).await,
+        support::connect(&prefix, "").await,
+        support::connect(&prefix, "").await,
+        support::connect(&prefix, "").await,
     );
     let (mut acked, mut dead) = settle_flushing_each(&worker, 120).await;
     let left = counter_messages(&prefix).await;
@@ -153,10 +144,7 @@ async fn totals_stay_exact_while_flushes_and_merges_race() {
 /// message taken and unacked, on a connection of its own; closing it puts
 /// them back and frees the lock.
 async fn hold_the_lock(prefix: &str) -> Connection {
-    let conn = Connection::connect(&support::base_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let (conn, ch) = support::plain_channel().await;
     let lock = ch
         .basic_consume(
             format!("{prefix}.{Q}.counts.lock").as_str().into(),
@@ -192,7 +180,10 @@ async fn hold_the_lock(prefix: &str) -> Connection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_waits_for_a_merge_in_progress() {
     let prefix = support::fresh_prefix();
-    let (worker, reader) = (connect(&prefix).await, connect(&prefix).await);
+    let (worker, reader) = (
+        support::connect(&prefix, "").await,
+        support::connect(&prefix, "").await,
+    );
     let (acked, dead) = settle_flushing_each(&worker, 3).await;
     assert_eq!((acked, dead), (2, 1));
     let merger = hold_the_lock(&prefix).await;
@@ -225,7 +216,10 @@ async fn a_reader_waits_for_a_merge_in_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_too_long_gives_unknown_totals() {
     let prefix = support::fresh_prefix();
-    let (worker, reader) = (connect(&prefix).await, connect(&prefix).await);
+    let (worker, reader) = (
+        support::connect(&prefix, "").await,
+        support::connect(&prefix, "").await,
+    );
     settle_flushing_each(&worker, 3).await;
     let merger = hold_the_lock(&prefix).await;
     assert_eq!(totals(&reader).await, (None, None));

@@ -12,7 +12,7 @@ mod support;
 use jobsmith_core::Backend;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, Consumer};
 use std::time::Duration;
 
 const KEY: &str = "schedule:held";
@@ -27,10 +27,7 @@ struct Holder {
 impl Holder {
     /// Holds the message in `queue` once it has been delivered to this consumer.
     async fn take(queue: &str) -> Self {
-        let conn = Connection::connect(&support::base_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = conn.create_channel().await.expect("channel");
+        let (conn, channel) = support::plain_channel().await;
         channel
             .basic_qos(0, BasicQosOptions::default())
             .await

@@ -8,7 +8,7 @@ mod support;
 use jobsmith_core::{Backend, Envelope};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::BasicProperties;
 use std::time::Duration;
 
 fn job(queue: &str, n: u64) -> Envelope {
@@ -33,12 +33,6 @@ fn queue_version(name: &str) -> Option<String> {
     let at = line.find("{\"x-queue-version\",")?;
     let rest = &line[at + "{\"x-queue-version\",".len()..];
     Some(rest.split('}').next().unwrap_or("").trim().to_owned())
-}
-
-async fn connect(prefix: &str, extra: &str) -> jobsmith_amqp::AmqpBackend {
-    jobsmith_amqp::AmqpBackend::connect(&support::url(prefix, extra))
-        .await
-        .expect("connect")
 }
 
 /// Reserves until `n` jobs came; their ids, in order; acks them.
@@ -71,12 +65,12 @@ async fn take_ids(b: &jobsmith_amqp::AmqpBackend, n: usize) -> Vec<jobsmith_core
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_work_queue_is_version_1_unless_queue_version_2_is_asked_for() {
     let (one, two) = (support::fresh_prefix(), support::fresh_prefix());
-    connect(&one, "")
+    support::connect(&one, "")
         .await
         .enqueue(vec![job("q", 1)])
         .await
         .expect("enqueue");
-    connect(&two, "&queue_version=2")
+    support::connect(&two, "&queue_version=2")
         .await
         .enqueue(vec![job("q", 1)])
         .await
@@ -89,12 +83,12 @@ async fn a_new_work_queue_is_version_1_unless_queue_version_2_is_asked_for() {
 async fn a_version_2_work_queue_is_used_as_it_is_without_queue_version_2() {
     let prefix = support::fresh_prefix();
     let first = job("q", 1);
-    connect(&prefix, "&queue_version=2")
+    support::connect(&prefix, "&queue_version=2")
         .await
         .enqueue(vec![first.clone()])
         .await
         .expect("enqueue");
-    let b = connect(&prefix, "").await;
+    let b = support::connect(&prefix, "").await;
     let second = job("q", 2);
     b.enqueue(vec![second.clone()])
         .await
@@ -108,10 +102,7 @@ async fn a_work_queue_declared_without_a_version_is_used_as_it_is_with_queue_ver
     let prefix = support::fresh_prefix();
     let work = format!("{prefix}.q");
     // The work queue as jobsmith declared it before version 2, holding a job.
-    let conn = Connection::connect(&support::base_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let (conn, ch) = support::plain_channel().await;
     let mut args = FieldTable::default();
     args.insert("x-expires".into(), AMQPValue::LongLongInt(600_000));
     args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(10));
@@ -147,7 +138,7 @@ async fn a_work_queue_declared_without_a_version_is_used_as_it_is_with_queue_ver
     .expect("published");
     assert_eq!(queue_version(&work), None, "the old queue has no version");
 
-    let b = connect(&prefix, "&queue_version=2").await;
+    let b = support::connect(&prefix, "&queue_version=2").await;
     let new = job("q", 2);
     b.enqueue(vec![new.clone()])
         .await

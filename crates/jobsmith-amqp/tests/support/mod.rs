@@ -26,11 +26,24 @@ pub fn url(prefix: &str, extra: &str) -> String {
 
 /// Connects to a fresh namespace.
 pub async fn fresh(extra: &str) -> AmqpBackend {
-    AmqpBackend::connect(&url(&fresh_prefix(), extra))
-        .await
-        .expect(
+    connect(&fresh_prefix(), extra).await
+}
+
+/// Connects to the namespace `prefix` with `extra` query settings.
+pub async fn connect(prefix: &str, extra: &str) -> AmqpBackend {
+    AmqpBackend::connect(&url(prefix, extra)).await.expect(
         "RabbitMQ is reachable (set JOBSMITH_AMQP_URL, or start it with `cargo xtask services`)",
     )
+}
+
+/// A plain AMQP connection and channel of its own, as another program would
+/// have: closing the connection gives back whatever the channel holds.
+pub async fn plain_channel() -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(&base_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    (conn, ch)
 }
 
 /// The `n` of a test job's `{"n": ..}` arguments.
