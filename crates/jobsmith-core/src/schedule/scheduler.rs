@@ -53,14 +53,12 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
             .and_then(|c| c.tz(opts.tz))
             .map_err(|e| Error::Schedule(format!("schedule of job `{}`: {e}", def.name)))?
             .missed(opts.missed);
-        if cron.next_after(now).is_none() {
-            return Err(Error::Schedule(format!(
-                "schedule of job `{}`: {}; fix the expression in its `#[job(cron = ..)]`, \
-                 or remove the `cron` option",
-                def.name,
-                no_more_ticks(&cron, now)
-            )));
-        }
+        has_ticks(
+            &cron,
+            now,
+            &format!("schedule of job `{}`", def.name),
+            "fix the expression in its `#[job(cron = ..)]`, or remove the `cron` option",
+        )?;
         let no_args = RawValue::from_string("{}".to_owned()).map_err(Error::Serialize)?;
         out.push(Scheduled {
             name: def.name.to_owned(),
@@ -74,12 +72,12 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
         let cron = p
             .cron
             .map_err(|e| Error::Schedule(format!("schedule `{name}`: {e}")))?;
-        if cron.next_after(now).is_none() {
-            return Err(Error::Schedule(format!(
-                "schedule `{name}`: {}; fix the expression, or stop registering the schedule",
-                no_more_ticks(&cron, now)
-            )));
-        }
+        has_ticks(
+            &cron,
+            now,
+            &format!("schedule `{name}`"),
+            "fix the expression, or stop registering the schedule",
+        )?;
         if out.iter().any(|s| s.name == name) {
             return Err(Error::Schedule(format!(
                 "two schedules are named `{name}`: name one with `.schedule_cron(\"other-name\", ..)`"
@@ -94,14 +92,19 @@ pub(crate) fn collect(registry: &Registry, pending: Vec<Pending>) -> Result<Vec<
     Ok(out)
 }
 
-/// Why a schedule is refused when its expression has no tick after `now`.
-fn no_more_ticks(cron: &Cron, now: Timestamp) -> String {
-    format!(
-        "`{}` has no tick after now ({}, read in {}), so it would never fire (a year in the past?)",
+/// Refuses `what` (a schedule) when its expression has no tick after `now`,
+/// saying why and how to `fix` it.
+fn has_ticks(cron: &Cron, now: Timestamp, what: &str, fix: &str) -> Result<()> {
+    if cron.next_after(now).is_some() {
+        return Ok(());
+    }
+    Err(Error::Schedule(format!(
+        "{what}: `{}` has no tick after now ({}, read in {}), so it would never fire \
+         (a year in the past?); {fix}",
         cron.expr(),
         super::expr::rfc3339(now),
         cron.zone()
-    )
+    )))
 }
 
 /// Runs one schedule until `stop` turns true.

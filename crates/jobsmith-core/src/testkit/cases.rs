@@ -65,6 +65,21 @@ async fn take_one(b: &dyn Backend, queue: &str) -> Delivery {
 }
 
 /// Enqueues `env`, reserves it and buries it: a dead job, by the usual path.
+/// Reserves from `queue` on `b` until `n` jobs came (each reserve waits up to
+/// 5 s); `why` is the assertion that each reserve finds one.
+async fn take_exactly(b: &dyn Backend, queue: &str, n: usize, why: &str) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let more = b
+            .reserve(&qs(queue), n - got.len(), LONG, Duration::from_secs(5))
+            .await
+            .expect("reserve");
+        assert!(!more.is_empty(), "{why}");
+        got.extend(more);
+    }
+    got
+}
+
 async fn bury(b: &dyn Backend, env: Envelope, reason: &str) -> JobId {
     let queue = env.queue.clone();
     let id = enqueue(b, env).await;
@@ -1366,15 +1381,7 @@ pub async fn stats_count_processed_and_failed(factory: Factory) {
     b.enqueue((0..3).map(|n| job("q", n)).collect())
         .await
         .expect("enqueue");
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        let more = b
-            .reserve(&qs("q"), 3 - got.len(), LONG, Duration::from_secs(5))
-            .await
-            .expect("reserve");
-        assert!(!more.is_empty(), "three ready jobs are reserved");
-        got.extend(more);
-    }
+    let got = take_exactly(b, "q", 3, "three ready jobs are reserved").await;
     b.ack(&[got[0].lease.clone()]).await.expect("ack");
     let mut again = env_of(&got[1]).clone();
     again.run_at = Timestamp::now().plus(LONG);
@@ -1408,18 +1415,13 @@ pub async fn stats_count_outcomes_of_every_instance(factory: Factory) {
         .await
         .expect("reserve");
     assert_eq!(theirs.len(), 1, "the second instance reserves a ready job");
-    let mut ours = Vec::new();
-    while ours.len() < 2 {
-        let more = first
-            .reserve(&qs("q"), 2 - ours.len(), LONG, Duration::from_secs(5))
-            .await
-            .expect("reserve");
-        assert!(
-            !more.is_empty(),
-            "the first instance reserves the two jobs the second left"
-        );
-        ours.extend(more);
-    }
+    let ours = take_exactly(
+        &*first,
+        "q",
+        2,
+        "the first instance reserves the two jobs the second left",
+    )
+    .await;
     let d = theirs.pop().expect("checked");
     assert_eq!(
         second.ack(&[d.lease]).await.expect("ack"),
