@@ -18,8 +18,10 @@
 use crate::dead::collect;
 use crate::error::from_lapin;
 use crate::inner::Inner;
+use crate::link::Link;
 use crate::message::{self, header_u64};
 use jobsmith_core::{Error, Result, Timestamp};
+use lapin::message::Delivery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
@@ -81,23 +83,19 @@ impl Inner {
     pub(crate) async fn get_meta(self: &Arc<Self>, key: &str) -> Result<Option<Vec<u8>>> {
         let link = self.link().await?;
         let queue = self.names.meta(key);
-        let deadline = Instant::now() + BUSY_WAIT;
-        loop {
-            let held = collect(&link, &queue, self.topology().meta_args()).await?;
-            let whole = held.whole;
-            let newest = held
-                .deliveries
-                .iter()
-                .max_by_key(|d| (header_u64(&d.properties, AT).unwrap_or(0), d.delivery_tag))
-                .map(|d| d.data.clone());
-            held.close().await;
-            if newest.is_some() || whole {
-                return Ok(newest);
-            }
-            // Found nothing, but another browse held the value or took it
-            // from under this one: it is put back when that browse ends.
-            pause_or_give_up(deadline).await?;
+        let (found, whole) = browse_settled(&link, &queue, self.topology().meta_args(), |d| {
+            !d.is_empty()
+        })
+        .await?;
+        if found.is_empty() && !whole {
+            // Another browse held the value, or took it from under each look,
+            // for all of `BUSY_WAIT`: "none" would be a guess.
+            return Err(Error::Timeout(BUSY_WAIT));
         }
+        Ok(found
+            .into_iter()
+            .max_by_key(|d| (header_u64(&d.properties, AT).unwrap_or(0), d.delivery_tag))
+            .map(|d| d.data))
     }
 
     pub(crate) async fn list_meta(
@@ -105,22 +103,15 @@ impl Inner {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let link = self.link().await?;
-        let deadline = Instant::now() + BUSY_WAIT;
-        let entries = loop {
-            let mut held = collect(
-                &link,
-                &self.names.meta_index(),
-                self.topology().registry_args(),
-            )
-            .await?;
-            let entries = std::mem::take(&mut held.deliveries);
-            let whole = held.whole;
-            held.close().await;
-            // A concurrent listing holds some keys' names for a moment.
-            if whole || pause_or_give_up(deadline).await.is_err() {
-                break entries;
-            }
-        };
+        // A concurrent listing holds some keys' names for a moment; after
+        // `BUSY_WAIT`, what was found is listed.
+        let (entries, _) = browse_settled(
+            &link,
+            &self.names.meta_index(),
+            self.topology().registry_args(),
+            |_| false,
+        )
+        .await?;
         let mut keys: Vec<String> = entries
             .into_iter()
             .map(|d| String::from_utf8_lossy(&d.data).into_owned())
@@ -138,12 +129,26 @@ impl Inner {
     }
 }
 
-/// Waits a little before looking again, or fails once `deadline` has passed.
-async fn pause_or_give_up(deadline: Instant) -> Result<()> {
-    if Instant::now() >= deadline {
-        return Err(Error::Timeout(BUSY_WAIT));
+/// Browses `queue` until the browse was whole (no other browse held any of
+/// its messages) or `enough` accepts what it found, looking again after a
+/// short random pause for up to [`BUSY_WAIT`]; returns the last look's
+/// messages, and whether that look was whole.
+async fn browse_settled(
+    link: &Link,
+    queue: &str,
+    args: FieldTable,
+    enough: impl Fn(&[Delivery]) -> bool,
+) -> Result<(Vec<Delivery>, bool)> {
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        let mut held = collect(link, queue, args.clone()).await?;
+        let found = std::mem::take(&mut held.deliveries);
+        let whole = held.whole;
+        held.close().await;
+        if whole || enough(&found) || Instant::now() >= deadline {
+            return Ok((found, whole));
+        }
+        let cap = u64::try_from(BUSY_PAUSE.as_millis()).unwrap_or(25);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
     }
-    let cap = u64::try_from(BUSY_PAUSE.as_millis()).unwrap_or(25);
-    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
-    Ok(())
 }
