@@ -12,8 +12,8 @@ use crate::message::{self, Outgoing};
 use crate::state::Buffered;
 use crate::topology::{passive_count, Declared};
 use futures_util::future::try_join_all;
+use futures_util::{FutureExt, StreamExt};
 use jobsmith_core::Result;
-use lapin::message::DeliveryResult;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use std::cmp::Reverse;
@@ -22,6 +22,9 @@ use std::time::Duration;
 
 /// How long a new consumer may take to fill its buffer before a reserve goes on.
 const WARM_UP: Duration = Duration::from_millis(100);
+
+/// The most deliveries a consumer's task takes in under one lock.
+const RUN: usize = 256;
 
 impl Inner {
     /// Declares a queue's topology once per connection; returns the ready count
@@ -155,24 +158,51 @@ impl Inner {
         let weak: Weak<Inner> = Arc::downgrade(self);
         let gen = link.gen;
         let queue = q.to_owned();
-        consumer.set_delegate(move |delivery: DeliveryResult| {
-            let weak = weak.clone();
-            let queue = queue.clone();
-            async move {
-                let Some(inner) = weak.upgrade() else { return };
-                match delivery {
-                    Ok(Some(d)) => inner.buffer(gen, &queue, d),
-                    Ok(None) => {
-                        // Cancelled by the broker (the queue was deleted): start again on next reserve.
-                        inner.lock().consuming.remove(&queue);
-                        inner.wake.notify_waiters();
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, queue = %queue, "consumer stopped");
-                        inner.lost.notify_one();
-                        inner.wake.notify_waiters();
+        // One task per consumer takes every delivery that has arrived each
+        // time it wakes: one lock and one wake of the reserves per run, where
+        // a lapin delegate costs a spawned task per delivery.
+        tokio::spawn(async move {
+            let mut consumer = consumer;
+            let mut ended = false;
+            while let Some(first) = consumer.next().await {
+                let mut run = vec![first];
+                while run.len() < RUN {
+                    match consumer.next().now_or_never() {
+                        Some(Some(d)) => run.push(d),
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
                     }
                 }
+                let Some(inner) = weak.upgrade() else { return };
+                let mut deliveries = Vec::with_capacity(run.len());
+                let mut failed = None;
+                for d in run {
+                    match d {
+                        Ok(d) => deliveries.push(d),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                inner.buffer(gen, &queue, deliveries);
+                if let Some(e) = failed {
+                    tracing::debug!(error = %e, queue = %queue, "consumer stopped");
+                    inner.lost.notify_one();
+                    inner.wake.notify_waiters();
+                    return;
+                }
+                if ended {
+                    break;
+                }
+            }
+            // Cancelled by the broker (the queue was deleted): start again on next reserve.
+            if let Some(inner) = weak.upgrade() {
+                inner.lock().consuming.remove(&queue);
+                inner.wake.notify_waiters();
             }
         });
         let mut st = self.lock();
@@ -181,54 +211,63 @@ impl Inner {
         Ok(ready)
     }
 
-    fn buffer(self: &Arc<Self>, gen: u64, q: &str, d: lapin::message::Delivery) {
+    /// Takes in a run of deliveries from `q`'s consumer on connection `gen`.
+    fn buffer(self: &Arc<Self>, gen: u64, q: &str, run: Vec<lapin::message::Delivery>) {
+        if run.is_empty() || self.current().is_some_and(|l| l.gen != gen) {
+            return;
+        }
+        let mut settled = Vec::new();
         {
             let mut st = self.lock();
-            if self.current().is_some_and(|l| l.gen != gen) {
-                return;
-            }
-            st.outstanding.delivered(gen, d.delivery_tag);
-            let redelivered_id = d
-                .properties
-                .message_id()
-                .as_ref()
-                .filter(|_| d.redelivered)
-                .map(|i| i.as_str());
-            if let Some(id) = redelivered_id {
-                let orphan = st.orphans.remove(id);
-                if let Some(h) = orphan.and_then(|token| st.leases.get_mut(&token)) {
-                    // Our own job, back after a reconnect: its lease holds on.
-                    h.gen = gen;
-                    h.tag = d.delivery_tag;
-                    h.delivered = std::time::Instant::now();
-                    return;
+            let st = &mut *st;
+            let buf = st.buffers.entry(q.to_owned()).or_default();
+            for d in run {
+                st.outstanding.delivered(gen, d.delivery_tag);
+                let redelivered_id = d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .filter(|_| d.redelivered)
+                    .map(|i| i.as_str());
+                if let Some(id) = redelivered_id {
+                    let orphan = st.orphans.remove(id);
+                    if let Some(h) = orphan.and_then(|token| st.leases.get_mut(&token)) {
+                        // Our own job, back after a reconnect: its lease holds on.
+                        h.gen = gen;
+                        h.tag = d.delivery_tag;
+                        h.delivered = std::time::Instant::now();
+                        continue;
+                    }
+                    if st.tombstones.remove(id).is_some() {
+                        // Settled while its connection was down: done with it.
+                        settled.push(d.delivery_tag);
+                        continue;
+                    }
                 }
-                if st.tombstones.remove(id).is_some() {
-                    // Settled while its connection was down: done with it.
-                    let inner = Arc::clone(self);
-                    let tag = d.delivery_tag;
-                    tokio::spawn(async move {
-                        if let Some(link) = inner.current().filter(|l| l.gen == gen) {
-                            let _ = inner.ack_tags(&link, vec![tag]).await;
-                        }
-                    });
-                    return;
-                }
+                let priority = d.properties.priority().unwrap_or(0);
+                // Delivery tags count up in delivery order on a channel; the
+                // consumers of several queues run apart, so tags, not
+                // arrival, set the order.
+                buf.insert(
+                    (Reverse(priority), d.delivery_tag),
+                    Buffered {
+                        gen,
+                        tag: d.delivery_tag,
+                        redelivered: d.redelivered,
+                        priority,
+                        data: d.data,
+                        received: std::time::Instant::now(),
+                    },
+                );
             }
-            let priority = d.properties.priority().unwrap_or(0);
-            // Delivery tags count up in delivery order on a channel; the
-            // delegate may run out of order, so they, not arrival, set the order.
-            st.buffers.entry(q.to_owned()).or_default().insert(
-                (Reverse(priority), d.delivery_tag),
-                Buffered {
-                    gen,
-                    tag: d.delivery_tag,
-                    redelivered: d.redelivered,
-                    priority,
-                    data: d.data,
-                    received: std::time::Instant::now(),
-                },
-            );
+        }
+        if !settled.is_empty() {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Some(link) = inner.current().filter(|l| l.gen == gen) {
+                    let _ = inner.ack_tags(&link, settled).await;
+                }
+            });
         }
         self.wake.notify_waiters();
     }
