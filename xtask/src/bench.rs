@@ -208,6 +208,9 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         if backend == "sqs" {
             sqs_raw_rate(&rt, &url, jobs, all.last());
         }
+        if backend == "amqp" {
+            amqp_raw_rate(&rt, &url, jobs, all.last());
+        }
     }
     if opts.json {
         let objs: Vec<serde_json::Value> = all.iter().map(to_json).collect();
@@ -578,5 +581,39 @@ fn sqs_raw_rate(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Option
             }
         }
         Err(e) => eprintln!("bench: sqs raw rate could not be measured: {e}"),
+    }
+}
+
+/// Prints a plain lapin client's rates on the same broker, and jobsmith's
+/// share of them: RabbitMQ's own speed differs by machine (a plain client
+/// published 26,000/s on the machine `FACTS.md` was measured on, 7,000 to
+/// 13,000/s on others of the same kind), so the broker's ceiling is
+/// measured beside each run.
+fn amqp_raw_rate(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Option<&Figures>) {
+    use jobsmith::amqp::RawQueue;
+    let n = usize::try_from(jobs).unwrap_or(usize::MAX);
+    let ours = ours.filter(|f| f.backend == "amqp");
+    for (queue, what) in [
+        (RawQueue::Plain, "a queue with no arguments"),
+        (
+            RawQueue::AsWorkQueue,
+            "a queue with the arguments jobsmith gives a work queue at this URL",
+        ),
+    ] {
+        match rt.block_on(jobsmith::amqp::raw_rate(url, n, queue)) {
+            Ok((publish, consume)) => {
+                eprintln!(
+                    "bench: amqp plain lapin client, {what}: publish {publish:.0}/s (500 confirms in flight), consume {consume:.0}/s (prefetch 100, one ack each)"
+                );
+                if let Some(f) = ours {
+                    eprintln!(
+                        "bench:   jobsmith's enqueue is {:.0}% of that publish rate, its drain {:.0}% of that consume rate",
+                        100.0 * f.enqueue_per_s / publish,
+                        100.0 * f.drain_per_s / consume
+                    );
+                }
+            }
+            Err(e) => eprintln!("bench: amqp raw rate could not be measured: {e}"),
+        }
     }
 }

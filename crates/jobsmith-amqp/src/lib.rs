@@ -50,8 +50,10 @@ mod meta;
 mod migrate;
 mod names;
 mod park;
+mod raw;
 mod state;
 mod topology;
 
 pub use backend::AmqpBackend;
 pub use config::{AmqpConfig, DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFIX};
+pub use raw::{raw_rate, RawQueue};

@@ -1,0 +1,139 @@
+//! The broker's own rate with a plain client, for the benchmark to compare against.
+
+use crate::config::AmqpConfig;
+use crate::error::from_lapin;
+use crate::names::Names;
+use crate::topology::Topology;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use jobsmith_core::{Error, Result};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use std::time::Instant;
+
+/// Publishes a plain client keeps unconfirmed at once (`FACTS.md`'s method).
+const IN_FLIGHT: usize = 500;
+/// The plain consumer's prefetch; it acks each delivery on its own.
+const PREFETCH: u16 = 100;
+
+/// Which queue the plain client measures.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawQueue {
+    /// A durable classic queue with no arguments: the broker's cheapest.
+    Plain,
+    /// A durable queue with the arguments jobsmith gives a work queue under
+    /// the same URL (priority levels, lazy mode or `queue_version`): what the
+    /// contract costs the broker.
+    AsWorkQueue,
+}
+
+/// Plain RabbitMQ throughput through lapin, with none of jobsmith's work:
+/// `n` persistent messages (about the size of a no-op job's envelope)
+/// published with confirms, 500 unconfirmed at once, to the default exchange
+/// without `mandatory`; then consumed with prefetch 100, each delivery acked
+/// on its own. Uses a fresh queue under the URL's prefix, deleted afterwards.
+/// Returns (publishes per second, consumes per second).
+#[doc(hidden)]
+pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)> {
+    let cfg = AmqpConfig::from_url(url)?;
+    let conn = Connection::connect(&cfg.server, ConnectionProperties::default())
+        .await
+        .map_err(from_lapin)?;
+    let ch = conn.create_channel().await.map_err(from_lapin)?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(from_lapin)?;
+    let name = format!("{}.raw{:08x}", cfg.prefix, fastrand::u32(..));
+    let args = match queue {
+        RawQueue::Plain => FieldTable::default(),
+        RawQueue::AsWorkQueue => {
+            let names = Names::new(&cfg.prefix);
+            let version_2 = cfg.queue_version == 2 && !cfg.quorum;
+            Topology {
+                cfg: &cfg,
+                names: &names,
+            }
+            .work_args("raw", version_2)
+        }
+    };
+    ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(from_lapin)?;
+    let body = format!(
+        r#"{{"v":1,"id":"0190d5c4-0000-7000-8000-000000000000","job":"bench_noop","args":[0],"queue":"default","priority":0,"attempt":0,"max_attempts":1,"enqueued_at":{0},"run_at":{0}}}"#,
+        jobsmith_core::Timestamp::now().as_millis()
+    );
+    let result = async {
+        let started = Instant::now();
+        let mut pending = FuturesUnordered::new();
+        for _ in 0..n {
+            if pending.len() >= IN_FLIGHT {
+                confirmed(pending.next().await)?;
+            }
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .map_err(from_lapin)?;
+            pending.push(confirm);
+        }
+        while !pending.is_empty() {
+            confirmed(pending.next().await)?;
+        }
+        let publish = n as f64 / started.elapsed().as_secs_f64();
+
+        let consume_ch = conn.create_channel().await.map_err(from_lapin)?;
+        consume_ch
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(from_lapin)?;
+        let started = Instant::now();
+        let mut consumer = consume_ch
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(from_lapin)?;
+        let mut got = 0;
+        while got < n {
+            let Some(d) = consumer.next().await else {
+                return Err(Error::Backend("the raw consumer was cancelled".into()));
+            };
+            let d = d.map_err(from_lapin)?;
+            d.ack(BasicAckOptions::default())
+                .await
+                .map_err(from_lapin)?;
+            got += 1;
+        }
+        Ok((publish, n as f64 / started.elapsed().as_secs_f64()))
+    }
+    .await;
+    let _ = ch
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "raw rate measured".into()).await;
+    result
+}
+
+fn confirmed(c: Option<lapin::Result<Confirmation>>) -> Result<()> {
+    match c {
+        Some(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) | None => Ok(()),
+        Some(Ok(Confirmation::Nack(_))) => {
+            Err(Error::Backend("the broker refused a message".into()))
+        }
+        Some(Err(e)) => Err(from_lapin(e)),
+    }
+}
