@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W]
 //!     [--kill-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]
+//!     [--settings K=V&..]
 //! ```
 //!
 //! The run: a ledger in PostgreSQL (`ledger.rs`); the broker (a private Redis
@@ -48,9 +49,11 @@ struct Options {
     seed: u64,
     /// Keep the ledger tables and worker logs even when the run passes.
     keep: bool,
+    /// Backend URL settings added to the run's own, such as `delays=quorum`.
+    settings: Option<String>,
 }
 
-const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep]";
+const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep] [--settings K=V&..]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -62,6 +65,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         failure_rate: 0.2,
         seed: 1,
         keep: false,
+        settings: None,
     };
     let mut it = args.iter();
     let secs = |flag: &str, v: Option<&String>| -> Result<Duration, String> {
@@ -107,6 +111,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
             }
             "--keep" => o.keep = true,
+            "--settings" => {
+                let v = num("--settings")?;
+                if v.is_empty() || v.starts_with('&') || v.contains("prefix=") {
+                    return Err(format!(
+                        "--settings {v}: give URL settings as `key=value&key=value`; the soak sets the prefix itself"
+                    ));
+                }
+                o.settings = Some(v);
+            }
             "--kill-every" => o.kill_every = Some(secs(a, it.next())?),
             "--restart-broker-every" => o.restart_every = Some(secs(a, it.next())?),
             other => return Err(format!("unknown soak option `{other}`\n{USAGE}")),
@@ -187,7 +200,13 @@ async fn connect(
     broker: Option<&Broker>,
 ) -> Result<(App, Injector, String, Option<App>), String> {
     // Keep every dead job: the checker reads them all.
-    let settings = format!("prefix={run}&dead_max=100000000");
+    let mut settings = format!("prefix={run}&dead_max=100000000");
+    if let Some(extra) = &o.settings {
+        if o.backend == "memory" {
+            return Err("--settings: the memory backend has no URL".into());
+        }
+        settings = format!("{settings}&{extra}");
+    }
     let err = |e: jobsmith::Error| format!("{}: connect: {e}", o.backend);
     match o.backend.as_str() {
         "memory" => {
@@ -427,7 +446,7 @@ async fn soak(o: Options) -> Result<bool, String> {
     );
 
     // Drain: until the queue holds nothing, after the last expiring job came due.
-    let left = drain(&app, &pg, &run, last_expire_due).await;
+    let left = drain(&app, &pg, &run, last_expire_due, &counts).await;
     for t in &chaos {
         t.abort();
     }
@@ -586,9 +605,22 @@ async fn enqueue_all(app: &App, jobs: Vec<Enqueue>, counts: &Counts) {
     }
 }
 
-/// Waits until the queue is empty (twice in a row, after `not_before`), or
-/// until nothing has moved for two minutes. Returns what is left.
-async fn drain(app: &App, pg: &tokio_postgres::Client, run: &str, not_before: Instant) -> u64 {
+/// How long after a broker restart an empty queue is not taken for a
+/// drained one: queues recovering from a crash (a quorum queue electing its
+/// leader, replaying its log) can answer a count before they hold their
+/// messages again.
+const AFTER_RESTART: Duration = Duration::from_secs(15);
+
+/// Waits until the queue is empty (twice in a row, after `not_before` and at
+/// least [`AFTER_RESTART`] after the last broker restart), or until nothing
+/// has moved for two minutes. Returns what is left.
+async fn drain(
+    app: &App,
+    pg: &tokio_postgres::Client,
+    run: &str,
+    not_before: Instant,
+    counts: &Counts,
+) -> u64 {
     const STALL: Duration = Duration::from_secs(120);
     let rows_sql = format!("SELECT count(*) FROM {}", ledger::attempts_table(run));
     let mut empty_polls = 0;
@@ -601,7 +633,15 @@ async fn drain(app: &App, pg: &tokio_postgres::Client, run: &str, not_before: In
             moved = Instant::now();
             last = (left, rows);
         }
-        if left == Some(0) && Instant::now() > not_before {
+        let settled = counts
+            .restarted_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last()
+            .is_none_or(|(_, up)| {
+                now_ms() > up.saturating_add(u64::try_from(AFTER_RESTART.as_millis()).unwrap_or(0))
+            });
+        if left == Some(0) && Instant::now() > not_before && settled {
             empty_polls += 1;
             if empty_polls >= 2 {
                 return 0;
