@@ -81,8 +81,12 @@ async fn an_idle_reserve_wakes_for_a_job_on_any_level() {
         let (got, woke) = waiter.await.expect("task");
         assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![n]);
         let late = woke.saturating_duration_since(at);
+        // A reserve that watched only some levels would wait out its 10 s.
+        // moto answers a long poll as soon as the message is in, but its one
+        // Python process, shared by the suite's SQS cases, has taken 304 ms
+        // to do so on a slow machine (the clean CI run of 2026-11-29 18:30).
         assert!(
-            late < Duration::from_millis(250),
+            late < Duration::from_secs(1),
             "woke {late:?} after a priority {priority} enqueue"
         );
         b.ack(&[got[0].lease.clone()]).await.expect("ack");
