@@ -122,6 +122,12 @@ impl AmqpConfig {
         Ok(cfg)
     }
 
+    /// Whether work queues are asked for as classic queue version 2
+    /// (`queue_version=2`; quorum work queues have no version).
+    pub(crate) fn version_2(&self) -> bool {
+        self.queue_version == 2 && !self.quorum
+    }
+
     /// The connection URL without credentials, for logs.
     pub fn redacted(&self) -> String {
         match self.server.split_once("://") {

@@ -39,7 +39,7 @@ impl Inner {
         }
         let mut admin = link.admin().await?;
         let topology = self.topology();
-        let version_2 = self.cfg.queue_version == 2 && !self.cfg.quorum;
+        let version_2 = self.cfg.version_2();
         let ready = match topology.declare_queue(&admin, q, version_2).await? {
             Declared::Ready(n) => n,
             Declared::OtherVersion => {
@@ -145,7 +145,7 @@ impl Inner {
             Some(ready) => ready,
             None => passive_count(&*link.admin().await?, self.names.work(q)).await?,
         };
-        let consumer = link
+        let mut consumer = link
             .consume
             .basic_consume(
                 self.names.work(q).into(),
@@ -162,47 +162,25 @@ impl Inner {
         // time it wakes: one lock and one wake of the reserves per run, where
         // a lapin delegate costs a spawned task per delivery.
         tokio::spawn(async move {
-            let mut consumer = consumer;
-            let mut ended = false;
-            while let Some(first) = consumer.next().await {
-                let mut run = vec![first];
-                while run.len() < RUN {
-                    match consumer.next().now_or_never() {
-                        Some(Some(d)) => run.push(d),
-                        Some(None) => {
-                            ended = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+            loop {
+                let (run, end) = next_run(&mut consumer).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let mut deliveries = Vec::with_capacity(run.len());
-                let mut failed = None;
-                for d in run {
-                    match d {
-                        Ok(d) => deliveries.push(d),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
+                inner.buffer(gen, &queue, run);
+                match end {
+                    End::More => {}
+                    End::Cancelled => {
+                        // The queue was deleted: start again on next reserve.
+                        inner.lock().consuming.remove(&queue);
+                        inner.wake.notify_waiters();
+                        return;
+                    }
+                    End::Failed(e) => {
+                        tracing::debug!(error = %e, queue = %queue, "consumer stopped");
+                        inner.lost.notify_one();
+                        inner.wake.notify_waiters();
+                        return;
                     }
                 }
-                inner.buffer(gen, &queue, deliveries);
-                if let Some(e) = failed {
-                    tracing::debug!(error = %e, queue = %queue, "consumer stopped");
-                    inner.lost.notify_one();
-                    inner.wake.notify_waiters();
-                    return;
-                }
-                if ended {
-                    break;
-                }
-            }
-            // Cancelled by the broker (the queue was deleted): start again on next reserve.
-            if let Some(inner) = weak.upgrade() {
-                inner.lock().consuming.remove(&queue);
-                inner.wake.notify_waiters();
             }
         });
         let mut st = self.lock();
@@ -295,6 +273,37 @@ impl Inner {
                 self.reject_tags(link, tags).await;
                 Err(e)
             }
+        }
+    }
+}
+
+/// How a consumer's stream stood after a run.
+enum End {
+    /// Open: more deliveries may come.
+    More,
+    /// Ended: the broker cancelled the consumer.
+    Cancelled,
+    /// Failed: the channel or connection is gone.
+    Failed(lapin::Error),
+}
+
+/// Waits for the next delivery, then takes those that have already arrived,
+/// up to [`RUN`] in all; and whether the stream ended.
+async fn next_run(consumer: &mut lapin::Consumer) -> (Vec<lapin::message::Delivery>, End) {
+    let mut run = Vec::new();
+    let mut next = consumer.next().await;
+    loop {
+        match next {
+            Some(Ok(d)) => run.push(d),
+            Some(Err(e)) => return (run, End::Failed(e)),
+            None => return (run, End::Cancelled),
+        }
+        if run.len() >= RUN {
+            return (run, End::More);
+        }
+        match consumer.next().now_or_never() {
+            Some(more) => next = more,
+            None => return (run, End::More),
         }
     }
 }

@@ -82,7 +82,8 @@ impl Link {
     }
 }
 
-async fn confirm_channel(conn: &Connection) -> Result<Channel> {
+/// A new channel in confirm mode.
+pub(crate) async fn confirm_channel(conn: &Connection) -> Result<Channel> {
     let ch = conn.create_channel().await.map_err(from_lapin)?;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await

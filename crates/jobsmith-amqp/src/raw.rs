@@ -2,14 +2,15 @@
 
 use crate::config::AmqpConfig;
 use crate::error::from_lapin;
+use crate::link::confirm_channel;
 use crate::names::Names;
 use crate::topology::Topology;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use jobsmith_core::{Error, Result};
+use jobsmith_core::{Envelope, Error, Result};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
@@ -33,7 +34,7 @@ pub enum RawQueue {
 }
 
 /// Plain RabbitMQ throughput through lapin, with none of jobsmith's work:
-/// `n` persistent messages (about the size of a no-op job's envelope)
+/// `n` persistent messages (a no-op job's envelope)
 /// published with confirms, 500 unconfirmed at once, to the default exchange
 /// without `mandatory`; then consumed with prefetch 100, each delivery acked
 /// on its own. Uses a fresh queue under the URL's prefix, deleted afterwards.
@@ -44,30 +45,24 @@ pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)
     let conn = Connection::connect(&cfg.server, ConnectionProperties::default())
         .await
         .map_err(from_lapin)?;
-    let ch = conn.create_channel().await.map_err(from_lapin)?;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(from_lapin)?;
+    let ch = confirm_channel(&conn).await?;
     let name = format!("{}.raw{:08x}", cfg.prefix, fastrand::u32(..));
     let args = match queue {
         RawQueue::Plain => FieldTable::default(),
         RawQueue::AsWorkQueue => {
             let names = Names::new(&cfg.prefix);
-            let version_2 = cfg.queue_version == 2 && !cfg.quorum;
             Topology {
                 cfg: &cfg,
                 names: &names,
             }
-            .work_args("raw", version_2)
+            .work_args("raw", cfg.version_2())
         }
     };
     ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
         .map_err(from_lapin)?;
-    let body = format!(
-        r#"{{"v":1,"id":"0190d5c4-0000-7000-8000-000000000000","job":"bench_noop","args":[0],"queue":"default","priority":0,"attempt":0,"max_attempts":1,"enqueued_at":{0},"run_at":{0}}}"#,
-        jobsmith_core::Timestamp::now().as_millis()
-    );
+    // A no-op job's envelope, as the bench enqueues it.
+    let body = Envelope::with_args("bench_noop", "bench", &0u64)?.to_bytes();
     let result = async {
         let started = Instant::now();
         let mut pending = FuturesUnordered::new();
@@ -80,7 +75,7 @@ pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)
                     "".into(),
                     name.as_str().into(),
                     BasicPublishOptions::default(),
-                    body.as_bytes(),
+                    &body,
                     BasicProperties::default().with_delivery_mode(2),
                 )
                 .await

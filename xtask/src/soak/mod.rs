@@ -134,6 +134,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             ))
         }
     }
+    if o.settings.is_some() && o.backend == "memory" {
+        return Err("--settings: the memory backend has no URL to add settings to".into());
+    }
     if o.restart_every.is_some() {
         match o.backend.as_str() {
             "memory" => return Err("--restart-broker-every: the memory backend has no broker to restart; it lives and dies with the process".into()),
@@ -202,9 +205,6 @@ async fn connect(
     // Keep every dead job: the checker reads them all.
     let mut settings = format!("prefix={run}&dead_max=100000000");
     if let Some(extra) = &o.settings {
-        if o.backend == "memory" {
-            return Err("--settings: the memory backend has no URL".into());
-        }
         settings = format!("{settings}&{extra}");
     }
     let err = |e: jobsmith::Error| format!("{}: connect: {e}", o.backend);
