@@ -63,11 +63,15 @@ async fn greet(name: String, greeter: State<Greeter>) {
 #[tokio::main]
 async fn main() -> jobsmith::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_env_filter(format!(
+            "{},{}",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
+            jobsmith::LOG_DIRECTIVES
+        ))
         .init();
     let url = std::env::var("JOBSMITH_URL").unwrap_or_else(|_| "memory://".into());
     let app = App::connect(&url).await?;
-    println!("jobsmith quickstart on {url}\n");
+    println!("jobsmith quickstart on {}\n", jobsmith::redact_url(&url));
 
     let now_ms = jobsmith::Timestamp::now().as_millis();
     let jobs = [
@@ -111,7 +115,7 @@ async fn main() -> jobsmith::Result<()> {
             w if w.starts_with("greet") => "email",
             _ => "default",
         };
-        match app.backend().dead_get(queue, id).await? {
+        match app.backend().dead_letters()?.dead_get(queue, id).await? {
             Some(dead) => println!("  {what:<20} dead-lettered: {}", dead.reason),
             None => println!("  {what:<20} succeeded"),
         }

@@ -1,3 +1,3 @@
 //! The backend conformance suite, on the memory backend.
 
-jobsmith_core::conformance_suite!(jobsmith_core::testkit::memory_harness);
+jobsmith_conformance::conformance_suite!(jobsmith_conformance::memory_harness);

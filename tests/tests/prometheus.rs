@@ -590,3 +590,67 @@ async fn a_bare_port_listens_on_loopback_only() {
     stop_tx.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// Job and queue names come from whoever can write to the broker: label
+/// values come only from the registered jobs and the worker's own queues.
+/// Thousands of envelopes naming unknown jobs, and envelopes of a known job
+/// whose `queue` field says anything, are all counted, under one label
+/// each, and the scrape does not grow with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_the_queue_do_not_make_series() {
+    const UNKNOWN: usize = 5_000;
+    const FOREIGN_QUEUES: u32 = 200;
+    let exporter = jobsmith::prometheus::Exporter::install().expect("no other recorder");
+    let t = jobsmith::testing::TestApp::new();
+    let q = "prom_hostile";
+    for i in 0..UNKNOWN {
+        let env =
+            jobsmith::Envelope::with_args(format!("evil_{i}"), q, &serde_json::json!({})).unwrap();
+        t.backend().push_raw(q, env.to_bytes());
+    }
+    for i in 0..FOREIGN_QUEUES {
+        let mut env =
+            jobsmith::Envelope::with_args("prom_ok", q, &serde_json::json!({ "n": i })).unwrap();
+        env.queue = format!("evil_queue_{i}\u{1b}[2J");
+        t.backend().push_raw(q, env.to_bytes());
+    }
+    let report = t
+        .app()
+        .worker()
+        .queues([q])
+        .concurrency(32)
+        .until_idle()
+        .run_report()
+        .await
+        .unwrap();
+    assert_eq!(report.dead, UNKNOWN as u64, "{report:?}");
+    assert_eq!(report.succeeded, u64::from(FOREIGN_QUEUES), "{report:?}");
+
+    let text = exporter.render();
+    let hostile: Vec<&str> = text.lines().filter(|l| l.contains("evil")).collect();
+    assert!(
+        hostile.is_empty(),
+        "{} lines of the scrape carry names from the queue, such as {:?}",
+        hostile.len(),
+        &hostile[..hostile.len().min(3)]
+    );
+    let s = Scrape::parse(&text);
+    assert_eq!(
+        s.value(
+            "jobsmith_jobs_dead_total",
+            &[("queue", q), ("job", "unregistered")]
+        ),
+        Some(UNKNOWN as f64),
+        "every unknown job is counted under one label"
+    );
+    assert_eq!(
+        s.value(
+            "jobsmith_jobs_started_total",
+            &[("queue", q), ("job", "prom_ok")]
+        ),
+        Some(f64::from(FOREIGN_QUEUES)),
+        "a known job is counted under the queue the worker took it from"
+    );
+    let ours = text.lines().filter(|l| l.contains(q)).count();
+    assert!(ours < 100, "{ours} lines for one queue and two job labels");
+}

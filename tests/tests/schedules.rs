@@ -595,7 +595,7 @@ fn unbroken(ticks: &[u64], n: usize) -> bool {
     (first..=last).all(|t| ticks.contains(&t)) && runs_per_tick_of(ticks).len() >= n
 }
 
-/// A schedule of a job with fixed arguments, as `docs/jobs.md` shows it
+/// A schedule of a job with fixed arguments, as the `#[job]` guide shows it
 /// (`record_args.delay(7, "eu".into())`), run by three workers on a
 /// one-second schedule: every tick runs exactly once, with exactly those
 /// arguments.
@@ -923,6 +923,8 @@ async fn an_unreadable_state_is_listed_as_unknown_until_a_tick_rewrites_it() {
     let app = App::memory();
     for name in ["from_the_future", "every_second", NAME] {
         app.backend()
+            .meta()
+            .expect("the backend has it")
             .put_meta(&format!("schedule:{name}"), b"{\"format\": 2}")
             .await
             .unwrap();
@@ -982,6 +984,109 @@ async fn an_unreadable_state_is_listed_as_unknown_until_a_tick_rewrites_it() {
     assert!(
         rewritten.unreadable.is_none() && rewritten.prev.is_some(),
         "a tick rewrote the state: {rewritten:?}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Log lines written while a test runs, for the assertions on what a worker logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A worker fires only the schedules whose job goes to a queue it runs: a
+/// worker told `.queues(["other"])` fires neither the `#[job(cron)]` of a
+/// job on another queue nor a `.schedule_cron(..)` of one, so no ticks pile
+/// up where it does not look. It says at start which it skips, and why.
+/// (Current-thread runtime: the worker's tasks log on the thread whose
+/// subscriber captures them.)
+#[tokio::test]
+async fn a_worker_fires_only_the_schedules_of_the_queues_it_runs() {
+    let log = fresh_log();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = App::memory();
+    let each_second = || Cron::new("* * * * * *").unwrap();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let worker = app
+        .worker()
+        .registry(
+            Registry::from_defs([
+                <every_second as jobsmith::Job>::DEF,
+                <record_tick as jobsmith::Job>::DEF,
+            ])
+            .unwrap(),
+        )
+        .queues(["other"])
+        .state(TickLog(log.clone()))
+        .schedule_cron("elsewhere", each_second(), record_tick.delay())
+        .schedule_cron("here", each_second(), record_tick.delay().queue("other"))
+        .stop_on(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+    let task = tokio::spawn(worker.run());
+    wait_ticks(&log, Duration::from_secs(15), "two ticks of `here`", |t| {
+        runs_per_tick_of(t).len() >= 2
+    })
+    .await;
+    // A tick of the skipped schedules would have been enqueued by now.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+    let stats = app.stats().await.unwrap();
+    for queue in ["sched_attr", QUEUE] {
+        let piled: u64 = stats
+            .iter()
+            .filter(|s| s.queue == queue)
+            .map(|s| s.ready + s.scheduled + s.in_flight + s.dead)
+            .sum();
+        assert_eq!(
+            piled, 0,
+            "no tick is enqueued on `{queue}`, which the worker does not run: {stats:?}"
+        );
+    }
+    let state = jobsmith::schedules(&app).await.unwrap();
+    for name in ["every_second", "elsewhere"] {
+        assert!(
+            state
+                .iter()
+                .all(|s| s.name != name || s.updated_at.is_none()),
+            "the skipped schedule `{name}` was not run: {state:?}"
+        );
+    }
+    let text = captured.text();
+    for (name, queue) in [("every_second", "sched_attr"), ("elsewhere", QUEUE)] {
+        assert!(
+            text.lines().any(|l| l.contains("skipping schedule")
+                && l.contains(&format!("schedule={name}"))
+                && l.contains(&format!("queue={queue}"))),
+            "the worker says it skips `{name}` and why:\n{text}"
+        );
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("skipping schedule") && l.contains("schedule=here")),
+        "the schedule of a queue it runs is not skipped:\n{text}"
     );
     let _ = std::fs::remove_file(&log);
 }

@@ -4,8 +4,8 @@
 
 use jobsmith::prelude::*;
 use jobsmith::testing::TestApp;
-use jobsmith::{DeadJob, Envelope, JobId};
-use jobsmith_core::{Delivery, Lease, LeaseStatus};
+use jobsmith::{Envelope, JobId};
+use jobsmith_core::{Delivery, Lease, LeaseStatus, Outcome};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +87,8 @@ fn state(log: &Arc<Log>) -> jobsmith_core::StateMap {
 
 async fn stats(app: &App, queue: &str) -> jobsmith::QueueStats {
     app.backend()
+        .inspect()
+        .expect("the backend has it")
         .stats(&[queue.to_owned()])
         .await
         .unwrap()
@@ -130,6 +132,8 @@ async fn last_failure_goes_to_the_dead_letter_queue_with_its_error() {
     let dead = t
         .app()
         .backend()
+        .dead_letters()
+        .expect("the backend has it")
         .dead_get("w_flaky", &id)
         .await
         .unwrap()
@@ -152,6 +156,8 @@ async fn permanent_failure_skips_the_retries() {
     let dead = t
         .app()
         .backend()
+        .dead_letters()
+        .expect("the backend has it")
         .dead_get("w_perm", &id)
         .await
         .unwrap()
@@ -170,6 +176,8 @@ async fn a_panic_is_a_failure_and_the_worker_survives() {
     let dead = t
         .app()
         .backend()
+        .dead_letters()
+        .expect("the backend has it")
         .dead_get("w_panic", &id)
         .await
         .unwrap()
@@ -196,6 +204,8 @@ async fn a_timeout_is_a_failure() {
     let dead = t
         .app()
         .backend()
+        .dead_letters()
+        .expect("the backend has it")
         .dead_get("w_timeout", &id)
         .await
         .unwrap()
@@ -317,12 +327,21 @@ async fn bad_arguments_and_unknown_jobs_are_dead_lettered_and_the_worker_goes_on
     let report = t.drain(state(&log)).await.unwrap();
     assert_eq!(log.runs(), 1, "the good job still ran");
     assert_eq!(report.dead, 3);
-    let reason = b.dead_get("w_args", &bad.id).await.unwrap().unwrap().reason;
+    let reason = b
+        .dead_letters()
+        .expect("the backend has it")
+        .dead_get("w_args", &bad.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .reason;
     assert!(
         reason.contains("arguments of job `typed_args` do not match its signature"),
         "{reason}"
     );
     let reason = b
+        .dead_letters()
+        .expect("the backend has it")
         .dead_get("w_args", &unknown.id)
         .await
         .unwrap()
@@ -332,7 +351,12 @@ async fn bad_arguments_and_unknown_jobs_are_dead_lettered_and_the_worker_goes_on
         reason.contains("no job named `no_such_job`") && reason.contains("typed_args"),
         "{reason}"
     );
-    let dead = b.dead_list("w_args", 0, 10).await.unwrap();
+    let dead = b
+        .dead_letters()
+        .expect("the backend has it")
+        .dead_list("w_args", 0, 10)
+        .await
+        .unwrap();
     assert!(dead.iter().any(|d| d.raw == b"\xde\xad not an envelope"));
 }
 
@@ -430,21 +454,14 @@ impl jobsmith::Backend for SlowAcks {
     ) -> jobsmith::Result<Vec<Delivery>> {
         self.inner.reserve(queues, max, lease, wait).await
     }
-    async fn ack(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
-        tokio::time::sleep(self.ack_delay).await;
-        self.inner.ack(leases).await
+    async fn stop_reserving(&self, queues: &[String]) -> jobsmith::Result<()> {
+        self.inner.stop_reserving(queues).await
     }
-    async fn retry(&self, lease: &Lease, envelope: &Envelope) -> jobsmith::Result<LeaseStatus> {
-        self.inner.retry(lease, envelope).await
-    }
-    async fn release(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
-        self.inner.release(leases).await
-    }
-    async fn dead_letter(&self, lease: &Lease, reason: &str) -> jobsmith::Result<LeaseStatus> {
-        self.inner.dead_letter(lease, reason).await
-    }
-    async fn expire(&self, lease: &Lease) -> jobsmith::Result<LeaseStatus> {
-        self.inner.expire(lease).await
+    async fn settle(&self, outcomes: &[Outcome]) -> Vec<jobsmith::Result<LeaseStatus>> {
+        if outcomes.iter().any(|o| matches!(o, Outcome::Ack(_))) {
+            tokio::time::sleep(self.ack_delay).await;
+        }
+        self.inner.settle(outcomes).await
     }
     async fn extend(
         &self,
@@ -453,61 +470,20 @@ impl jobsmith::Backend for SlowAcks {
     ) -> jobsmith::Result<Vec<LeaseStatus>> {
         self.inner.extend(leases, lease).await
     }
-    async fn dead_list(
-        &self,
-        queue: &str,
-        offset: usize,
-        limit: usize,
-    ) -> jobsmith::Result<Vec<DeadJob>> {
-        self.inner.dead_list(queue, offset, limit).await
+    async fn key_holder(&self, queue: &str, key: &str) -> jobsmith::Result<Option<JobId>> {
+        self.inner.key_holder(queue, key).await
     }
-    async fn dead_get(&self, queue: &str, id: &JobId) -> jobsmith::Result<Option<DeadJob>> {
-        self.inner.dead_get(queue, id).await
+    fn as_dead_letters(&self) -> Option<&dyn jobsmith::DeadLetters> {
+        self.inner.as_dead_letters()
     }
-    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> jobsmith::Result<usize> {
-        self.inner.dead_requeue(queue, ids).await
+    fn as_inspect(&self) -> Option<&dyn jobsmith::Inspect> {
+        self.inner.as_inspect()
     }
-    async fn dead_purge(
-        &self,
-        queue: &str,
-        older_than: Option<Duration>,
-    ) -> jobsmith::Result<usize> {
-        self.inner.dead_purge(queue, older_than).await
+    fn as_meta_store(&self) -> Option<&dyn jobsmith::MetaStore> {
+        self.inner.as_meta_store()
     }
-    async fn stats(&self, queues: &[String]) -> jobsmith::Result<Vec<jobsmith::QueueStats>> {
-        self.inner.stats(queues).await
-    }
-    async fn queues(&self) -> jobsmith::Result<Vec<String>> {
-        self.inner.queues().await
-    }
-    async fn put_meta(&self, key: &str, value: &[u8]) -> jobsmith::Result<()> {
-        self.inner.put_meta(key, value).await
-    }
-    async fn get_meta(&self, key: &str) -> jobsmith::Result<Option<Vec<u8>>> {
-        self.inner.get_meta(key).await
-    }
-    async fn list_meta(&self, prefix: &str) -> jobsmith::Result<Vec<(String, Vec<u8>)>> {
-        self.inner.list_meta(prefix).await
-    }
-    async fn take(
-        &self,
-        queue: &str,
-        max: usize,
-        hold: Duration,
-    ) -> jobsmith::Result<Vec<Delivery>> {
-        self.inner.take(queue, max, hold).await
-    }
-    async fn remove(&self, leases: &[Lease]) -> jobsmith::Result<Vec<LeaseStatus>> {
-        self.inner.remove(leases).await
-    }
-    async fn import(&self, jobs: Vec<Envelope>) -> jobsmith::Result<Vec<bool>> {
-        self.inner.import(jobs).await
-    }
-    async fn import_dead(&self, jobs: Vec<DeadJob>) -> jobsmith::Result<Vec<bool>> {
-        self.inner.import_dead(jobs).await
-    }
-    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> jobsmith::Result<usize> {
-        self.inner.dead_delete(queue, ids).await
+    fn as_migrate(&self) -> Option<&dyn jobsmith::Migrate> {
+        self.inner.as_migrate()
     }
 }
 
@@ -541,4 +517,120 @@ async fn a_finished_job_keeps_its_lease_until_its_slow_ack_lands() {
     assert_eq!(report.succeeded, 1);
     assert_eq!(report.lost_leases, 0, "the ack found its lease held");
     assert_eq!(stats(&app, "w_ttl").await.in_flight, 0);
+}
+
+/// A queue name no backend can hold as it is (a Redis hash tag, an empty
+/// name, a terminal escape) is refused at the enqueue and at worker start,
+/// with what to give instead; nothing is enqueued.
+#[tokio::test]
+async fn bad_queue_names_are_refused_at_enqueue_and_at_worker_start() {
+    let t = TestApp::new();
+    for bad in ["", "a}b:c{d", "mail\u{1b}[2J", "two words"] {
+        let err = typed_args
+            .delay(1, "a".into())
+            .queue(bad)
+            .on(t.app())
+            .await
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            err.contains("queue name") && !err.contains('\u{1b}'),
+            "{err}"
+        );
+        let err = t
+            .app()
+            .worker()
+            .queues([bad])
+            .run()
+            .await
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("queue name"), "{err}");
+    }
+    assert!(
+        t.app().stats().await.unwrap().is_empty(),
+        "nothing was enqueued"
+    );
+}
+
+#[job(queue = "w_hostile")]
+async fn plain_hostile_target() {}
+
+/// Every field value of every event and span, as a subscriber formats it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl tracing::field::Visit for Captured {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}={value:?}", field.name()));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}={value}", field.name()));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        event.record(&mut self.clone());
+    }
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        attrs.record(&mut self.clone());
+    }
+}
+
+/// Job names, queue names, ids and trace headers come from whoever can write
+/// to the broker: the worker's logs show them with control characters
+/// escaped, whatever subscriber (a file, JSON, a terminal) writes them out.
+#[tokio::test]
+async fn names_from_the_queue_reach_the_logs_escaped() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let t = TestApp::new();
+    let q = "w_hostile";
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m";
+    let unknown = Envelope::with_args(format!("evil{evil}"), q, &serde_json::json!({})).unwrap();
+    t.backend().push_raw(q, unknown.to_bytes());
+    let mut foreign =
+        Envelope::with_args("plain_hostile_target", q, &serde_json::json!({})).unwrap();
+    foreign.queue = format!("queue{evil}");
+    foreign.id = JobId(format!("id{evil}"));
+    foreign.trace = Some(format!("trace{evil}"));
+    t.backend().push_raw(q, foreign.to_bytes());
+    let report = t
+        .app()
+        .worker()
+        .queues([q])
+        .until_idle()
+        .run_report()
+        .await
+        .unwrap();
+    assert_eq!((report.dead, report.succeeded), (1, 1), "{report:?}");
+
+    let lines = captured.0.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.contains("evil")),
+        "the unknown job's name is logged: {lines:#?}"
+    );
+    let raw: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.chars().any(|c| c.is_control()))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "log fields carry raw control characters: {raw:#?}"
+    );
 }

@@ -1,20 +1,20 @@
-//! [`AmqpBackend`]: the [`Backend`] contract on RabbitMQ.
+//! [`AmqpBackend`]: the struct, connecting, and the hot path of the [`Backend`]
+//! contract on RabbitMQ. Each capability has a file of its own: `settle.rs`,
+//! `dead.rs`, `inspect.rs`, `meta.rs`, `migrate.rs`.
 
 use crate::config::AmqpConfig;
-use crate::error::from_lapin;
 use crate::inner::{supervise, Inner};
-use crate::keys::Claim;
 use crate::lease::reaper;
 use crate::message::{self, Outgoing};
 use crate::names::Names;
-use crate::park::live_tag;
 use crate::state::{Buffered, Held};
-use crate::topology::passive_count;
+use crate::unique::Claim;
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{
-    Backend, DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, QueueStats,
-    Result, Timestamp,
+    settle_by_kind, Backend, DeadLetters, Delivery, Envelope, Error, Inspect, JobId, Lease,
+    LeaseStatus, Malformed, MetaStore, Migrate, Outcome, Result, Timestamp,
 };
-use lapin::options::QueuePurgeOptions;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +31,12 @@ const EARLY: Duration = Duration::from_millis(2);
 
 /// A backend on RabbitMQ. Clones share one connection.
 ///
-/// See the crate docs and `docs/backends.md` for how each part of the
+/// See the crate docs and `docs/backends/rabbitmq.md` for how each part of the
 /// contract is built from the broker's parts.
 #[derive(Clone)]
 pub struct AmqpBackend {
-    inner: Arc<Inner>,
-    moves: Arc<crate::migrate::Moves>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) moves: Arc<crate::moves::Moves>,
 }
 
 impl AmqpBackend {
@@ -73,13 +73,14 @@ impl AmqpBackend {
     }
 
     /// The broker queue that holds the metadata entry `key` (see
-    /// `docs/backends.md`): for tests and diagnostics.
+    /// `docs/backends/rabbitmq.md`): for tests and diagnostics.
     pub fn meta_queue_name(&self, key: &str) -> String {
         self.inner.names.meta(key)
     }
 
     /// Publishes raw bytes into `queue`, ready now, as another program would,
     /// bypassing enqueue: for testing how workers deal with foreign payloads.
+    #[cfg(feature = "test-util")]
     pub async fn publish_raw(&self, queue: &str, raw: &[u8]) -> Result<()> {
         let link = self.inner.link().await?;
         self.inner.ensure_queue(&link, queue).await?;
@@ -99,85 +100,28 @@ impl AmqpBackend {
     /// Cuts the connection and keeps every operation failing with a transient
     /// error until called again with `false`; then the backend reconnects by
     /// itself. For testing how workers ride out a lost broker.
+    #[cfg(feature = "test-util")]
     pub async fn set_unavailable(&self, unavailable: bool) {
         self.inner.set_unavailable(unavailable).await;
     }
 
-    fn limit(&self) -> usize {
+    /// The largest envelope accepted, in bytes.
+    pub(crate) fn limit(&self) -> usize {
         self.inner
             .cfg
             .settings
             .max_payload
             .unwrap_or(DEFAULT_MAX_PAYLOAD)
     }
+}
 
-    /// Records how settling leases taken with [`AmqpBackend::take_held`] went.
-    fn after_settling<'h>(
-        &self,
-        link: &crate::link::Link,
-        result: &Result<()>,
-        held: impl IntoIterator<Item = (&'h Lease, Held)>,
-    ) -> Vec<Held> {
-        let mut st = self.inner.lock();
-        let mut kept = Vec::new();
-        for (lease, h) in held {
-            if result.is_ok() {
-                st.settled(&h, link.gen);
-                kept.push(h);
-            } else {
-                st.unsettled(&lease.token, h, link.gen);
-            }
-        }
-        kept
-    }
-
-    /// Removes the leases that still hold, as of the current connection.
-    async fn take_held(
-        &self,
-        leases: &[Lease],
-    ) -> Result<(Arc<crate::link::Link>, Vec<Option<Held>>)> {
-        let link = self.inner.link().await?;
-        let turn = self.inner.handover.lock().await;
-        let mut st = self.inner.lock();
-        let held = leases.iter().map(|l| st.take(&l.token)).collect();
-        drop(st);
-        drop(turn);
-        self.inner.reaper.notify_one();
-        Ok((link, held))
-    }
-
-    /// Replaces one held delivery with the message `msg` makes of it; on
-    /// failure the delivery goes back to the broker. `None` if the lease was lost.
-    async fn settle_one(
-        &self,
-        lease: &Lease,
-        msg: impl FnOnce(&Held) -> Outgoing,
-    ) -> Result<Option<Held>> {
-        let (link, mut held) = self.take_held(std::slice::from_ref(lease)).await?;
-        let Some(held) = held.pop().flatten() else {
-            return Ok(None);
-        };
-        let result = self.inner.settle(&link, vec![msg(&held)], &[&held]).await;
-        let held = self.after_settling(&link, &result, [(lease, held)]).pop();
-        result.map(|()| held)
-    }
-
-    async fn free_key_of(&self, held: &Held) {
-        let Some(k) = held
-            .payload
-            .as_ref()
-            .ok()
-            .and_then(|env| env.idempotency_key.as_ref())
-        else {
-            return;
-        };
-        let Ok(link) = self.inner.link().await else {
-            return;
-        };
-        if let Err(e) = self.inner.free_key(&link, &held.queue, k).await {
-            tracing::warn!(error = %e, key = %k, "could not free an idempotency key");
-        }
-    }
+/// `queues` without those that `failed`, in order.
+fn without(queues: &[String], failed: &[(String, Error)]) -> Vec<String> {
+    queues
+        .iter()
+        .filter(|q| !failed.iter().any(|(f, _)| f == *q))
+        .cloned()
+        .collect()
 }
 
 /// What a reserve does with a buffered delivery besides handing it out.
@@ -232,6 +176,10 @@ impl Aside {
 impl Backend for AmqpBackend {
     fn name(&self) -> &'static str {
         "amqp"
+    }
+
+    fn server(&self) -> String {
+        self.inner.cfg.redacted()
     }
 
     fn max_payload(&self) -> usize {
@@ -296,19 +244,37 @@ impl Backend for AmqpBackend {
     ) -> Result<Vec<Delivery>> {
         let inner = &self.inner;
         let mut deadline = tokio::time::Instant::now() + wait;
+        let mark = inner.interrupt.mark();
         // A short reserve looks at the broker once when it finds nothing
         // buffered: jobs the broker holds ready are on their way to us.
         let mut caught_up = wait >= CATCH_UP;
+        // Queues whose consumer could not be started: left out for the rest
+        // of this call, so that the others are served meanwhile.
+        let mut failed: Vec<(String, Error)> = Vec::new();
         loop {
             let notified = inner.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let link = inner.link().await?;
-            inner.ensure_consuming(&link, queues).await?;
+            let working: Cow<'_, [String]> = if failed.is_empty() {
+                Cow::Borrowed(queues)
+            } else {
+                Cow::Owned(without(queues, &failed))
+            };
+            failed.extend(inner.ensure_consuming(&link, &working, mark).await);
+            let working = if failed.is_empty() {
+                working
+            } else {
+                Cow::Owned(without(queues, &failed))
+            };
+            if working.is_empty() && !failed.is_empty() {
+                return Err(failed.swap_remove(0).1);
+            }
+            let queues = &*working;
             let mut out = Vec::new();
             let mut aside = Aside::default();
             {
-                let mut st = inner.lock();
+                let mut st = inner.state.lock_unpoisoned();
                 let now = Timestamp::now();
                 let lease_until = now.plus(lease);
                 for q in queues {
@@ -367,6 +333,7 @@ impl Backend for AmqpBackend {
                     tracing::warn!(error = %e, "could not set aside deliveries; the broker returns them");
                 } else {
                     for (q, env) in aside.expired {
+                        jobsmith_core::count_expired(&q, &env.job);
                         if let Some(k) = &env.idempotency_key {
                             let _ = inner.free_key(&link, &q, k).await;
                         }
@@ -375,7 +342,14 @@ impl Backend for AmqpBackend {
             }
             if out.is_empty() && !caught_up {
                 caught_up = true;
-                if inner.broker_ready(&link, queues).await? > 0 {
+                // Only a hint: a queue deleted since its consumer started is
+                // left to its consumer's cancellation.
+                let ready = match inner.broker_ready(&link, queues).await {
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(_) => 0,
+                    Ok(n) => n,
+                };
+                if ready > 0 {
                     deadline = deadline.max(tokio::time::Instant::now() + CATCH_UP);
                 }
             }
@@ -385,119 +359,43 @@ impl Backend for AmqpBackend {
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline) => {}
+                () = inner.interrupt.fired(mark) => return Ok(out),
             }
         }
     }
 
-    async fn ack(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
-        let (link, held) = self.take_held(leases).await?;
-        let mut statuses = Vec::with_capacity(leases.len());
-        let mut tags = Vec::with_capacity(leases.len());
-        let mut taken = Vec::with_capacity(leases.len());
-        for (lease, h) in leases.iter().zip(held) {
-            let Some(h) = h else {
-                statuses.push(LeaseStatus::Lost);
-                continue;
-            };
-            tags.extend(live_tag(&link, &h));
-            statuses.push(LeaseStatus::Held);
-            taken.push((lease, h));
+    async fn settle(&self, outcomes: &[Outcome]) -> Vec<Result<LeaseStatus>> {
+        settle_by_kind(self, outcomes).await
+    }
+
+    async fn start_reserving(&self, queues: &[String], capacity: usize) -> Result<()> {
+        let _ = queues;
+        let n = {
+            let mut st = self.inner.state.lock_unpoisoned();
+            st.reserving.push((queues.to_vec(), capacity.max(1)));
+            st.channel_limit().unwrap_or(0)
+        };
+        match self.inner.current() {
+            Some(link) => link.limit(n).await,
+            // The next connection opens with the limit.
+            None => Ok(()),
         }
-        let result = async {
-            for (_, h) in &taken {
-                if let Ok(env) = &h.payload {
-                    if let Some(k) = &env.idempotency_key {
-                        self.inner.complete_key(&link, &h.queue, k, &env.id).await?;
-                    }
-                }
+    }
+
+    async fn stop_reserving(&self, queues: &[String]) -> Result<()> {
+        self.inner.interrupt.fire();
+        let stopped = self.inner.stop_consuming(queues).await;
+        let n = {
+            let mut st = self.inner.state.lock_unpoisoned();
+            if let Some(i) = st.reserving.iter().position(|(q, _)| q == queues) {
+                st.reserving.remove(i);
             }
-            self.inner.ack_tags(&link, tags).await?;
-            for p in taken.iter().filter_map(|(_, h)| h.parked.as_ref()) {
-                self.inner.unpark(&link, p).await?;
-            }
-            Ok(())
+            st.channel_limit().unwrap_or(0)
+        };
+        if let Some(link) = self.inner.current() {
+            link.limit(n).await?;
         }
-        .await;
-        if result.is_ok() {
-            self.inner
-                .tally
-                .processed(taken.iter().map(|(l, _)| l.queue.as_str()));
-        }
-        self.after_settling(&link, &result, taken);
-        result.map(|()| statuses)
-    }
-
-    async fn retry(&self, lease: &Lease, envelope: &Envelope) -> Result<LeaseStatus> {
-        let mut env = envelope.clone();
-        env.id = lease.id.clone();
-        let msg = message::job(&self.inner.names, &env, Timestamp::now());
-        Ok(match self.settle_one(lease, |_| msg).await? {
-            Some(_) => {
-                self.inner.tally.failed(&lease.queue);
-                LeaseStatus::Held
-            }
-            None => LeaseStatus::Lost,
-        })
-    }
-
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
-        let (link, held) = self.take_held(leases).await?;
-        let mut msgs = Vec::new();
-        let mut taken = Vec::new();
-        let statuses = leases
-            .iter()
-            .zip(held)
-            .map(|(lease, h)| match h {
-                Some(h) => {
-                    // A released job's attempt does not count.
-                    msgs.push(self.inner.requeue_message_counting(&h, false));
-                    taken.push((lease, h));
-                    LeaseStatus::Held
-                }
-                None => LeaseStatus::Lost,
-            })
-            .collect();
-        let refs: Vec<&Held> = taken.iter().map(|(_, h)| h).collect();
-        let result = self.inner.settle(&link, msgs, &refs).await;
-        self.after_settling(&link, &result, taken);
-        result.map(|()| statuses)
-    }
-
-    async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<LeaseStatus> {
-        let names = &self.inner.names;
-        let dead = |h: &Held| {
-            let body = match &h.payload {
-                Ok(env) => {
-                    let mut env = env.clone();
-                    env.last_error = Some(reason.to_owned());
-                    env.to_bytes()
-                }
-                Err(m) => m.raw.clone(),
-            };
-            message::dead(names, &h.queue, &lease.id, body, reason)
-        };
-        let Some(h) = self.settle_one(lease, dead).await? else {
-            return Ok(LeaseStatus::Lost);
-        };
-        self.inner.tally.failed(&lease.queue);
-        self.free_key_of(&h).await;
-        Ok(LeaseStatus::Held)
-    }
-
-    async fn expire(&self, lease: &Lease) -> Result<LeaseStatus> {
-        let names = &self.inner.names;
-        let expired = |h: &Held| {
-            let body = match &h.payload {
-                Ok(env) => env.to_bytes(),
-                Err(m) => m.raw.clone(),
-            };
-            message::expired(names, &h.queue, body)
-        };
-        let Some(h) = self.settle_one(lease, expired).await? else {
-            return Ok(LeaseStatus::Lost);
-        };
-        self.free_key_of(&h).await;
-        Ok(LeaseStatus::Held)
+        stopped
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
@@ -505,7 +403,7 @@ impl Backend for AmqpBackend {
         let until = Timestamp::now().plus(lease);
         let mut parked = Vec::new();
         let mut out: Vec<LeaseStatus> = {
-            let mut st = self.inner.lock();
+            let mut st = self.inner.state.lock_unpoisoned();
             leases
                 .iter()
                 .enumerate()
@@ -532,231 +430,29 @@ impl Backend for AmqpBackend {
         Ok(out)
     }
 
-    async fn dead_list(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<DeadJob>> {
-        let link = self.inner.link().await?;
-        let browse = self.inner.browse_dead(&link, queue).await?;
-        let out = browse
-            .jobs
-            .iter()
-            .rev()
-            .skip(offset)
-            .take(limit)
-            .map(|(_, j)| j.clone())
-            .collect();
-        browse.finish().await;
-        Ok(out)
-    }
-
-    async fn dead_get(&self, queue: &str, id: &JobId) -> Result<Option<DeadJob>> {
-        let link = self.inner.link().await?;
-        let browse = self.inner.browse_dead(&link, queue).await?;
-        let out = browse
-            .jobs
-            .iter()
-            .find(|(_, j)| &j.id == id)
-            .map(|(_, j)| j.clone());
-        browse.finish().await;
-        Ok(out)
-    }
-
-    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
-        let link = self.inner.link().await?;
-        let browse = self.inner.browse_dead(&link, queue).await?;
-        let now = Timestamp::now();
-        let mut n = 0;
-        let mut result = Ok(());
-        for (tag, job) in &browse.jobs {
-            if !ids.contains(&job.id) {
-                continue;
-            }
-            let Some(mut env) = job.envelope() else {
-                continue;
-            };
-            env.attempt = 0;
-            env.run_at = now;
-            let step = async {
-                if let Some(k) = &env.idempotency_key {
-                    self.inner.retake_key(&link, queue, k, &env.id).await?;
-                }
-                message::publish_confirmed(
-                    &link.publish,
-                    vec![message::job(&self.inner.names, &env, now)],
-                )
-                .await?;
-                browse.remove(*tag).await
-            };
-            match step.await {
-                Ok(()) => n += 1,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        browse.finish().await;
-        result.map(|()| n)
-    }
-
-    async fn dead_purge(&self, queue: &str, older_than: Option<Duration>) -> Result<usize> {
-        let link = self.inner.link().await?;
-        let Some(age) = older_than else {
-            self.inner.ensure_queue(&link, queue).await?;
-            let ch = link.admin().await?;
-            let n = ch
-                .queue_purge(
-                    self.inner.names.dead(queue).into(),
-                    QueuePurgeOptions::default(),
-                )
-                .await
-                .map_err(from_lapin)?;
-            return Ok(n as usize);
-        };
-        let cutoff = crate::dead::ago(age);
-        let browse = self.inner.browse_dead(&link, queue).await?;
-        let mut n = 0;
-        let mut result = Ok(());
-        for (tag, job) in &browse.jobs {
-            if job.died_at <= cutoff {
-                if let Err(e) = browse.remove(*tag).await {
-                    result = Err(e);
-                    break;
-                }
-                n += 1;
-            }
-        }
-        browse.finish().await;
-        result.map(|()| n)
-    }
-
-    async fn stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
-        let inner = &self.inner;
-        let link = inner.link().await?;
-        // This process's own counts go out first, and nothing of ours is in
-        // flight while the totals are read (see `counts.rs`).
-        let _turn = inner.flushing.lock().await;
-        if let Err(e) = inner.flush_counts_locked().await {
-            tracing::debug!(error = %e, "could not flush outcome counts before reading them; adding ours as pending");
-        }
-        let mut out = Vec::with_capacity(queues.len());
-        for q in queues {
-            inner.ensure_queue(&link, q).await?;
-            let names = &inner.names;
-            let ch = link.admin().await?;
-            let ready = u64::from(passive_count(&ch, names.work(q)).await?);
-            let scheduled: u64 = futures_util::future::try_join_all(
-                (0..crate::names::LEVELS).map(|k| passive_count(&ch, names.level_queue(q, k))),
-            )
-            .await?
-            .into_iter()
-            .map(u64::from)
-            .sum();
-            let dead = u64::from(passive_count(&ch, names.dead(q)).await?);
-            let expired = u64::from(passive_count(&ch, names.expired(q)).await?);
-            drop(ch);
-            let counted = inner
-                .read_counts(&link, q)
-                .await?
-                .map(|total| total.plus(inner.tally.pending(q)));
-            let now = Timestamp::now();
-            let st = inner.lock();
-            let (buffered, oldest) = st.buffers.get(q).map_or((0, None), |buf| {
-                let oldest = buf
-                    .values()
-                    .filter(|b| b.gen == link.gen)
-                    .filter_map(|b| message::parse(&b.data).ok())
-                    .map(|e| e.run_at.min(now))
-                    .min();
-                (buf.len() as u64, oldest)
-            });
-            let in_flight = st.leases.values().filter(|h| &h.queue == q).count() as u64;
-            out.push(QueueStats {
-                queue: q.clone(),
-                ready: ready + buffered,
-                scheduled,
-                in_flight,
-                dead,
-                expired,
-                oldest_ready_age: oldest.map(|at| now.since(at)),
-                processed: counted.map(|c| c.processed),
-                failed: counted.map(|c| c.failed),
-            });
-        }
-        Ok(out)
-    }
-
     async fn flush(&self) -> Result<()> {
         self.inner.flush_counts().await
     }
 
-    async fn queues(&self) -> Result<Vec<String>> {
-        let inner = &self.inner;
-        let link = inner.link().await?;
-        let mut held = crate::dead::collect(
-            &link,
-            &inner.names.registry(),
-            inner.topology().registry_args(),
-        )
-        .await?;
-        let deliveries = std::mem::take(&mut held.deliveries);
-        held.close().await;
-        let mut names: Vec<String> = deliveries
-            .into_iter()
-            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
-            .collect();
-        {
-            let st = inner.lock();
-            names.extend(st.wanted.iter().cloned());
-            names.extend(st.declared.iter().cloned());
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
-    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.inner.put_meta(key, value).await
-    }
-
-    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.get_meta(key).await
-    }
-
-    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        self.inner.list_meta(prefix).await
-    }
-
-    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
-        self.moves.take(&self.inner, queue, max, hold).await
-    }
-
-    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
-        self.moves.remove(&self.inner, leases).await
-    }
-
-    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
-        self.moves.import(&self.inner, jobs, self.limit()).await
-    }
-
-    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
-        self.moves.import_dead(&self.inner, jobs).await
-    }
-
-    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+    async fn key_holder(&self, queue: &str, key: &str) -> Result<Option<JobId>> {
         let link = self.inner.link().await?;
-        let browse = self.inner.browse_dead(&link, queue).await?;
-        let mut n = 0;
-        let mut result = Ok(());
-        for (tag, job) in &browse.jobs {
-            if ids.contains(&job.id) {
-                if let Err(e) = browse.remove(*tag).await {
-                    result = Err(e);
-                    break;
-                }
-                n += 1;
-            }
-        }
-        browse.finish().await;
-        result.map(|()| n)
+        self.inner.key_holder(&link, queue, key).await
+    }
+
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+
+    fn as_inspect(&self) -> Option<&dyn Inspect> {
+        Some(self)
+    }
+
+    fn as_meta_store(&self) -> Option<&dyn MetaStore> {
+        Some(self)
+    }
+
+    fn as_migrate(&self) -> Option<&dyn Migrate> {
+        Some(self)
     }
 }
 

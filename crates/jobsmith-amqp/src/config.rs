@@ -1,20 +1,60 @@
 //! [`AmqpConfig`]: what an `amqp://` or `amqps://` URL says.
 
-use jobsmith_core::{parse_duration, query_pairs, split_scheme, Error, Result, Settings};
+use jobsmith_core::{parse_duration, redact_url, split_scheme, Error, Result, Settings, UrlQuery};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The queue-name prefix used when the URL does not give one.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
+
+/// The URL settings of AMQP's own, beside [`Settings::KEYS`].
+const KEYS: &[&str] = &[
+    "prefix",
+    "quorum",
+    "queue_version",
+    "prefetch",
+    "expires",
+    "consumer_timeout",
+    "tls_ca",
+];
+
+/// The URL settings passed on to the AMQP client (lapin).
+const CLIENT_KEYS: &[&str] = &[
+    "heartbeat",
+    "connection_timeout",
+    "frame_max",
+    "channel_max",
+];
+
+/// How long a call to the broker may wait for its answer when the URL sets
+/// no `call_timeout`: 30 s.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// RabbitMQ's own default `consumer_timeout`: 30 minutes.
 pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Where the broker is and how jobsmith uses it, read from a URL.
 ///
-/// `amqp://[user[:password]@]host[:port][/vhost][?prefix=..&quorum=..&queue_version=..&prefetch=..&expires=..&consumer_timeout=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..]`;
+/// `amqp://[user[:password]@]host[:port][/vhost][?prefix=..&quorum=..&queue_version=..&prefetch=..&expires=..&consumer_timeout=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..&call_timeout=..]`;
 /// `amqps://` is the same over TLS (feature `tls`). The vhost is
-/// percent-encoded (`%2f` is `/`). Other query keys (`heartbeat`,
+/// percent-encoded (`%2f` is `/`). `call_timeout` (default
+/// [`DEFAULT_CALL_TIMEOUT`]) bounds every call through the connection's
+/// heartbeat: see [`AmqpConfig::call_timeout`]. Other query keys (`heartbeat`,
 /// `connection_timeout`, `frame_max`, `channel_max`) go to the AMQP client.
+///
+/// Over TLS the broker's certificate is checked against the system's root
+/// certificates; `tls_ca=/path/to/ca.pem` adds the CA certificates in that
+/// PEM file (a private CA, as RabbitMQ's own TLS guide sets up).
+///
+/// ```
+/// # use jobsmith_amqp::AmqpConfig;
+/// # fn main() -> jobsmith_core::Result<()> {
+/// # #[cfg(feature = "tls")] {
+/// let c = AmqpConfig::from_url("amqps://app:secret@mq:5671/%2f?prefix=app&tls_ca=/etc/rabbitmq/ca.pem")?;
+/// assert_eq!(c.tls_ca.as_deref(), Some(std::path::Path::new("/etc/rabbitmq/ca.pem")));
+/// # }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
     /// The connection part of the URL, with jobsmith's own query keys removed.
@@ -40,6 +80,9 @@ pub struct AmqpConfig {
     pub consumer_timeout: Duration,
     /// The settings every backend honours.
     pub settings: Settings,
+    /// A PEM file of CA certificates to trust besides the system's roots
+    /// (`tls_ca=` in the URL; `amqps://` only).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl AmqpConfig {
@@ -56,7 +99,15 @@ impl AmqpConfig {
                 "`amqps://` needs TLS support: enable the `tls` feature of jobsmith-amqp".into(),
             ));
         }
-        let settings = Settings::from_query(query_pairs(rest))?;
+        if rest.contains('#') {
+            return Err(Error::Config(format!(
+                "`{}`: an AMQP URL has no fragment (`#…`); percent-encode a `#` in a password as `%23`",
+                redact_url(url)
+            )));
+        }
+        let query = UrlQuery::parse(rest)?;
+        query.refuse_unknown(scheme, &[KEYS, CLIENT_KEYS, Settings::KEYS])?;
+        let settings = Settings::from_query(query.iter())?;
         let bad = |k: &str, v: &str, why: String| {
             Error::Config(format!("bad URL setting `{k}={v}`: {why}"))
         };
@@ -69,9 +120,10 @@ impl AmqpConfig {
             expires: None,
             consumer_timeout: DEFAULT_CONSUMER_TIMEOUT,
             settings,
+            tls_ca: None,
         };
         let mut passthrough = Vec::new();
-        for (k, v) in query_pairs(rest) {
+        for (k, v) in query.iter() {
             match k {
                 "prefix" => {
                     if v.is_empty() || v.contains('*') || v.contains('#') {
@@ -109,8 +161,23 @@ impl AmqpConfig {
                             }
                         })?;
                 }
-                "dead_max" | "dead_max_age" | "unique_for" | "max_payload" => {}
-                _ => passthrough.push(format!("{k}={v}")),
+                "tls_ca" if v.is_empty() => {
+                    return Err(bad(
+                        k,
+                        v,
+                        "give the path of a PEM file of CA certificates".into(),
+                    ));
+                }
+                "tls_ca" if scheme != "amqps" => {
+                    return Err(bad(
+                        k,
+                        v,
+                        "a CA applies only to TLS, write `amqps://`".into(),
+                    ));
+                }
+                "tls_ca" => cfg.tls_ca = Some(PathBuf::from(v)),
+                _ if CLIENT_KEYS.contains(&k) => passthrough.push(format!("{k}={v}")),
+                _ => {}
             }
         }
         let base = rest.split_once('?').map_or(rest, |(b, _)| b);
@@ -122,21 +189,51 @@ impl AmqpConfig {
         Ok(cfg)
     }
 
+    /// The same broker, also trusting the CA certificates in the PEM file
+    /// `path` (as `tls_ca=` in the URL does; for a path that a URL cannot
+    /// spell, such as one with `&` or `#`).
+    #[must_use]
+    pub fn with_tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
+        self
+    }
+
     /// Whether work queues are asked for as classic queue version 2
     /// (`queue_version=2`; quorum work queues have no version).
     pub(crate) fn version_2(&self) -> bool {
         self.queue_version == 2 && !self.quorum
     }
 
+    /// How long a call to the broker may wait for its answer: the
+    /// `call_timeout` setting, or [`DEFAULT_CALL_TIMEOUT`].
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.call_timeout_or(DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// The URL the AMQP client connects with: the server, and unless the URL
+    /// sets its own `heartbeat`, a heartbeat of 2/5 of `call_timeout` in
+    /// whole seconds (at least 1 s).
+    ///
+    /// The client closes a connection that has heard nothing from the broker
+    /// for two heartbeats (it looks every half heartbeat), and every call
+    /// waiting on it fails: a broker that hangs fails every call, and an idle
+    /// consumer's wait, within `call_timeout` (2 s for any shorter setting).
+    pub(crate) fn connection_uri(&self) -> String {
+        let has_heartbeat = self
+            .server
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("heartbeat=")));
+        if has_heartbeat {
+            return self.server.clone();
+        }
+        let secs = (self.call_timeout().as_millis() * 2 / 5_000).max(1);
+        let sep = if self.server.contains('?') { '&' } else { '?' };
+        format!("{}{sep}heartbeat={secs}", self.server)
+    }
+
     /// The connection URL without credentials, for logs.
     pub fn redacted(&self) -> String {
-        match self.server.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => self.server.clone(),
-            },
-            None => self.server.clone(),
-        }
+        redact_url(&self.server)
     }
 }
 
@@ -151,6 +248,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("expires", &self.expires)
             .field("consumer_timeout", &self.consumer_timeout)
             .field("settings", &self.settings)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -172,7 +270,7 @@ mod tests {
         assert_eq!(c.consumer_timeout, Duration::from_secs(3600));
         assert_eq!(c.settings.dead_max, 3);
         assert_eq!(c.server, "amqp://u:p@h:5672/%2f?heartbeat=5");
-        assert_eq!(c.redacted(), "amqp://***@h:5672/%2f?heartbeat=5");
+        assert_eq!(c.redacted(), "amqp://u:***@h:5672/%2f?heartbeat=5");
     }
 
     #[test]
@@ -197,5 +295,51 @@ mod tests {
             DEFAULT_CONSUMER_TIMEOUT
         );
         assert!(AmqpConfig::from_url("redis://h").is_err());
+    }
+
+    #[test]
+    fn call_timeout_sets_the_heartbeat_unless_the_url_does() {
+        let c = AmqpConfig::from_url("amqp://h").expect("valid");
+        assert_eq!(c.call_timeout(), DEFAULT_CALL_TIMEOUT);
+        assert_eq!(c.connection_uri(), "amqp://h?heartbeat=12");
+        let c = AmqpConfig::from_url("amqp://h/%2f?call_timeout=10s&prefix=p").expect("valid");
+        assert_eq!(c.call_timeout(), Duration::from_secs(10));
+        assert_eq!(
+            c.server, "amqp://h/%2f",
+            "call_timeout is ours, not the client's"
+        );
+        assert_eq!(c.connection_uri(), "amqp://h/%2f?heartbeat=4");
+        let c = AmqpConfig::from_url("amqp://h?call_timeout=500ms").expect("valid");
+        assert_eq!(c.connection_uri(), "amqp://h?heartbeat=1");
+        let c = AmqpConfig::from_url("amqp://h?frame_max=8192&heartbeat=5").expect("valid");
+        assert_eq!(c.connection_uri(), "amqp://h?frame_max=8192&heartbeat=5");
+        assert!(AmqpConfig::from_url("amqp://h?call_timeout=0s").is_err());
+    }
+
+    #[test]
+    fn tls_ca_is_for_amqps_only() {
+        let e = AmqpConfig::from_url("amqp://h?tls_ca=/ca.pem").expect_err("plain TCP");
+        assert_eq!(
+            e.to_string(),
+            "bad URL setting `tls_ca=/ca.pem`: a CA applies only to TLS, write `amqps://`"
+        );
+        assert_eq!(
+            AmqpConfig::from_url("amqp://h").expect("valid").tls_ca,
+            None
+        );
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn reads_tls_ca() {
+        let c = AmqpConfig::from_url("amqps://u:p@h:5671/%2f?tls_ca=/etc/a%26b.pem&heartbeat=5")
+            .expect("valid");
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/etc/a&b.pem")));
+        assert_eq!(c.server, "amqps://u:p@h:5671/%2f?heartbeat=5");
+        assert!(AmqpConfig::from_url("amqps://h?tls_ca=").is_err());
+        let c = AmqpConfig::from_url("amqps://h")
+            .expect("valid")
+            .with_tls_ca("/x#y.pem");
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/x#y.pem")));
     }
 }

@@ -9,12 +9,13 @@ use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
-use crate::state::Buffered;
+use crate::state::{Buffered, Consuming};
 use crate::topology::{passive_count, Declared};
 use futures_util::future::try_join_all;
 use futures_util::{FutureExt, StreamExt};
-use jobsmith_core::Result;
-use lapin::options::BasicConsumeOptions;
+use jobsmith_core::lock::LockExt;
+use jobsmith_core::{Error, Result};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use std::cmp::Reverse;
 use std::sync::{Arc, Weak};
@@ -23,8 +24,27 @@ use std::time::Duration;
 /// How long a new consumer may take to fill its buffer before a reserve goes on.
 const WARM_UP: Duration = Duration::from_millis(100);
 
+/// How long a cancelled consumer's task may take to buffer its last deliveries.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a queue the broker refused to declare or consume is left alone.
+const REFUSED_RETRY: Duration = Duration::from_secs(1);
+
 /// The most deliveries a consumer's task takes in under one lock.
 const RUN: usize = 256;
+
+/// A copy of `e` if it is the broker's refusal of one queue, to give again
+/// without asking; `None` for a lost connection, which is not remembered.
+fn refusal(e: &Error) -> Option<Error> {
+    match e {
+        Error::Backend(why) => Some(Error::Backend(why.clone())),
+        Error::Misconfigured { problem, fix } => Some(Error::Misconfigured {
+            problem: problem.clone(),
+            fix: fix.clone(),
+        }),
+        _ => None,
+    }
+}
 
 impl Inner {
     /// Declares a queue's topology once per connection; returns the ready count
@@ -34,7 +54,7 @@ impl Inner {
         link: &Link,
         q: &str,
     ) -> Result<Option<u32>> {
-        if self.lock().declared.contains(q) {
+        if self.state.lock_unpoisoned().declared.contains(q) {
             return Ok(None);
         }
         let mut admin = link.admin().await?;
@@ -65,7 +85,7 @@ impl Inner {
             }
         };
         let register = {
-            let mut st = self.lock();
+            let mut st = self.state.lock_unpoisoned();
             st.declared.insert(q.to_owned());
             st.registered.insert(q.to_owned())
         };
@@ -97,28 +117,65 @@ impl Inner {
         Ok(counts.into_iter().sum())
     }
 
-    /// Starts consumers for the queues that have none on this link yet.
+    /// Starts consumers for the queues that have none on this link yet,
+    /// unless a worker stopped since the reserve that asks took `mark`;
+    /// returns the queues whose consumer could not be started, each with
+    /// why. One queue the broker refuses does not keep the others from being
+    /// consumed; it is reported, and asked for again at most once per
+    /// [`REFUSED_RETRY`].
     pub(crate) async fn ensure_consuming(
         self: &Arc<Self>,
         link: &Link,
         queues: &[String],
-    ) -> Result<()> {
+        mark: u64,
+    ) -> Vec<(String, Error)> {
         let missing = {
-            let st = self.lock();
+            let st = self.state.lock_unpoisoned();
             queues.iter().any(|q| !st.consuming.contains(q))
         };
         if !missing {
-            return Ok(());
+            return Vec::new();
         }
         let _setup = self.consumer_setup.lock().await;
+        // Checked under the setup lock, which `stop_consuming` holds while it
+        // cancels: a reserve from before a stop never starts a consumer after it.
+        if self.interrupt.has_fired(mark) {
+            return Vec::new();
+        }
         let mut warming = Vec::new();
+        let mut failed: Vec<(String, Error)> = Vec::new();
         for q in queues {
-            if self.lock().consuming.contains(q) {
+            if self.state.lock_unpoisoned().consuming.contains(q)
+                || failed.iter().any(|(f, _)| f == q)
+            {
                 continue;
             }
-            let ready = self.start_consumer(link, q).await?;
-            if ready > 0 {
-                warming.push((q.clone(), ready.min(u32::from(self.cfg.prefetch)) as usize));
+            if let Some(why) = self.refused_lately(q) {
+                failed.push((q.clone(), why));
+                continue;
+            }
+            match self.start_consumer(link, q).await {
+                Ok(ready) => {
+                    self.errors.worked(q);
+                    if ready > 0 {
+                        let held = self
+                            .state
+                            .lock_unpoisoned()
+                            .consumer_limit(q, self.cfg.prefetch);
+                        warming.push((q.clone(), ready.min(u32::from(held)) as usize));
+                    }
+                }
+                Err(e) => {
+                    self.errors.failed(q, "consume", &e);
+                    if let Some(again) = refusal(&e) {
+                        let at = std::time::Instant::now();
+                        self.state
+                            .lock_unpoisoned()
+                            .refused
+                            .insert(q.clone(), (at, again));
+                    }
+                    failed.push((q.clone(), e));
+                }
             }
         }
         // A new consumer's first deliveries are on their way: let them land, so
@@ -129,39 +186,80 @@ impl Inner {
                 let notified = self.wake.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.lock().buffered(&q) >= want || tokio::time::Instant::now() >= until {
+                if self.state.lock_unpoisoned().buffered(&q) >= want
+                    || tokio::time::Instant::now() >= until
+                {
                     break;
                 }
                 let _ = tokio::time::timeout_at(until, notified).await;
             }
         }
-        Ok(())
+        failed
+    }
+
+    /// Why the broker refused `q` less than [`REFUSED_RETRY`] ago, if it did.
+    fn refused_lately(&self, q: &str) -> Option<Error> {
+        let mut st = self.state.lock_unpoisoned();
+        match st.refused.get(q) {
+            Some((at, why)) if at.elapsed() < REFUSED_RETRY => refusal(why),
+            Some(_) => {
+                st.refused.remove(q);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Declares `q` and consumes it on `link`; returns its ready count.
     pub(crate) async fn start_consumer(self: &Arc<Self>, link: &Link, q: &str) -> Result<u32> {
-        // Declaring told the count already; a queue declared before is asked.
-        let ready = match self.ensure_queue(link, q).await? {
-            Some(ready) => ready,
-            None => passive_count(&*link.admin().await?, self.names.work(q)).await?,
+        let started = async {
+            // Declaring told the count already; a queue declared before is
+            // asked, on the admin channel: were the queue gone or locked, the
+            // refusal closes that channel, not the one every consumer is on.
+            let ready = match self.ensure_queue(link, q).await? {
+                Some(ready) => ready,
+                None => passive_count(&*link.admin().await?, self.names.work(q)).await?,
+            };
+            // A per-consumer `basic.qos` holds for the consumers started
+            // after it on the channel: this one gets its workers' share.
+            let share = self
+                .state
+                .lock_unpoisoned()
+                .consumer_limit(q, self.cfg.prefetch);
+            link.consume
+                .basic_qos(share, BasicQosOptions { global: false })
+                .await
+                .map_err(from_lapin)?;
+            let consumer = link
+                .consume
+                .basic_consume(
+                    self.names.work(q).into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(from_lapin)?;
+            Ok::<_, Error>((ready, consumer))
         };
-        let mut consumer = link
-            .consume
-            .basic_consume(
-                self.names.work(q).into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(from_lapin)?;
+        let (ready, mut consumer) = match started.await {
+            Ok(started) => started,
+            Err(e) => {
+                // Declared in full next time: the queue may have been deleted,
+                // or declared otherwise, since this process declared it.
+                self.state.lock_unpoisoned().declared.remove(q);
+                return Err(e);
+            }
+        };
         let weak: Weak<Inner> = Arc::downgrade(self);
         let gen = link.gen;
         let queue = q.to_owned();
+        let tag = consumer.tag();
+        let own_tag = tag.clone();
         // One task per consumer takes every delivery that has arrived each
         // time it wakes: one lock and one wake of the reserves per run, where
         // a lapin delegate costs a spawned task per delivery.
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let (run, end) = next_run(&mut consumer).await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -169,8 +267,17 @@ impl Inner {
                 match end {
                     End::More => {}
                     End::Cancelled => {
-                        // The queue was deleted: start again on next reserve.
-                        inner.lock().consuming.remove(&queue);
+                        // Cancelled by the broker (the queue was deleted):
+                        // declare it and consume it again on the next
+                        // reserve. A stop cancels too, but has already
+                        // taken the consumer out.
+                        let mut st = inner.state.lock_unpoisoned();
+                        if st.consumers.get(&queue).is_some_and(|c| c.tag == own_tag) {
+                            st.consuming.remove(&queue);
+                            st.consumers.remove(&queue);
+                            st.declared.remove(&queue);
+                        }
+                        drop(st);
                         inner.wake.notify_waiters();
                         return;
                     }
@@ -183,10 +290,70 @@ impl Inner {
                 }
             }
         });
-        let mut st = self.lock();
+        let mut st = self.state.lock_unpoisoned();
         st.wanted.insert(q.to_owned());
         st.consuming.insert(q.to_owned());
+        st.consumers
+            .insert(q.to_owned(), Consuming { gen, tag, task });
         Ok(ready)
+    }
+
+    /// Cancels the consumers of `queues` and hands back, uncounted, what
+    /// they had buffered; a later `ensure_consuming` starts them again.
+    ///
+    /// A buffered delivery cannot go back as it is: a rejected message
+    /// returns marked redelivered, which counts an attempt (its earlier
+    /// delivery may have been running when its connection died). So each
+    /// goes back as a copy, published and confirmed before the delivery is
+    /// acked, behind the jobs that are queued now.
+    pub(crate) async fn stop_consuming(self: &Arc<Self>, queues: &[String]) -> Result<()> {
+        let _setup = self.consumer_setup.lock().await;
+        let consumers: Vec<Consuming> = {
+            let mut st = self.state.lock_unpoisoned();
+            queues
+                .iter()
+                .filter_map(|q| {
+                    st.wanted.remove(q);
+                    st.consuming.remove(q);
+                    st.consumers.remove(q)
+                })
+                .collect()
+        };
+        let Some(link) = self.current() else {
+            // The connection is gone, and with it everything it held unacked.
+            return Ok(());
+        };
+        for c in consumers.into_iter().filter(|c| c.gen == link.gen) {
+            let cancelled = link
+                .consume
+                .basic_cancel(c.tag.clone(), BasicCancelOptions::default())
+                .await;
+            // After the broker's cancel-ok no delivery comes; the task buffers
+            // the ones before it, then ends.
+            let mut task = c.task;
+            let ended = match cancelled {
+                Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut task).await.is_ok(),
+                Err(_) => false,
+            };
+            if !ended {
+                task.abort();
+            }
+        }
+        let now = jobsmith_core::Timestamp::now();
+        let (msgs, tags): (Vec<Outgoing>, Vec<u64>) = {
+            let mut st = self.state.lock_unpoisoned();
+            queues
+                .iter()
+                .filter_map(|q| st.buffers.remove(q).map(|buf| (q, buf)))
+                .flat_map(|(q, buf)| buf.into_values().map(move |b| (q, b)))
+                .filter(|(_, b)| b.gen == link.gen)
+                .map(|(q, b)| {
+                    let tag = b.tag;
+                    (message::handed_back(&self.names, q, b, now), tag)
+                })
+                .unzip()
+        };
+        self.replace(&link, msgs, tags).await
     }
 
     /// Takes in a run of deliveries from `q`'s consumer on connection `gen`.
@@ -196,7 +363,7 @@ impl Inner {
         }
         let mut settled = Vec::new();
         {
-            let mut st = self.lock();
+            let mut st = self.state.lock_unpoisoned();
             let st = &mut *st;
             let buf = st.buffers.entry(q.to_owned()).or_default();
             for d in run {

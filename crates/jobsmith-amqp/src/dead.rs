@@ -1,4 +1,4 @@
-//! Reading a dead-letter queue.
+//! [`DeadLetters`] for [`AmqpBackend`], and reading a dead-letter queue.
 //!
 //! AMQP has no way to look into a queue without taking messages out. A browse
 //! opens a channel of its own, consumes every message in the dead-letter queue
@@ -10,20 +10,16 @@
 //! its delivery are two steps, and a worker that dies between them leaves the
 //! job to run, and be buried, again.
 
+use crate::backend::AmqpBackend;
+use crate::browse::{collect, Held};
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, DIED_AT, REASON};
-use jobsmith_core::{DeadJob, JobId, Result, Timestamp};
-use lapin::message::DeliveryResult;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
+use jobsmith_core::{DeadJob, DeadLetters, JobId, Result, Timestamp};
+use lapin::options::QueuePurgeOptions;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How long a browse waits for the next message before it takes what it has.
-const QUIET: Duration = Duration::from_millis(300);
 
 /// A dead-letter queue's messages, oldest first, held on their own channel.
 pub(crate) struct Browse {
@@ -43,40 +39,6 @@ impl Browse {
     }
 }
 
-/// The messages a browse took off a queue, held unacknowledged on a channel
-/// of its own until [`Held::close`] puts them back.
-pub(crate) struct Held {
-    channel: Channel,
-    /// Kept until the channel closes: dropping it first would cancel the
-    /// consumer while its messages are still held, and for that moment they
-    /// would belong to no consumer, so that another process would find the
-    /// queue empty with no browse under way (see `whole`).
-    _consumer: Option<Consumer>,
-    /// The messages, oldest first.
-    pub(crate) deliveries: Vec<lapin::message::Delivery>,
-    /// Whether the browse saw the whole queue: when it began no other
-    /// consumer (another process's browse) held any of the queue's messages,
-    /// and every message the queue counted then came. A browse that finds
-    /// nothing and is whole proves the queue empty at that moment.
-    pub(crate) whole: bool,
-}
-
-impl Held {
-    /// Removes one message for good.
-    pub(crate) async fn remove(&self, tag: u64) -> Result<()> {
-        self.channel
-            .basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(from_lapin)
-    }
-
-    /// Puts back every message not removed (the broker requeues, in order,
-    /// what a closing channel held).
-    pub(crate) async fn close(self) {
-        let _ = self.channel.close(200, "browse done".into()).await;
-    }
-}
-
 /// The instant `age` before now (the epoch if that is earlier).
 pub(crate) fn ago(age: Duration) -> Timestamp {
     Timestamp(
@@ -84,64 +46,6 @@ pub(crate) fn ago(age: Duration) -> Timestamp {
             .as_millis()
             .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
     )
-}
-
-/// Every message of `queue` (as many as it held when the browse began),
-/// held until the result is closed.
-pub(crate) async fn collect(link: &Link, queue: &str, args: FieldTable) -> Result<Held> {
-    let ch = link.scratch().await?;
-    let declared = ch
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(from_lapin)?;
-    let n = declared.message_count() as usize;
-    // The only consumers of the queues browsed are other browses: one under
-    // way holds messages that the count above leaves out.
-    let unbrowsed = declared.consumer_count() == 0;
-    let mut got = Vec::with_capacity(n);
-    if n == 0 {
-        return Ok(Held {
-            channel: ch,
-            _consumer: None,
-            deliveries: got,
-            whole: unbrowsed,
-        });
-    }
-    ch.basic_qos(0, BasicQosOptions { global: false })
-        .await
-        .map_err(from_lapin)?;
-    let consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(from_lapin)?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    consumer.set_delegate(move |d: DeliveryResult| {
-        let tx = tx.clone();
-        async move {
-            if let Ok(Some(d)) = d {
-                let _ = tx.send(d);
-            }
-        }
-    });
-    while got.len() < n {
-        match tokio::time::timeout(QUIET, rx.recv()).await {
-            Ok(Some(d)) => got.push(d),
-            _ => break,
-        }
-    }
-    // The delegate may run out of order; delivery tags count up in queue order.
-    got.sort_by_key(|d| d.delivery_tag);
-    Ok(Held {
-        channel: ch,
-        _consumer: Some(consumer),
-        whole: unbrowsed && got.len() >= n,
-        deliveries: got,
-    })
 }
 
 impl Inner {
@@ -158,17 +62,16 @@ impl Inner {
         let mut seen = std::collections::HashSet::new();
         // Newest first, so that of two entries of one id the newer stays.
         for d in deliveries.into_iter().rev() {
-            let job = DeadJob {
-                id: d
-                    .properties
+            let job = DeadJob::new(
+                d.properties
                     .message_id()
                     .as_ref()
                     .map_or_else(JobId::new, |id| JobId::from(id.as_str())),
-                queue: q.to_owned(),
-                reason: message::header_text(&d.properties, REASON).unwrap_or_default(),
-                died_at: Timestamp(message::header_u64(&d.properties, DIED_AT).unwrap_or(0)),
-                raw: d.data,
-            };
+                q.to_owned(),
+                message::header_text(&d.properties, REASON).unwrap_or_default(),
+                Timestamp(message::header_u64(&d.properties, DIED_AT).unwrap_or(0)),
+                d.data,
+            );
             // A second entry of one id: its worker died after burying the job
             // and before acking the delivery, so the job ran and died again.
             let again = !seen.insert(job.id.clone());
@@ -180,5 +83,122 @@ impl Inner {
         }
         browse.jobs.reverse();
         Ok(browse)
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetters for AmqpBackend {
+    async fn dead_list(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<DeadJob>> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let out = browse
+            .jobs
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, j)| j.clone())
+            .collect();
+        browse.finish().await;
+        Ok(out)
+    }
+
+    async fn dead_get(&self, queue: &str, id: &JobId) -> Result<Option<DeadJob>> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let out = browse
+            .jobs
+            .iter()
+            .find(|(_, j)| &j.id == id)
+            .map(|(_, j)| j.clone());
+        browse.finish().await;
+        Ok(out)
+    }
+
+    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let now = Timestamp::now();
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if !ids.contains(&job.id) {
+                continue;
+            }
+            let Some(mut env) = job.envelope() else {
+                continue;
+            };
+            env.attempt = 0;
+            env.run_at = now;
+            let step = async {
+                if let Some(k) = &env.idempotency_key {
+                    self.inner.retake_key(&link, queue, k, &env.id).await?;
+                }
+                message::publish_confirmed(
+                    &link.publish,
+                    vec![message::job(&self.inner.names, &env, now)],
+                )
+                .await?;
+                browse.remove(*tag).await
+            };
+            match step.await {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
+    }
+
+    async fn dead_purge(&self, queue: &str, older_than: Option<Duration>) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let Some(age) = older_than else {
+            self.inner.ensure_queue(&link, queue).await?;
+            let ch = link.admin().await?;
+            let n = ch
+                .queue_purge(
+                    self.inner.names.dead(queue).into(),
+                    QueuePurgeOptions::default(),
+                )
+                .await
+                .map_err(from_lapin)?;
+            return Ok(n as usize);
+        };
+        let cutoff = ago(age);
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if job.died_at <= cutoff {
+                if let Err(e) = browse.remove(*tag).await {
+                    result = Err(e);
+                    break;
+                }
+                n += 1;
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let link = self.inner.link().await?;
+        let browse = self.inner.browse_dead(&link, queue).await?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for (tag, job) in &browse.jobs {
+            if ids.contains(&job.id) {
+                if let Err(e) = browse.remove(*tag).await {
+                    result = Err(e);
+                    break;
+                }
+                n += 1;
+            }
+        }
+        browse.finish().await;
+        result.map(|()| n)
     }
 }

@@ -3,15 +3,77 @@
 use jobsmith_core::Error;
 use lapin::ErrorKind;
 
-/// A client error: a broker refusal (`PRECONDITION_FAILED`, `ACCESS_REFUSED`,
-/// ...) is permanent ([`Error::Backend`]); everything else means the
+/// A client error. A refusal that only a change of configuration can lift
+/// (a login refused, a virtual host the broker does not have, a queue or
+/// exchange it holds with other arguments) is permanent
+/// ([`Error::Misconfigured`]); any other broker refusal (`RESOURCE_LOCKED`,
+/// `NOT_FOUND`, ...) is [`Error::Backend`]; everything else means the
 /// connection is gone and is transient ([`Error::Connection`]).
 pub(crate) fn from_lapin(e: lapin::Error) -> Error {
     match e.kind() {
-        ErrorKind::ProtocolError(amqp) if !is_connection_level(amqp) => {
-            Error::Backend(format!("broker refused: {amqp}"))
+        ErrorKind::ProtocolError(amqp) => {
+            let said = amqp.get_message().as_str();
+            if let Some(refused) = misconfigured(amqp.get_id(), said) {
+                return refused;
+            }
+            if is_connection_level(amqp) {
+                Error::connection(e)
+            } else {
+                Error::Backend(format!("broker refused: {amqp}"))
+            }
         }
+        ErrorKind::MissingHeartbeatError => disconnected(
+            "the broker sent nothing for two heartbeats and the connection was dropped: no \
+             answer, the broker may be hung (the heartbeat is 2/5 of the URL's `call_timeout`)",
+        ),
         _ => Error::connection(e),
+    }
+}
+
+/// How every [`Error::Misconfigured`] of this crate begins; [`located`] adds the server.
+const BROKER: &str = "RabbitMQ";
+
+/// The permanent error of reply code `id` with text `said`, if it is one.
+fn misconfigured(id: u16, said: &str) -> Option<Error> {
+    let (problem, fix) = match id {
+        // ACCESS_REFUSED: at login, or a resource the user has no permission on.
+        403 => (
+            format!("{BROKER} refused access ({said})"),
+            "check the user name and password in the URL (`amqp://USER:PASSWORD@host/vhost`, \
+             reserved characters percent-encoded) and the user's permissions on the virtual \
+             host (`rabbitmqctl list_permissions -p VHOST`)",
+        ),
+        // NOT_ALLOWED: a virtual host that does not exist, or that the user may not open.
+        530 => (
+            format!("{BROKER} does not let this user open the virtual host ({said})"),
+            "check the virtual host in the URL's path (`/%2f` is the default one `/`), create \
+             it (`rabbitmqctl add_vhost`), or give the user permissions on it",
+        ),
+        // PRECONDITION_FAILED on a declaration: the name is taken with other arguments.
+        406 if said.contains("inequivalent arg") => (
+            format!("{BROKER} holds a queue or exchange of this prefix declared with other arguments than jobsmith declares ({said})"),
+            "if it is jobsmith's, declared by another configuration (`quorum`, `max_priority`, \
+             `expires`, `dead_max`, ...), use that configuration again; otherwise use another \
+             `prefix`, or delete it if nothing in it is needed (`rabbitmqctl delete_queue NAME`)",
+        ),
+        _ => return None,
+    };
+    Some(Error::Misconfigured {
+        problem,
+        fix: fix.to_owned(),
+    })
+}
+
+/// `e`, naming the broker at `server` if it is a refusal of this crate.
+pub(crate) fn located(e: Error, server: &str) -> Error {
+    match e {
+        Error::Misconfigured { problem, fix } if problem.starts_with(BROKER) => {
+            Error::Misconfigured {
+                problem: problem.replacen(BROKER, &format!("{BROKER} at {server}"), 1),
+                fix,
+            }
+        }
+        other => other,
     }
 }
 

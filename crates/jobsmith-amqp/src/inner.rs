@@ -7,13 +7,15 @@ use crate::link::Link;
 use crate::names::Names;
 use crate::state::State;
 use crate::topology::Topology;
-use jobsmith_core::{Error, Result, Tally};
+use jobsmith_core::lock::{LockExt, RwLockExt};
+use jobsmith_core::retry::{jitter, Doubling};
+use jobsmith_core::{QueueErrors, Result, Tally};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How long one connection attempt may take.
+/// How long one connection attempt may take, or `call_timeout` if shorter.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Inner {
@@ -23,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) instance: String,
     current: RwLock<Option<Arc<Link>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// How many connection attempts have failed, and why the last one did.
+    failures: Mutex<(u64, String)>,
     /// Serialises starting consumers, so a queue never gets two in one process.
     pub(crate) consumer_setup: tokio::sync::Mutex<()>,
     /// Serialises parking and renewing leases with taking them to settle.
@@ -34,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Signalled when deliveries arrive or the link changes.
     pub(crate) wake: Notify,
+    /// Ends waiting reserves when a worker stops.
+    pub(crate) interrupt: jobsmith_core::Interrupt,
     /// Signalled when the lease table changes.
     pub(crate) reaper: Arc<Notify>,
     /// Signalled when the link dies.
@@ -43,6 +49,8 @@ pub(crate) struct Inner {
     /// Serialises flushing the tally with reading the totals, so a read
     /// never misses counts another task of this process is flushing.
     pub(crate) flushing: tokio::sync::Mutex<()>,
+    /// Queues failing on their own, reported while the others go on.
+    pub(crate) errors: QueueErrors,
 }
 
 impl Inner {
@@ -53,6 +61,7 @@ impl Inner {
             instance: format!("{:08x}", fastrand::u32(..)),
             current: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            failures: Mutex::new((0, String::new())),
             consumer_setup: tokio::sync::Mutex::new(()),
             handover: tokio::sync::Mutex::new(()),
             settling: tokio::sync::Mutex::new(()),
@@ -60,17 +69,13 @@ impl Inner {
             unavailable: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            interrupt: jobsmith_core::Interrupt::default(),
             reaper: Arc::new(Notify::new()),
             lost: Arc::new(Notify::new()),
             tally: Tally::new(),
             flushing: tokio::sync::Mutex::new(()),
+            errors: QueueErrors::new(),
         }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn topology(&self) -> Topology<'_> {
@@ -82,11 +87,7 @@ impl Inner {
 
     /// The live link, if there is one, without trying to connect.
     pub(crate) fn current(&self) -> Option<Arc<Link>> {
-        let l = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()?;
+        let l = self.current.read_unpoisoned().clone()?;
         l.alive().then_some(l)
     }
 
@@ -103,7 +104,13 @@ impl Inner {
 
     /// Opens a new link (once, however many tasks ask), declares the shared
     /// topology and resumes every consumer.
+    ///
+    /// A task that waited while another's attempt failed gets that failure
+    /// rather than trying again at once: callers waiting together fail
+    /// together, within one attempt's time (a hung broker fails every call
+    /// within `call_timeout`, not one more for each caller in line).
     pub(crate) async fn reconnect(self: &Arc<Self>) -> Result<Arc<Link>> {
+        let failed_before = self.failures.lock_unpoisoned().0;
         let _guard = self.connecting.lock().await;
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(disconnected("the connection was severed"));
@@ -111,27 +118,57 @@ impl Inner {
         if let Some(l) = self.current() {
             return Ok(l);
         }
+        {
+            let failures = self.failures.lock_unpoisoned();
+            if failures.0 != failed_before {
+                return Err(disconnected(&format!(
+                    "reconnecting failed just now: {}",
+                    failures.1
+                )));
+            }
+        }
+        let attempt = self.open_and_resume().await;
+        if let Err(e) = &attempt {
+            let mut failures = self.failures.lock_unpoisoned();
+            failures.0 += 1;
+            failures.1 = with_causes(e);
+        }
+        attempt
+    }
+
+    /// One connection attempt: see [`Inner::reconnect`].
+    async fn open_and_resume(self: &Arc<Self>) -> Result<Arc<Link>> {
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, Link::open(&self.cfg, gen))
+        let capacity = self.state.lock_unpoisoned().channel_limit();
+        let limit = self.cfg.call_timeout().min(CONNECT_TIMEOUT);
+        let link = tokio::time::timeout(limit, Link::open(&self.cfg, gen, capacity))
             .await
-            .map_err(|_| Error::Timeout(CONNECT_TIMEOUT))??;
+            .map_err(|_| {
+                disconnected(&format!(
+                    "connecting to {} got no answer within {limit:?}; the broker may be hung \
+                     (the limit is the URL's `call_timeout`)",
+                    self.cfg.redacted()
+                ))
+            })??;
         let link = Arc::new(link);
         {
             let admin = link.admin().await?;
             self.topology().declare_shared(&admin).await?;
         }
         let wanted: Vec<String> = {
-            let mut st = self.lock();
+            let mut st = self.state.lock_unpoisoned();
             st.new_connection(gen);
             st.wanted.iter().cloned().collect()
         };
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&link));
+        *self.current.write_unpoisoned() = Some(Arc::clone(&link));
         tracing::info!(server = %self.cfg.redacted(), generation = gen, "connected to RabbitMQ");
         for q in &wanted {
-            self.start_consumer(&link, q).await?;
+            match self.start_consumer(&link, q).await {
+                Err(e) if e.is_transient() => return Err(e),
+                // One queue refused: the others are consumed, it is tried again on a reserve.
+                Err(e) => self.errors.failed(q, "consume", &e),
+                Ok(_) => {}
+            }
         }
         self.wake.notify_waiters();
         self.reaper.notify_one();
@@ -139,14 +176,11 @@ impl Inner {
     }
 
     /// Cuts the connection, and keeps it cut until called with `false`.
+    #[cfg(feature = "test-util")]
     pub(crate) async fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
         if unavailable {
-            let link = self
-                .current
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let link = self.current.write_unpoisoned().take();
             if let Some(l) = link {
                 l.close().await;
             }
@@ -165,34 +199,55 @@ impl Inner {
     }
 }
 
+/// `e` and its causes, joined by `: `.
+fn with_causes(e: &jobsmith_core::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Keeps a link up: when it dies, reconnects with capped, jittered
 /// exponential backoff (50 ms doubling to 5 s) and resumes consuming, whether
 /// or not anyone is calling the backend. Ends when the backend is dropped.
 pub(crate) async fn supervise(weak: Weak<Inner>, lost: Arc<Notify>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        let healthy = {
+        // The wait before reconnecting again, or None while the link is up.
+        let retry_in = {
             let Some(inner) = weak.upgrade() else { return };
             if inner.is_unavailable() || inner.current().is_some() {
-                true
+                None
             } else {
                 match inner.reconnect().await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "RabbitMQ connection lost; reconnecting");
+                    Ok(_) => None,
+                    Err(e) if e.is_permanent() => {
+                        let delay = backoff.next_delay();
+                        // A worker stops on this; an app that only enqueues
+                        // sees it on each call, until the broker is fixed.
+                        tracing::error!(server = %inner.cfg.redacted(), error = %e.describe(), retry_in_ms = delay.as_millis() as u64, "RabbitMQ refuses this configuration; trying again in case it is fixed there");
                         inner.wake.notify_waiters();
-                        false
+                        Some(delay)
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(server = %inner.cfg.redacted(), error = %e.describe(), retry_in_ms = delay.as_millis() as u64, "RabbitMQ connection lost; reconnecting");
+                        inner.wake.notify_waiters();
+                        Some(delay)
                     }
                 }
             }
         };
-        if healthy {
-            backoff = Duration::from_millis(50);
-            let _ = tokio::time::timeout(Duration::from_secs(1), lost.notified()).await;
-        } else {
-            let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
-            tokio::time::sleep(backoff + jitter).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        match retry_in {
+            None => {
+                backoff.reset();
+                let _ = tokio::time::timeout(Duration::from_secs(1), lost.notified()).await;
+            }
+            Some(delay) => tokio::time::sleep(delay + jitter(delay)).await,
         }
     }
 }

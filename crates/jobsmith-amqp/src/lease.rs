@@ -11,6 +11,7 @@
 use crate::inner::Inner;
 use crate::message::{self, Outgoing};
 use crate::state::Held;
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::Timestamp;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -42,7 +43,7 @@ impl Inner {
     async fn reap(self: &Arc<Self>) -> Option<Timestamp> {
         let now = Timestamp::now();
         let expired: Vec<Held> = {
-            let mut st = self.lock();
+            let mut st = self.state.lock_unpoisoned();
             let mut out = Vec::new();
             while let Some((at, _)) = st.expiry.first() {
                 if *at > now {
@@ -71,7 +72,11 @@ impl Inner {
                 tracing::debug!(count = live.len(), "leases ran out; jobs requeued");
             }
         }
-        self.lock().expiry.first().map(|(at, _)| *at)
+        self.state
+            .lock_unpoisoned()
+            .expiry
+            .first()
+            .map(|(at, _)| *at)
     }
 }
 

@@ -15,7 +15,7 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
-//! How it builds the contract from RabbitMQ's parts (see `docs/backends.md`):
+//! How it builds the contract from RabbitMQ's parts (see `docs/backends/rabbitmq.md`):
 //! - durable queues, persistent messages, publisher confirms awaited per batch;
 //! - leases are unacknowledged deliveries, with expiry and fencing kept in
 //!   the process;
@@ -36,24 +36,29 @@
 
 mod acks;
 mod backend;
+mod browse;
 mod config;
 mod consume;
 mod counts;
 mod dead;
 mod error;
 mod inner;
-mod keys;
+mod inspect;
 mod lease;
 mod link;
 mod message;
 mod meta;
 mod migrate;
+mod moves;
 mod names;
 mod park;
 mod raw;
+mod settle;
 mod state;
+mod tls;
 mod topology;
+mod unique;
 
 pub use backend::AmqpBackend;
-pub use config::{AmqpConfig, DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFIX};
+pub use config::{AmqpConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFIX};
 pub use raw::{raw_rate, RawQueue};

@@ -6,7 +6,7 @@
 //! new one.
 
 use crate::config::AmqpConfig;
-use crate::error::from_lapin;
+use crate::error::{from_lapin, located};
 use jobsmith_core::Result;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -26,13 +26,16 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Connects and opens the channels.
-    pub(crate) async fn open(cfg: &AmqpConfig, gen: u64) -> Result<Self> {
+    /// Connects and opens the channels; `capacity` limits the consume
+    /// channel's unacknowledged deliveries in all (see [`Link::limit`]).
+    pub(crate) async fn open(cfg: &AmqpConfig, gen: u64, capacity: Option<u16>) -> Result<Self> {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("jobsmith {}", std::process::id()).into());
-        let conn = Connection::connect(&cfg.server, props)
+        let tls = crate::tls::config(cfg)?;
+        let runtime = lapin::runtime::default_runtime().map_err(from_lapin)?;
+        let conn = Connection::connect_with_config(&cfg.connection_uri(), props, tls, runtime)
             .await
-            .map_err(from_lapin)?;
+            .map_err(|e| located(from_lapin(e), &cfg.redacted()))?;
         let publish = confirm_channel(&conn).await?;
         let consume = conn.create_channel().await.map_err(from_lapin)?;
         consume
@@ -40,13 +43,28 @@ impl Link {
             .await
             .map_err(from_lapin)?;
         let admin = confirm_channel(&conn).await?;
-        Ok(Self {
+        let link = Self {
             gen,
             conn,
             publish,
             consume,
             admin: Mutex::new(admin),
-        })
+        };
+        if let Some(n) = capacity {
+            link.limit(n).await?;
+        }
+        Ok(link)
+    }
+
+    /// Holds at most `n` unacknowledged deliveries on the consume channel,
+    /// across all its consumers (a per-channel `basic.qos`, beside each
+    /// consumer's own prefetch): what the process's workers can run; 0 lifts
+    /// the limit.
+    pub(crate) async fn limit(&self, n: u16) -> Result<()> {
+        self.consume
+            .basic_qos(n, BasicQosOptions { global: true })
+            .await
+            .map_err(from_lapin)
     }
 
     /// Whether the connection and its working channels are up.
@@ -77,6 +95,7 @@ impl Link {
     }
 
     /// Closes the connection; the broker requeues everything unacknowledged.
+    #[cfg(feature = "test-util")]
     pub(crate) async fn close(&self) {
         let _ = self.conn.close(320, "jobsmith closing".into()).await;
     }

@@ -53,6 +53,27 @@ pub(crate) fn job(names: &Names, env: &Envelope, now: Timestamp) -> Outgoing {
     job_with_body(names, env, env.to_bytes(), now)
 }
 
+/// A buffered delivery going back unrun at a stop: the same bytes, ready as
+/// they were; or, when the broker marked it redelivered, with the delivery
+/// before it counted, as a reserve would count it (that one may have been
+/// running when its connection died).
+pub(crate) fn handed_back(
+    names: &Names,
+    queue: &str,
+    b: crate::state::Buffered,
+    now: Timestamp,
+) -> Outgoing {
+    match parse(&b.data) {
+        Ok(mut env) if b.redelivered => {
+            env.attempt = env.attempt.saturating_add(1);
+            env.run_at = env.run_at.min(now);
+            job(names, &env, now)
+        }
+        Ok(env) => job_with_body(names, &env, b.data, now),
+        Err(_) => raw(names, queue, b.data, b.priority),
+    }
+}
+
 /// [`job`], with the envelope already serialised as `body`.
 pub(crate) fn job_with_body(
     names: &Names,
@@ -65,7 +86,7 @@ pub(crate) fn job_with_body(
     if delay >= Duration::from_millis(1) {
         let ms = u64::try_from(delay.min(names::max_delay()).as_millis()).unwrap_or(u64::MAX);
         return Outgoing {
-            exchange: names.level_exchange(names::LEVELS - 1),
+            exchange: names.level_exchange(names::first_level(ms)),
             routing_key: names::delay_key(ms, &env.queue),
             body,
             props,

@@ -1,4 +1,4 @@
-//! The metadata store (schedule states), kept in RabbitMQ itself.
+//! [`MetaStore`] for [`AmqpBackend`]: the metadata store (schedule states), kept in RabbitMQ itself.
 //!
 //! Entry `key` is the queue `p._meta.<hash>`, declared with `x-max-length: 1`
 //! (overflow `drop-head`): a put publishes the value, stamped with the time
@@ -15,12 +15,14 @@
 //! wrong "none". The index `p._meta` holds each key's name, once per key and
 //! process start, for listing; a listing reads it the same way.
 
-use crate::dead::collect;
+use crate::backend::AmqpBackend;
+use crate::browse::collect;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, header_u64};
-use jobsmith_core::{Error, Result, Timestamp};
+use jobsmith_core::lock::LockExt;
+use jobsmith_core::{Error, MetaStore, Result, Timestamp};
 use lapin::message::Delivery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -58,7 +60,7 @@ impl Inner {
         headers.insert(AT.into(), AMQPValue::LongLongInt(now));
         m.props = m.props.with_headers(headers);
         let mut out = vec![m];
-        let index = !self.lock().meta_registered.contains(key);
+        let index = !self.state.lock_unpoisoned().meta_registered.contains(key);
         if index {
             admin
                 .queue_declare(
@@ -75,7 +77,10 @@ impl Inner {
         }
         message::publish_confirmed(&admin, out).await?;
         if index {
-            self.lock().meta_registered.insert(key.to_owned());
+            self.state
+                .lock_unpoisoned()
+                .meta_registered
+                .insert(key.to_owned());
         }
         Ok(())
     }
@@ -150,5 +155,20 @@ async fn browse_settled(
         }
         let cap = u64::try_from(BUSY_PAUSE.as_millis()).unwrap_or(25);
         tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for AmqpBackend {
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.inner.put_meta(key, value).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.list_meta(prefix).await
     }
 }

@@ -31,6 +31,7 @@ use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
 use crate::state::{Held, Parked};
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{LeaseStatus, Timestamp};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -60,7 +61,7 @@ impl Inner {
         let after = self.handover_after();
         let _turn = self.handover.lock().await;
         let (due, stale) = {
-            let mut st = self.lock();
+            let mut st = self.state.lock_unpoisoned();
             let due: Vec<String> = st
                 .leases
                 .iter()
@@ -105,7 +106,7 @@ impl Inner {
     async fn park(&self, link: &Link, token: &str) -> jobsmith_core::Result<()> {
         let now = Timestamp::now();
         let (copy, tag, park, expires) = {
-            let st = self.lock();
+            let st = self.state.lock_unpoisoned();
             let Some(h) = st.leases.get(token) else {
                 return Ok(());
             };
@@ -135,7 +136,7 @@ impl Inner {
             message::publish_confirmed(&admin, vec![copy]).await?;
         }
         let acked = self.ack_tags(link, vec![tag]).await;
-        let mut st = self.lock();
+        let mut st = self.state.lock_unpoisoned();
         let id = st.leases.get_mut(token).and_then(|h| {
             h.parked = Some(Parked {
                 queue: park,
@@ -167,7 +168,7 @@ impl Inner {
     /// lease's expiry there when that worked.
     pub(crate) async fn renew(&self, link: &Link, token: &str, until: Timestamp) -> LeaseStatus {
         let _turn = self.handover.lock().await;
-        let parked = match self.lock().leases.get(token) {
+        let parked = match self.state.lock_unpoisoned().leases.get(token) {
             Some(h) => h.parked.clone(),
             None => return LeaseStatus::Lost,
         };
@@ -182,7 +183,7 @@ impl Inner {
         match self.renew_copy(link, &parked.queue, ttl).await {
             Ok(true) => {
                 let at = now.plus(ttl);
-                let mut st = self.lock();
+                let mut st = self.state.lock_unpoisoned();
                 if let Some(h) = st.leases.get_mut(token) {
                     let old = std::mem::replace(&mut h.expires_at, at);
                     st.expiry.remove(&(old, token.to_owned()));
@@ -192,7 +193,7 @@ impl Inner {
             }
             Ok(false) => {
                 // The copy ran out and went back to the work queue.
-                let mut st = self.lock();
+                let mut st = self.state.lock_unpoisoned();
                 if let Some(h) = st.leases.remove(token) {
                     st.expiry.remove(&(h.expires_at, token.to_owned()));
                 }
@@ -218,7 +219,7 @@ impl Inner {
             .await
         {
             Ok(got) => got,
-            Err(e) if crate::keys::is_not_found(&e) => {
+            Err(e) if crate::unique::is_not_found(&e) => {
                 *admin = link.reopen_admin().await?;
                 return Ok(false);
             }

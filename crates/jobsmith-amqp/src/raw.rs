@@ -42,7 +42,7 @@ pub enum RawQueue {
 #[doc(hidden)]
 pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)> {
     let cfg = AmqpConfig::from_url(url)?;
-    let conn = Connection::connect(&cfg.server, ConnectionProperties::default())
+    let conn = Connection::connect(&cfg.connection_uri(), ConnectionProperties::default())
         .await
         .map_err(from_lapin)?;
     let ch = confirm_channel(&conn).await?;

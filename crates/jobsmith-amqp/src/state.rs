@@ -1,4 +1,5 @@
-//! What one process keeps about its deliveries: prefetch buffers and leases.
+//! What one process keeps about its deliveries: prefetch buffers, leases,
+//! and which delivery tags are unsettled (for the coalesced acks of `acks.rs`).
 
 use jobsmith_core::{Envelope, Malformed, Timestamp};
 use std::cmp::Reverse;
@@ -43,6 +44,16 @@ pub(crate) struct Parked {
     pub(crate) max_ttl: std::time::Duration,
 }
 
+/// A queue's consumer and the task that reads its deliveries.
+#[derive(Debug)]
+pub(crate) struct Consuming {
+    /// The connection it runs on.
+    pub(crate) gen: u64,
+    pub(crate) tag: lapin::types::ShortString,
+    /// Ends once the consumer's stream has ended and its last deliveries are buffered.
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
 /// Buffers are ordered by broker priority, then delivery tag (delivery order).
 pub(crate) type BufferKey = (Reverse<u8>, u64);
 
@@ -53,8 +64,17 @@ pub(crate) struct State {
     pub(crate) wanted: BTreeSet<String>,
     /// Queues with a consumer on the current connection.
     pub(crate) consuming: HashSet<String>,
+    /// The consumer of each queue in `consuming`, to cancel it by.
+    pub(crate) consumers: HashMap<String, Consuming>,
+    /// The workers of this process that said how many jobs they run at once
+    /// (`start_reserving`): their queues and that number.
+    pub(crate) reserving: Vec<(Vec<String>, usize)>,
     /// Queues whose topology is declared on the current connection.
     pub(crate) declared: HashSet<String>,
+    /// Queues the broker refused to declare or consume, with when and why:
+    /// not tried again for a second, so that a broken queue costs the broker
+    /// a refusal (and a closed channel) a second, not one per reserve.
+    pub(crate) refused: HashMap<String, (std::time::Instant, jobsmith_core::Error)>,
     /// Queues this process has written to the registry.
     pub(crate) registered: HashSet<String>,
     /// Metadata keys this process has written to the metadata index.
@@ -69,7 +89,7 @@ pub(crate) struct State {
     /// watch for them: when one is redelivered here, it is acked at once.
     pub(crate) tombstones: HashMap<String, Timestamp>,
     /// Deliveries of the current connection not settled yet.
-    pub(crate) outstanding: crate::acks::Outstanding,
+    pub(crate) outstanding: Outstanding,
 }
 
 impl State {
@@ -128,7 +148,9 @@ impl State {
     pub(crate) fn new_connection(&mut self, gen: u64) {
         self.outstanding.reset(gen);
         self.consuming.clear();
+        self.consumers.clear();
         self.declared.clear();
+        self.refused.clear();
         self.buffers.clear();
         let (expiry, orphans) = (&mut self.expiry, &mut self.orphans);
         self.leases.retain(|t, h| {
@@ -149,8 +171,108 @@ impl State {
         });
     }
 
+    /// The most deliveries the consume channel may hold unacknowledged in
+    /// all: what this process's workers run at once between them, or `None`
+    /// (no limit beyond each consumer's) when no worker said.
+    pub(crate) fn channel_limit(&self) -> Option<u16> {
+        if self.reserving.is_empty() {
+            return None;
+        }
+        let total: usize = self.reserving.iter().map(|(_, n)| *n).sum();
+        Some(u16::try_from(total.max(1)).unwrap_or(u16::MAX))
+    }
+
+    /// The most deliveries `q`'s consumer may hold: what the workers
+    /// reserving from it run at once, within `prefetch`. Each consumer has
+    /// its own share, so one worker's backlog never takes the share of
+    /// another worker of the process.
+    pub(crate) fn consumer_limit(&self, q: &str, prefetch: u16) -> u16 {
+        let mine: usize = self
+            .reserving
+            .iter()
+            .filter(|(queues, _)| queues.iter().any(|x| x == q))
+            .map(|(_, n)| *n)
+            .sum();
+        if mine == 0 {
+            return prefetch;
+        }
+        u16::try_from(mine).unwrap_or(u16::MAX).min(prefetch)
+    }
+
     pub(crate) fn buffered(&self, q: &str) -> usize {
         self.buffers.get(q).map_or(0, BTreeMap::len)
+    }
+}
+
+/// The unsettled deliveries of one connection's consume channel.
+#[derive(Debug, Default)]
+pub(crate) struct Outstanding {
+    /// The connection these tags belong to.
+    gen: u64,
+    /// Delivered and not settled.
+    tags: BTreeSet<u64>,
+    /// Every tag up to this one has been seen.
+    seen_to: u64,
+    /// Tags seen beyond `seen_to + 1`.
+    ahead: BTreeSet<u64>,
+}
+
+impl Outstanding {
+    /// Starts over for a new connection.
+    pub(crate) fn reset(&mut self, gen: u64) {
+        *self = Self {
+            gen,
+            ..Self::default()
+        };
+    }
+
+    /// A delivery arrived on connection `gen`.
+    pub(crate) fn delivered(&mut self, gen: u64, tag: u64) {
+        if gen != self.gen {
+            return;
+        }
+        self.tags.insert(tag);
+        if tag == self.seen_to + 1 {
+            self.seen_to = tag;
+            while self.ahead.remove(&(self.seen_to + 1)) {
+                self.seen_to += 1;
+            }
+        } else if tag > self.seen_to {
+            self.ahead.insert(tag);
+        }
+    }
+
+    /// Takes `batch` out of the outstanding set. Returns the tag up to which
+    /// one `multiple` ack settles exactly this batch's lowest tags, and the
+    /// tags left to settle one by one.
+    pub(crate) fn plan(&mut self, gen: u64, mut batch: Vec<u64>) -> (Option<u64>, Vec<u64>) {
+        batch.sort_unstable();
+        batch.dedup();
+        if gen != self.gen {
+            return (None, batch);
+        }
+        let mut upto = None;
+        let mut n = 0;
+        for t in &self.tags {
+            if *t > self.seen_to || batch.get(n) != Some(t) {
+                break;
+            }
+            upto = Some(*t);
+            n += 1;
+        }
+        for t in &batch {
+            self.tags.remove(t);
+        }
+        (upto, batch.split_off(n))
+    }
+
+    /// Takes `tags` out without coalescing.
+    pub(crate) fn forget(&mut self, gen: u64, tags: &[u64]) {
+        if gen == self.gen {
+            for t in tags {
+                self.tags.remove(t);
+            }
+        }
     }
 }
 
@@ -214,5 +336,40 @@ mod tests {
         held.gen = 2;
         st.unsettled("t", held, 2);
         assert!(st.leases.is_empty(), "its delivery went back to the broker");
+    }
+
+    fn seen(tags: impl IntoIterator<Item = u64>) -> Outstanding {
+        let mut o = Outstanding::default();
+        o.reset(1);
+        for t in tags {
+            o.delivered(1, t);
+        }
+        o
+    }
+
+    #[test]
+    fn coalesces_the_run_from_the_lowest_outstanding_tag() {
+        let mut o = seen(1..=10);
+        assert_eq!(o.plan(1, vec![3, 1, 2, 5]), (Some(3), vec![5]));
+        // 4 is still held: nothing above it may be covered.
+        assert_eq!(o.plan(1, vec![6, 7]), (None, vec![6, 7]));
+        assert_eq!(o.plan(1, vec![4, 8]), (Some(8), vec![]));
+        assert_eq!(o.plan(1, vec![9, 10]), (Some(10), vec![]));
+    }
+
+    #[test]
+    fn never_covers_a_tag_not_seen_yet() {
+        // 3 is on its way: a multiple ack at 4 would settle it unseen.
+        let mut o = seen([1, 2, 4]);
+        assert_eq!(o.plan(1, vec![1, 2, 4]), (Some(2), vec![4]));
+        o.delivered(1, 3);
+        assert_eq!(o.plan(1, vec![3]), (Some(3), vec![]));
+    }
+
+    #[test]
+    fn another_connection_s_tags_are_acked_singly() {
+        let mut o = seen(1..=3);
+        assert_eq!(o.plan(2, vec![1, 2]), (None, vec![1, 2]));
+        assert_eq!(o.plan(1, vec![1, 2, 3]), (Some(3), vec![]));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Shared per prefix (declared once per connection): the delay-level topic
 //! exchanges `p.delay.35` .. `p.delay.00`, each bound to the next one down for
-//! messages whose bit at that level is 0, and the due exchange `p.due`.
+//! messages whose bit at that level is 0, and the due exchange `p.due`. A
+//! delayed message enters at the level of its delay's highest set bit
+//! (`names::first_level`).
 //! Per queue (declared when a process first uses it, on each connection): the
 //! work queue, its dead-letter and expired queues, its outcome counter and
 //! the counter's lock, and its 36 delay-level queues, each with a TTL of

@@ -1,13 +1,13 @@
 //! Jobs that run longer than the broker's `consumer_timeout` run once, and the
 //! broker never closes the worker's channel under them.
 //!
-//! It lowers `consumer_timeout` (to 5 s) and `channel_tick_interval` (to 1 s,
-//! how often a channel checks it) on the shared local broker, and puts the old
-//! values back however it ends: it must run alone, so it lives in its own
-//! binary (see .config/nextest.toml).
+//! It runs on a RabbitMQ node of the test's own, started with
+//! `consumer_timeout` at 5 s and `channel_tick_interval` (how often a channel
+//! checks it) at 1 s: the shared broker's settings are never changed.
 
 mod support;
 
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, Registry};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -31,6 +31,8 @@ static LONG_JOB: JobDef = JobDef {
     location: "jobsmith-amqp tests/consumer_timeout.rs",
     options: jobsmith_core::JobOptions::DEFAULT,
     run: run_long,
+    params: &[],
+    shapes: Vec::new,
 };
 
 fn run_long(
@@ -39,8 +41,7 @@ fn run_long(
 ) -> Result<BoxFuture<'static, Result<(), Failure>>, serde_json::Error> {
     let n = support::arg_n(args)?;
     Ok(Box::pin(async move {
-        RUNS.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        RUNS.lock_unpoisoned()
             .entry(n)
             .or_default()
             .push(ctx.attempt());
@@ -51,8 +52,11 @@ fn run_long(
 
 /// A plain consumer that holds a delivery unacknowledged has its channel
 /// closed by the broker: the lowered timeout is in force for new channels.
-async fn assert_timeout_in_force() {
-    let (conn, ch) = support::plain_channel().await;
+async fn assert_timeout_in_force(url: &str) {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to the test's node");
+    let ch = conn.create_channel().await.expect("channel");
     let q = format!("{}.timeout_probe", support::fresh_prefix());
     ch.queue_declare(
         q.as_str().into(),
@@ -108,13 +112,18 @@ fn job(n: u64) -> Envelope {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_longer_than_consumer_timeout_run_once_on_a_live_channel() {
-    let _settings = support::BrokerSettings::set(&[
-        ("consumer_timeout", TIMEOUT_MS),
-        ("channel_tick_interval", 1_000),
-    ]);
-    assert_timeout_in_force().await;
+    let node = jobsmith_conformance::tls::TlsRabbit::start_with(&format!(
+        "[{{rabbit, [{{consumer_timeout, {TIMEOUT_MS}}}, {{channel_tick_interval, 1000}}]}}].\n"
+    ));
+    let plain = node.amqp_url("");
+    let base = plain.split_once('?').map_or(plain.as_str(), |(b, _)| b);
+    assert_timeout_in_force(base).await;
 
-    let backend = support::fresh(&format!("&consumer_timeout={TIMEOUT_MS}ms")).await;
+    let backend = jobsmith_amqp::AmqpBackend::connect(
+        &node.amqp_url(&format!("&consumer_timeout={TIMEOUT_MS}ms")),
+    )
+    .await
+    .expect("the test's own node is reachable");
     let probe = backend.clone();
     let b: Arc<dyn Backend> = Arc::new(backend);
     // Two jobs, one at a time: the first runs past the timeout on its lease,
@@ -134,7 +143,12 @@ async fn jobs_longer_than_consumer_timeout_run_once_on_a_live_channel() {
 
     let deadline = Instant::now() + 2 * RUN_FOR + Duration::from_secs(20);
     loop {
-        let stats = b.stats(&["default".to_owned()]).await.expect("stats");
+        let stats = b
+            .inspect()
+            .expect("the backend has it")
+            .stats(&["default".to_owned()])
+            .await
+            .expect("stats");
         let s = &stats[0];
         let all_started = RUNS.lock().expect("lock").len() == 2;
         if all_started && s.ready + s.scheduled + s.in_flight == 0 {
@@ -161,6 +175,11 @@ async fn jobs_longer_than_consumer_timeout_run_once_on_a_live_channel() {
         1,
         "the broker never closed the worker's channel, so it never reconnected"
     );
-    let stats = b.stats(&["default".to_owned()]).await.expect("stats");
+    let stats = b
+        .inspect()
+        .expect("the backend has it")
+        .stats(&["default".to_owned()])
+        .await
+        .expect("stats");
     assert_eq!(stats[0].ready + stats[0].in_flight + stats[0].dead, 0);
 }

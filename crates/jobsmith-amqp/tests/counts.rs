@@ -7,6 +7,7 @@ mod support;
 
 use jobsmith_amqp::AmqpBackend;
 use jobsmith_core::{Backend, Envelope, LeaseStatus};
+use jobsmith_core::{Inspect, SettleExt};
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;

@@ -8,6 +8,7 @@
 
 mod support;
 
+use jobsmith_core::Inspect;
 use jobsmith_core::{
     App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, JobOptions, Registry,
 };
@@ -29,6 +30,8 @@ static RECORD_JOB: JobDef = JobDef {
         ..JobOptions::DEFAULT
     },
     run: run_record,
+    params: &[],
+    shapes: Vec::new,
 };
 
 fn run_record(

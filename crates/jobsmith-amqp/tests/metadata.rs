@@ -9,7 +9,7 @@
 
 mod support;
 
-use jobsmith_core::Backend;
+use jobsmith_core::MetaStore;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};

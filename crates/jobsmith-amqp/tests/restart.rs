@@ -1,10 +1,13 @@
 //! The broker restarts under a running worker (`rabbitmqctl stop_app` /
 //! `start_app`): every confirmed job completes and the worker resumes by
-//! itself. It stops the shared local broker, so it must run alone: nextest
-//! gives this binary every test thread (see .config/nextest.toml).
+//! itself. The broker is a RabbitMQ node of the test's own (its own name,
+//! ports, data and cookie, removed afterwards): the shared broker is never
+//! stopped. (It once was, and with thousands of test queues left on it, its
+//! `start_app` hung in recovery and left it down.)
 
 mod support;
 
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{
     App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, JobOptions, Registry,
 };
@@ -23,6 +26,8 @@ static MARK_JOB: JobDef = JobDef {
         ..JobOptions::DEFAULT
     },
     run: run_mark,
+    params: &[],
+    shapes: Vec::new,
 };
 
 fn run_mark(
@@ -32,9 +37,7 @@ fn run_mark(
     let n = support::arg_n(args)?;
     Ok(Box::pin(async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        DONE.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(n);
+        DONE.lock_unpoisoned().insert(n);
         Ok(())
     }))
 }
@@ -48,7 +51,11 @@ fn job(n: u64) -> Envelope {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_run_every_confirmed_job_completes() {
-    let backend = support::fresh("").await;
+    // A node of the test's own: the shared broker is never stopped.
+    let node = Arc::new(jobsmith_conformance::tls::TlsRabbit::start());
+    let backend = jobsmith_amqp::AmqpBackend::connect(&node.amqp_url(""))
+        .await
+        .expect("the test's own node is reachable");
     let b: Arc<dyn Backend> = Arc::new(backend);
     let mut confirmed: BTreeSet<u64> = BTreeSet::new();
     let first: Vec<Envelope> = (0..1_000).map(job).collect();
@@ -72,12 +79,12 @@ async fn broker_restart_mid_run_every_confirmed_job_completes() {
 
     // The restart runs on its own clock: an enqueue that waits for the broker
     // to come back must not keep it from coming back.
-    let guard = support::StartAppAgain;
+    let ctl = Arc::clone(&node);
     let stopper = tokio::task::spawn_blocking(move || {
-        let stopped = support::rabbitmqctl(&["stop_app"]).is_some();
+        let stopped = ctl.rabbitmqctl(&["stop_app"]).is_some();
         std::thread::sleep(Duration::from_secs(5));
-        drop(guard);
-        stopped
+        let started = ctl.rabbitmqctl(&["start_app"]).is_some();
+        stopped && started
     });
     // Keep enqueueing through the restart: what is confirmed must complete.
     let mut n = 1_000;
@@ -92,7 +99,7 @@ async fn broker_restart_mid_run_every_confirmed_job_completes() {
     }
     assert!(
         stopper.await.expect("stop_app runs"),
-        "rabbitmqctl stop_app works here"
+        "rabbitmqctl stop_app and start_app work on the test's node"
     );
     let restarted = Instant::now();
     // And after it.

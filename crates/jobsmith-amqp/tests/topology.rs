@@ -5,6 +5,7 @@
 
 mod support;
 
+use jobsmith_core::SettleExt;
 use jobsmith_core::{Backend, Envelope};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};

@@ -25,8 +25,8 @@ pub enum Command {
     /// Review and replay dead-lettered jobs.
     #[command(subcommand)]
     Dead(DeadCommand),
-    /// Enqueue a job by name (its arguments are not type-checked here: the
-    /// worker dead-letters arguments that do not fit the job).
+    /// Enqueue a job by name, with the defaults and the argument schema its
+    /// workers published (an unknown name is refused unless --force).
     Enqueue(EnqueueArgs),
     /// Move ready, scheduled and dead jobs from one backend to another.
     Migrate(MigrateArgs),
@@ -115,24 +115,30 @@ pub struct EnqueueArgs {
     /// The arguments as a JSON object keyed by parameter name, e.g. `{"user_id": 7}`.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub args: String,
-    /// The queue (the job's `queue = ...`; `default` if it has none).
-    #[arg(long, short = 'q', default_value = "default")]
-    pub queue: String,
+    /// The queue; by default the job's own, from the record its workers publish.
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
     /// When to run: RFC 3339 (`2026-11-29T18:00:00Z`) or from now (`+10m`, `in 2h`).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
-    /// Priority: higher runs first.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
+    /// Priority: higher runs first; by default the job's own.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Idempotency key: an equal key already queued, running or recently done makes this a no-op.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// Attempts allowed in all (the job's `retries` + 1).
-    #[arg(long, default_value_t = 4)]
-    pub max_attempts: u32,
-    /// Drop the job unrun if it has not started within this long (`1h`).
+    /// Attempts allowed in all; by default the job's own `retries` + 1.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Drop the job unrun if it has not started within this long (`1h`); by
+    /// default the job's own `ttl`.
     #[arg(long, value_name = "AGE")]
     pub ttl: Option<String>,
+    /// Enqueue without the published record's checks: a job no worker has
+    /// published (queue `default`, 4 attempts, unless given), or arguments
+    /// that do not fit its parameters.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `jobsmith migrate`.

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::table;
 use crate::when::{human, parse_age, rfc3339};
 use jobsmith::{App, DeadJob, JobId, Timestamp};
+use jobsmith_core::printable;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,11 +35,8 @@ impl Filter {
             .as_deref()
             .map(|t| parse_age("--newer-than", t))
             .transpose()?;
-        let queues = if f.queues.is_empty() {
-            app.backend().queues().await?
-        } else {
-            f.queues
-        };
+        let known = app.backend().inspect()?.queues().await?;
+        let queues = crate::chosen_queues(f.queues, known, "this backend")?;
         Ok(Self {
             queues,
             job: f.job,
@@ -68,7 +66,11 @@ impl Filter {
         for q in &self.queues {
             let mut offset = 0;
             loop {
-                let page = app.backend().dead_list(q, offset, PAGE).await?;
+                let page = app
+                    .backend()
+                    .dead_letters()?
+                    .dead_list(q, offset, PAGE)
+                    .await?;
                 let n = page.len();
                 out.extend(page.into_iter().filter(|d| self.matches(d, now)));
                 if out.len() >= limit {
@@ -122,11 +124,11 @@ pub(crate) async fn command(
         DeadCommand::Show { id, queue } => {
             let queues = match queue {
                 Some(q) => vec![q],
-                None => app.backend().queues().await?,
+                None => app.backend().inspect()?.queues().await?,
             };
             let id = JobId(id);
             for q in &queues {
-                if let Some(d) = app.backend().dead_get(q, &id).await? {
+                if let Some(d) = app.backend().dead_letters()?.dead_get(q, &id).await? {
                     return show(&d, json, out);
                 }
             }
@@ -136,7 +138,7 @@ pub(crate) async fn command(
             let targets = targets(app, ids, all, filter).await?;
             let mut n = 0;
             for (q, ids) in &targets {
-                n += app.backend().dead_requeue(q, ids).await?;
+                n += app.backend().dead_letters()?.dead_requeue(q, ids).await?;
             }
             done(out, json, "retried", n)
         }
@@ -144,7 +146,7 @@ pub(crate) async fn command(
             let targets = targets(app, ids, all, filter).await?;
             let mut n = 0;
             for (q, ids) in &targets {
-                n += app.backend().dead_delete(q, ids).await?;
+                n += app.backend().dead_letters()?.dead_delete(q, ids).await?;
             }
             done(out, json, "purged", n)
         }
@@ -276,8 +278,8 @@ fn show(d: &DeadJob, json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "{text}")?;
         return Ok(());
     }
-    writeln!(out, "id:     {}", d.id)?;
-    writeln!(out, "queue:  {}", d.queue)?;
+    writeln!(out, "id:     {}", printable(d.id.as_str()))?;
+    writeln!(out, "queue:  {}", printable(&d.queue))?;
     writeln!(
         out,
         "died:   {} ({} ago)",

@@ -29,6 +29,7 @@ mod migrate;
 mod schedules;
 mod stats;
 mod table;
+mod terminal;
 mod when;
 
 pub use args::{Cli, Command, DeadCommand, DeadFilter, EnqueueArgs, MigrateArgs, StatsArgs};
@@ -43,8 +44,10 @@ use std::io::Write;
 /// Runs one parsed command line, writing its output to `out`.
 ///
 /// Progress bars and notes go to stderr; what a script would read (tables,
-/// JSON, ids) goes to `out`.
+/// JSON, ids) goes to `out`, with control characters escaped: names and
+/// reasons come from whoever can write to the broker.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
+    let out = &mut terminal::Terminal::new(out);
     match cli.command {
         Command::Migrate(args) => migrate::command(args, cli.json, out).await,
         command => {
@@ -61,27 +64,37 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
     }
 }
 
+/// The queues a command acts on: `asked`, each of which must be among
+/// `known` (a typo would otherwise act on nothing and report 0), or all of
+/// `known` when none is asked for. `place` names where they were looked for.
+pub(crate) fn chosen_queues(
+    asked: Vec<String>,
+    known: Vec<String>,
+    place: &str,
+) -> Result<Vec<String>> {
+    if asked.is_empty() {
+        return Ok(known);
+    }
+    match asked.iter().find(|q| !known.contains(q)) {
+        None => Ok(asked),
+        Some(q) => Err(Error::Usage(format!(
+            "{place} has no queue `{}`; its queues are: {}",
+            q.escape_default(),
+            if known.is_empty() {
+                "(none)".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))),
+    }
+}
+
 /// Connects to the backend `url` names, saying which URL failed.
 pub async fn connect(url: &str) -> Result<App> {
     jobsmith::connect(url)
         .await
         .map_err(|source| Error::Connect {
-            url: redact(url),
+            url: jobsmith_core::redact_url(url),
             source,
         })
-}
-
-/// `url` with any password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (auth, tail) = match rest.find('@') {
-        Some(at) if !rest[..at].contains('/') => (&rest[..at], &rest[at..]),
-        _ => return url.to_owned(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{tail}"),
-        None => url.to_owned(),
-    }
 }

@@ -29,8 +29,9 @@ pub struct MigrateOptions {
     pub batch: usize,
     /// How long a page is held in the source before it returns by itself.
     pub hold: Duration,
-    /// For tests: stop after this many jobs were copied, before they are
-    /// deleted from the source, as a crash there would.
+    /// For tests (feature `test-util`): stop after this many jobs were
+    /// copied, before they are deleted from the source, as a crash there would.
+    #[cfg(feature = "test-util")]
     pub fault_after: Option<u64>,
 }
 
@@ -41,6 +42,7 @@ impl Default for MigrateOptions {
             dry_run: false,
             batch: 100,
             hold: Duration::from_secs(60),
+            #[cfg(feature = "test-util")]
             fault_after: None,
         }
     }
@@ -120,7 +122,13 @@ pub async fn migrate(
     mut progress: impl FnMut(u64),
 ) -> Result<MigrateReport> {
     run(from, to, opts, &mut progress, &mut |n| async move {
-        Err::<(), _>(Error::Fault(n))
+        #[cfg(feature = "test-util")]
+        return Err::<(), _>(Error::Fault(n));
+        #[cfg(not(feature = "test-util"))]
+        {
+            let _ = n;
+            Ok(())
+        }
     })
     .await
 }
@@ -140,6 +148,15 @@ pub(crate) async fn command(
             "--batch 0 would move nothing: give 1 or more".into(),
         ));
     }
+    for (flag, url) in [("--from", &args.from), ("--to", &args.to)] {
+        if url.trim_start().to_ascii_lowercase().starts_with("memory:") {
+            return Err(Error::Usage(format!(
+                "{flag} {url}: a memory backend lives only inside one process, so this command would start with it empty{}; migrate between servers, or call `jobsmith_cli::migrate` in the process that holds the memory backend",
+                if flag == "--to" { " and take every job it moved with it when it exits" } else { "" }
+            )));
+        }
+    }
+    #[cfg(feature = "test-util")]
     let fault_after = match std::env::var("JOBSMITH_MIGRATE_FAULT_AFTER") {
         Ok(v) => Some(v.parse().map_err(|_| {
             Error::Usage(format!(
@@ -156,10 +173,11 @@ pub(crate) async fn command(
         dry_run: args.dry_run,
         batch: args.batch,
         hold,
+        #[cfg(feature = "test-util")]
         fault_after,
     };
     if opts.queues.is_empty() {
-        opts.queues = from.queues().await?;
+        opts.queues = from.inspect()?.queues().await?;
     }
     let bar = if json || args.dry_run || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
@@ -196,7 +214,7 @@ pub(crate) async fn command(
 
 /// What is there to move.
 async fn count(from: &dyn Backend, queues: &[String]) -> Result<MigrateReport> {
-    let stats = from.stats(queues).await?;
+    let stats = from.inspect()?.stats(queues).await?;
     Ok(MigrateReport {
         dry_run: true,
         queues: stats
@@ -213,6 +231,36 @@ async fn count(from: &dyn Backend, queues: &[String]) -> Result<MigrateReport> {
     })
 }
 
+/// The metadata key [`refuse_one_namespace`] writes in the source.
+const PROBE_KEY: &str = "migrate.probe";
+
+/// Refuses a destination that is the source under another spelling (another
+/// host name for the same server, a default port or database written out):
+/// moving a namespace onto itself would copy each job onto itself and then
+/// delete it. A random token written to the source's metadata store and read
+/// back from the destination's tells, whatever the URLs look like.
+async fn refuse_one_namespace(from: &dyn Backend, to: &dyn Backend) -> Result<()> {
+    for _ in 0..3 {
+        // A UUIDv7: its random part keeps two runs' tokens apart.
+        let token = jobsmith_core::JobId::new().0;
+        from.meta()?.put_meta(PROBE_KEY, token.as_bytes()).await?;
+        let seen = to.meta()?.get_meta(PROBE_KEY).await?;
+        if seen.as_deref() == Some(token.as_bytes()) {
+            return Err(Error::Usage(
+                "--from and --to are the same namespace (the same server and prefix, spelled two ways): a migration onto itself would delete every job it moves. Give a destination with another prefix, vhost or server".into(),
+            ));
+        }
+        // Another migration from this source may have written its token
+        // between the two calls: only our own token read back proves anything.
+        if from.meta()?.get_meta(PROBE_KEY).await?.as_deref() == Some(token.as_bytes()) {
+            return Ok(());
+        }
+    }
+    Err(Error::Usage(
+        "cannot tell whether --from and --to are one namespace: other migrations from this source are running; run again when they are done".into(),
+    ))
+}
+
 async fn run<F, Fut>(
     from: &dyn Backend,
     to: &dyn Backend,
@@ -224,11 +272,12 @@ where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let queues = if opts.queues.is_empty() {
-        from.queues().await?
-    } else {
-        opts.queues.clone()
-    };
+    let queues = crate::chosen_queues(
+        opts.queues.clone(),
+        from.inspect()?.queues().await?,
+        "the source",
+    )?;
+    refuse_one_namespace(from, to).await?;
     if opts.dry_run {
         return count(from, &queues).await;
     }
@@ -242,18 +291,18 @@ where
         };
         // Dead jobs: no worker touches them, so they need no hold.
         loop {
-            let page = from.dead_list(q, 0, batch).await?;
+            let page = from.dead_letters()?.dead_list(q, 0, batch).await?;
             if page.is_empty() {
                 break;
             }
             let ids: Vec<_> = page.iter().map(|d| d.id.clone()).collect();
-            let written = to.import_dead(page).await?;
+            let written = to.migration()?.import_dead(page).await?;
             let new = written.iter().filter(|w| **w).count() as u64;
             m.dead += new;
             m.already_copied += written.len() as u64 - new;
             copied += written.len() as u64;
             check_fault(opts, copied, fault).await?;
-            let deleted = from.dead_delete(q, &ids).await?;
+            let deleted = from.dead_letters()?.dead_delete(q, &ids).await?;
             if deleted == 0 {
                 return Err(Error::Backend(jobsmith::Error::Backend(format!(
                     "the source listed dead jobs of `{q}` but deleted none of them; nothing more is moved from this queue"
@@ -263,7 +312,7 @@ where
         }
         // Waiting jobs: held while they are copied, deleted after.
         loop {
-            let page = from.take(q, batch, opts.hold).await?;
+            let page = from.migration()?.take(q, batch, opts.hold).await?;
             if page.is_empty() {
                 break;
             }
@@ -274,18 +323,18 @@ where
             for d in page {
                 match d.envelope {
                     Ok(env) => jobs.push(env),
-                    Err(m) => bad.push(DeadJob {
-                        id: d.lease.id.clone(),
-                        queue: q.clone(),
-                        reason: m.reason,
-                        died_at: now,
-                        raw: m.raw,
-                    }),
+                    Err(m) => bad.push(DeadJob::new(
+                        d.lease.id.clone(),
+                        q.clone(),
+                        m.reason,
+                        now,
+                        m.raw,
+                    )),
                 }
                 leases.push(d.lease);
             }
             let later: Vec<bool> = jobs.iter().map(|e| e.run_at > now).collect();
-            let written = to.import(jobs).await?;
+            let written = to.migration()?.import(jobs).await?;
             for (w, later) in written.iter().zip(later) {
                 match (w, later) {
                     (true, true) => m.scheduled += 1,
@@ -294,7 +343,7 @@ where
                 }
             }
             if !bad.is_empty() {
-                for w in to.import_dead(bad).await? {
+                for w in to.migration()?.import_dead(bad).await? {
                     if w {
                         m.malformed += 1;
                     } else {
@@ -304,11 +353,11 @@ where
             }
             copied += leases.len() as u64;
             check_fault(opts, copied, fault).await?;
-            let removed = from.remove(&leases).await?;
+            let removed = from.migration()?.remove(&leases).await?;
             m.holds_lost += removed.iter().filter(|s| **s == LeaseStatus::Lost).count() as u64;
             progress(leases.len() as u64);
         }
-        if let Some(s) = from.stats(std::slice::from_ref(q)).await?.pop() {
+        if let Some(s) = from.inspect()?.stats(std::slice::from_ref(q)).await?.pop() {
             m.in_flight_left = s.in_flight;
             m.scheduled_left = s.scheduled;
         }
@@ -322,10 +371,14 @@ where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    match opts.fault_after {
-        Some(n) if copied >= n => fault(copied).await,
-        _ => Ok(()),
+    #[cfg(feature = "test-util")]
+    if let Some(n) = opts.fault_after {
+        if copied >= n {
+            return fault(copied).await;
+        }
     }
+    let _ = (opts, copied, fault);
+    Ok(())
 }
 
 fn print(out: &mut dyn Write, report: &MigrateReport, json: bool) -> Result<()> {

@@ -13,8 +13,9 @@ pub(crate) async fn command(app: &App, json: bool, out: &mut (dyn Write + Send))
     for s in &schedules {
         if let Some(why) = &s.unreadable {
             eprintln!(
-                "jobsmith: warning: the stored state of schedule `{}` is not readable ({why}); it is listed as unknown, and a worker running the schedule rewrites it (when it starts, and at each tick)",
-                s.name
+                "jobsmith: warning: the stored state of schedule `{}` is not readable ({}); it is listed as unknown, and a worker running the schedule rewrites it (when it starts, and at each tick)",
+                jobsmith_core::printable(&s.name),
+                jobsmith_core::printable(why)
             );
         }
     }

@@ -3,8 +3,10 @@
 use crate::args::StatsArgs;
 use crate::error::{Error, Result};
 use crate::table;
+use crate::terminal::Terminal;
 use crate::when::human;
 use jobsmith::{App, QueueStats};
+use jobsmith_core::printable;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -34,6 +36,10 @@ pub struct StatsRow {
     pub processed_per_sec: Option<f64>,
     /// Failed attempts per second between the two samples.
     pub failed_per_sec: Option<f64>,
+    /// Why this queue's counts could not be read (its counts are then zero
+    /// and mean nothing); left out of the JSON when they were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Rows from two samples `elapsed` apart: counts from the later, rates from the difference.
@@ -63,6 +69,7 @@ pub fn sample_rates(
                 failed: s.failed,
                 processed_per_sec: rate(prev.and_then(|p| p.processed), s.processed),
                 failed_per_sec: rate(prev.and_then(|p| p.failed), s.failed),
+                error: s.error.clone(),
             }
         })
         .collect()
@@ -79,33 +86,33 @@ pub(crate) async fn command(
     app: &App,
     args: StatsArgs,
     json: bool,
-    out: &mut (dyn Write + Send),
+    out: &mut Terminal<'_>,
 ) -> Result<()> {
     let backend = app.backend();
     let queues = if args.queues.is_empty() {
-        backend.queues().await?
+        backend.inspect()?.queues().await?
     } else {
         args.queues
     };
     let every = match args.watch {
-        Some(s) if !(s.is_finite() && s >= 0.1) => {
+        Some(s) if !(s.is_finite() && (0.1..=86_400.0).contains(&s)) => {
             return Err(Error::Usage(format!(
-                "bad --watch `{s}`: give a refresh interval in seconds, 0.1 or more"
+                "bad --watch `{s}`: give a refresh interval in seconds, from 0.1 to 86400 (a day)"
             )))
         }
         Some(s) => Duration::from_secs_f64(s),
         None => Duration::from_secs(1),
     };
     let clear = args.watch.is_some() && !json && std::io::stdout().is_terminal();
-    let mut before = backend.stats(&queues).await?;
+    let mut before = backend.inspect()?.stats(&queues).await?;
     let mut at = Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        let after = backend.stats(&queues).await?;
+        let after = backend.inspect()?.stats(&queues).await?;
         let now = Instant::now();
         let rows = sample_rates(&before, &after, now - at);
         if clear {
-            write!(out, "\x1b[2J\x1b[H")?;
+            out.clear_screen()?;
         }
         if json {
             let report = Report {
@@ -120,6 +127,15 @@ pub(crate) async fn command(
         }
         out.flush()?;
         if args.watch.is_none() {
+            // Every row is printed first; then the exit status says some are broken.
+            let broken: Vec<String> = rows
+                .iter()
+                .filter(|r| r.error.is_some())
+                .map(|r| r.queue.clone())
+                .collect();
+            if !broken.is_empty() {
+                return Err(Error::BrokenQueues(broken));
+            }
             return Ok(());
         }
         if !json {
@@ -136,6 +152,11 @@ fn print_table(out: &mut dyn Write, rows: &[StatsRow]) -> std::io::Result<()> {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
+            if r.error.is_some() {
+                let mut cells = vec![r.queue.clone(), "broken".to_owned()];
+                cells.resize(8, dash());
+                return cells;
+            }
             vec![
                 r.queue.clone(),
                 r.ready.to_string(),
@@ -168,5 +189,11 @@ fn print_table(out: &mut dyn Write, rows: &[StatsRow]) -> std::io::Result<()> {
             "FAILED/S",
         ],
         &body,
-    )
+    )?;
+    for r in rows {
+        if let Some(why) = &r.error {
+            writeln!(out, "{} is broken: {why}", printable(&r.queue))?;
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,16 @@ const AT_HINT: &str = "write an RFC 3339 time such as `2026-11-29T18:00:00Z`, or
 /// Parses `--at`: an RFC 3339 time (`2026-11-29T18:00:00Z`, any offset) or a
 /// time from now (`+10m`, `in 10m`, `now`), relative to `now`.
 pub fn parse_at(text: &str, now: Timestamp) -> Result<Timestamp> {
+    let at = parse_at_unbounded(text, now)?;
+    if at > now.plus(jobsmith_core::MAX_AHEAD) {
+        return Err(Error::Usage(format!(
+            "bad --at `{text}`: it is more than 100 years from now; give a nearer time"
+        )));
+    }
+    Ok(at)
+}
+
+fn parse_at_unbounded(text: &str, now: Timestamp) -> Result<Timestamp> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("now") {
         return Ok(now);

@@ -15,14 +15,21 @@ fn q(name: &str) -> Vec<String> {
 async fn bury(b: &dyn Backend, queue: &str, job: &str, reason: &str, died_ago: Duration) -> JobId {
     let env = Envelope::with_args(job, queue, &json!({"x": 1})).unwrap();
     let id = env.id.clone();
-    let dead = DeadJob {
-        id: id.clone(),
-        queue: queue.to_owned(),
-        reason: reason.to_owned(),
-        died_at: Timestamp(Timestamp::now().0 - u64::try_from(died_ago.as_millis()).unwrap()),
-        raw: env.to_bytes(),
-    };
-    assert_eq!(b.import_dead(vec![dead]).await.unwrap(), vec![true]);
+    let dead = DeadJob::new(
+        id.clone(),
+        queue.to_owned(),
+        reason.to_owned(),
+        Timestamp(Timestamp::now().0 - u64::try_from(died_ago.as_millis()).unwrap()),
+        env.to_bytes(),
+    );
+    assert_eq!(
+        b.migration()
+            .expect("the backend has it")
+            .import_dead(vec![dead])
+            .await
+            .unwrap(),
+        vec![true]
+    );
     id
 }
 
@@ -82,15 +89,17 @@ async fn dead_list_show_retry_purge_with_filters(url: String) {
     let other = bury(b, "mail", "send_digest", "template missing", Duration::ZERO).await;
     let img = bury(b, "images", "resize", "bad image", Duration::ZERO).await;
     let raw = JobId::new();
-    b.import_dead(vec![DeadJob {
-        id: raw.clone(),
-        queue: "images".into(),
-        reason: "payload is not a job envelope".into(),
-        died_at: Timestamp::now(),
-        raw: b"\x00not json\xff".to_vec(),
-    }])
-    .await
-    .unwrap();
+    b.migration()
+        .expect("the backend has it")
+        .import_dead(vec![DeadJob::new(
+            raw.clone(),
+            "images".into(),
+            "payload is not a job envelope".into(),
+            Timestamp::now(),
+            b"\x00not json\xff".to_vec(),
+        )])
+        .await
+        .unwrap();
 
     let all = ok(&["--url", &url, "--json", "dead", "list"]);
     assert_eq!(
@@ -187,6 +196,17 @@ async fn dead_list_show_retry_purge_with_filters(url: String) {
         "attempts reset"
     );
 
+    // A queue the backend does not know is a typo: refused, naming the
+    // queues it knows, before anything is retried or purged.
+    for cmd in [["dead", "purge"], ["dead", "retry"]] {
+        let err = fails(&["--url", &url, cmd[0], cmd[1], "--all", "--queue", "mial"]);
+        assert!(
+            err.contains("no queue `mial`") && err.contains("mail"),
+            "{cmd:?}: {err}"
+        );
+    }
+    let err = fails(&["--url", &url, "dead", "list", "--queue", "mial"]);
+    assert!(err.contains("no queue `mial`"), "{err}");
     // purge: refuses without a choice, then by filter, then by id.
     let err = fails(&["--url", &url, "dead", "purge"]);
     assert!(err.contains("--all"), "{err}");
@@ -225,7 +245,8 @@ async fn dead_commands_on_sqs() {
 }
 
 /// `enqueue` against `url`'s backend writes an envelope by name: ready or
-/// scheduled (`+10m`, RFC 3339 with an offset), with priority and key.
+/// scheduled (`+10m`, RFC 3339 with an offset), with priority and key
+/// (`--force`: no worker published these jobs; tests/published.rs has those that did).
 async fn enqueue_then_the_job_is_there(url: String) {
     let app = connect(&url).await;
     let b = &**app.backend();
@@ -234,6 +255,7 @@ async fn enqueue_then_the_job_is_there(url: String) {
         &url,
         "enqueue",
         "send_welcome",
+        "--force",
         "--args",
         r#"{"user_id": 7, "template": "welcome"}"#,
         "--queue",
@@ -251,6 +273,7 @@ async fn enqueue_then_the_job_is_there(url: String) {
         "--json",
         "enqueue",
         "send_welcome",
+        "--force",
         "--args",
         r#"{"user_id": 8}"#,
         "--queue",
@@ -272,6 +295,7 @@ async fn enqueue_then_the_job_is_there(url: String) {
         "--json",
         "enqueue",
         "nightly",
+        "--force",
         "--queue",
         "mail",
         "--at",
@@ -283,10 +307,10 @@ async fn enqueue_then_the_job_is_there(url: String) {
         "RFC 3339 with its offset"
     );
     let keyed = ok(&[
-        "--url", &url, "enqueue", "sync", "--queue", "mail", "--key", "sync-42",
+        "--url", &url, "enqueue", "sync", "--force", "--queue", "mail", "--key", "sync-42",
     ]);
     let again = ok(&[
-        "--url", &url, "enqueue", "sync", "--queue", "mail", "--key", "sync-42",
+        "--url", &url, "enqueue", "sync", "--force", "--queue", "mail", "--key", "sync-42",
     ]);
     assert_eq!(keyed, again, "an equal key returns the queued job's id");
 
@@ -301,9 +325,21 @@ async fn enqueue_then_the_job_is_there(url: String) {
     assert_eq!(env.args.get(), r#"{"user_id": 7, "template": "welcome"}"#);
     assert_eq!(got[1].envelope.as_ref().unwrap().id.as_str(), keyed.trim());
 
-    let stats = b.stats(&q("mail")).await.unwrap().pop().unwrap();
+    let stats = b
+        .inspect()
+        .expect("the backend has it")
+        .stats(&q("mail"))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(stats.scheduled, 2, "two scheduled jobs: {stats:?}");
-    let waiting = b.take("mail", 10, Duration::from_secs(60)).await.unwrap();
+    let waiting = b
+        .migration()
+        .expect("the backend has it")
+        .take("mail", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
     if b.name() == "sqs" {
         // SQS cannot hand out a message within its delay (docs/cli.md,
         // SCHEDULED-LEFT), so the stored run_at cannot be read back before
@@ -363,7 +399,7 @@ async fn jobsmith_url_in_the_environment_names_the_backend() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let id = run(&["enqueue", "send_welcome", "--queue", "mail"]);
+    let id = run(&["enqueue", "send_welcome", "--force", "--queue", "mail"]);
     let stats: Value = serde_json::from_str(&run(&["--json", "stats", "--queue", "mail"])).unwrap();
     assert_eq!(stats["queues"][0]["ready"], 1, "{stats}");
     let got = reserve_exactly(b, "mail", 1).await;
@@ -424,4 +460,55 @@ fn bad_input_says_what_to_do() {
         "soon",
     ]);
     assert!(err.contains("bad --hold `soon`"), "{err}");
+}
+
+/// Values past any sane bound are refused with what to give instead, not
+/// stored (a queue no worker can name, a job due in the year 275,000) and
+/// never a panic (exit 101).
+#[test]
+fn values_out_of_bounds_are_refused() {
+    let url = redis_url();
+    for (args, says) in [
+        (vec!["enqueue", "x", "--force", "--queue", ""], "queue name"),
+        (
+            vec!["enqueue", "x", "--force", "--queue", "a}b:c{d"],
+            "queue name",
+        ),
+        (
+            vec!["enqueue", "x", "--force", "--queue", "mail\u{1b}[2J"],
+            "queue name",
+        ),
+        (
+            vec!["enqueue", "x", "--force", "--at", "+99999999d"],
+            "--at",
+        ),
+        (
+            vec!["enqueue", "x", "--force", "--max-attempts", "4294967295"],
+            "--max-attempts",
+        ),
+        (
+            vec!["enqueue", "x", "--force", "--ttl", "99999999d"],
+            "--ttl",
+        ),
+        (vec!["stats", "--watch", "1e300"], "--watch"),
+        (vec!["stats", "--watch", "NaN"], "--watch"),
+    ] {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend(&args);
+        let out = support::jobsmith()
+            .args(&all)
+            .output()
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: exit 1, not a panic: {err}"
+        );
+        assert!(err.contains(says), "{args:?} names what is wrong: {err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "{args:?}: no raw escape is printed: {err}"
+        );
+    }
 }

@@ -6,11 +6,13 @@
 mod support;
 
 use jobsmith_cli::{migrate, Error, MigrateOptions};
+use jobsmith_core::SettleExt;
 use jobsmith_core::{JobId, LeaseStatus, MemoryBackend, Settings, Timestamp};
 use serde_json::Value;
 use std::time::Duration;
 use support::{
-    amqp_url, check_moved, connect, migrate_killed_after, ok, redis_url, seed, sqs_url, take_all,
+    amqp_url, check_moved, connect, fails, migrate_killed_after, ok, redis_url, seed, sqs_url,
+    take_all,
 };
 
 /// memory → Redis, in-process (a memory backend lives in one process): the
@@ -32,7 +34,14 @@ async fn memory_to_redis_interrupted_then_resumed() {
     };
     let err = migrate(&source, dest, &opts, |_| {}).await.unwrap_err();
     assert!(matches!(err, Error::Fault(n) if n >= 35), "{err}");
-    let mid = dest.stats(&["mail".into()]).await.unwrap().pop().unwrap();
+    let mid = dest
+        .inspect()
+        .expect("the backend has it")
+        .stats(&["mail".into()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert!(
         mid.ready + mid.scheduled + mid.dead >= 35,
         "the first run copied jobs: {mid:?}"
@@ -59,6 +68,8 @@ async fn memory_to_redis_interrupted_then_resumed() {
     // The malformed payload is a dead job in the destination too.
     let mut seeded = seeded;
     let raw = dest
+        .dead_letters()
+        .expect("the backend has it")
         .dead_list("mail", 0, 100)
         .await
         .unwrap()
@@ -139,6 +150,8 @@ async fn rabbitmq_to_sqs_killed_then_resumed() {
     );
     let left = dest
         .backend()
+        .inspect()
+        .expect("the backend has it")
         .stats(&["mail".into()])
         .await
         .unwrap()
@@ -196,6 +209,8 @@ async fn in_flight_jobs_stay_in_the_source() {
         "{report}"
     );
     let left = src
+        .inspect()
+        .expect("the backend has it")
         .stats(&["mail".to_owned()])
         .await
         .unwrap()
@@ -255,7 +270,11 @@ async fn only_the_queues_named_move() {
         "{report}"
     );
     assert_eq!(
-        dst.queues().await.unwrap(),
+        dst.inspect()
+            .expect("the backend has it")
+            .queues()
+            .await
+            .unwrap(),
         ["mail"],
         "the destination never heard of images"
     );
@@ -263,6 +282,8 @@ async fn only_the_queues_named_move() {
 
     // images is where it was, every job of it.
     let kept = src
+        .inspect()
+        .expect("the backend has it")
         .stats(&["images".to_owned()])
         .await
         .unwrap()
@@ -282,6 +303,8 @@ async fn only_the_queues_named_move() {
     let want: Vec<JobId> = images.waiting.keys().cloned().collect();
     assert_eq!(waiting, want, "images' waiting jobs stay in the source");
     let mut dead: Vec<JobId> = src
+        .dead_letters()
+        .expect("the backend has it")
         .dead_list("images", 0, 100)
         .await
         .unwrap()
@@ -291,4 +314,96 @@ async fn only_the_queues_named_move() {
     dead.sort();
     let want: Vec<JobId> = images.dead.keys().cloned().collect();
     assert_eq!(dead, want, "images' dead jobs stay in the source");
+}
+
+/// `--from` and `--to` naming one namespace, spelled two ways: refused
+/// before anything moves, on every backend. (Before the check, Redis lost
+/// its scheduled and dead jobs and RabbitMQ its ready ones, and the run
+/// exited 0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_onto_its_own_source_is_refused_and_changes_nothing() {
+    type Respell = fn(&str) -> String;
+    let spellings: [(String, Respell); 3] = [
+        (redis_url(), |u: &str| {
+            u.replace("127.0.0.1:6379/", "localhost:6379/0")
+        }),
+        (amqp_url(), |u: &str| {
+            u.replace("@127.0.0.1:5672/", "@localhost/")
+        }),
+        (sqs_url(), |u: &str| {
+            u.replace("127.0.0.1:5000", "localhost:5000/")
+        }),
+    ];
+    for (from, respell) in spellings {
+        let to = respell(&from);
+        assert_ne!(from, to, "the test spells the URL another way");
+        let app = connect(&from).await;
+        let b = &**app.backend();
+        let due = Timestamp::now().plus(Duration::from_secs(3600));
+        seed(b, "mail", 10, 5, 1, due).await;
+        let before = b
+            .inspect()
+            .expect("the backend has it")
+            .stats(&["mail".into()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        for dry in [false, true] {
+            let mut args = vec!["migrate", "--from", &from, "--to", &to];
+            if dry {
+                args.push("--dry-run");
+            }
+            let err = fails(&args);
+            assert!(
+                err.contains("the same namespace"),
+                "{from} → {to}: says why: {err}"
+            );
+        }
+        let after = b
+            .inspect()
+            .expect("the backend has it")
+            .stats(&["mail".into()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            (after.ready, after.scheduled, after.dead),
+            (before.ready, before.scheduled, before.dead),
+            "{from}: nothing moved or went"
+        );
+    }
+}
+
+/// A destination that lives only in the migrating process (`memory://`)
+/// would take every job with it when the command exits: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_into_memory_is_refused() {
+    let from = redis_url();
+    let app = connect(&from).await;
+    let b = &**app.backend();
+    seed(b, "mail", 3, 0, 0, Timestamp::now()).await;
+    let err = fails(&["migrate", "--from", &from, "--to", "memory://"]);
+    assert!(err.contains("memory://"), "{err}");
+    let after = b
+        .inspect()
+        .expect("the backend has it")
+        .stats(&["mail".into()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(after.ready, 3, "the jobs are still in the source");
+}
+
+/// A queue named with `--queues` that the source does not have is a typo:
+/// refused, naming the source's queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_of_an_unknown_queue_is_refused() {
+    let (from, to) = (redis_url(), redis_url());
+    let app = connect(&from).await;
+    seed(&**app.backend(), "mail", 3, 0, 0, Timestamp::now()).await;
+    let err = fails(&["migrate", "--from", &from, "--to", &to, "--queues", "mial"]);
+    assert!(err.contains("mial") && err.contains("mail"), "{err}");
 }

@@ -95,6 +95,8 @@ async fn an_unreadable_schedule_state_is_listed_as_unknown() {
     let app = connect(&url).await;
     let backend = app.backend();
     backend
+        .meta()
+        .expect("the backend has it")
         .put_meta("schedule:from_the_future", b"{\"format\": 2}")
         .await
         .unwrap();
@@ -103,6 +105,8 @@ async fn an_unreadable_schedule_state_is_listed_as_unknown() {
         "missed": "skip", "prev": null, "next": null, "last_job": null, "updated_at": null,
     });
     backend
+        .meta()
+        .expect("the backend has it")
         .put_meta("schedule:hourly", readable.to_string().as_bytes())
         .await
         .unwrap();

@@ -1,9 +1,11 @@
 //! `jobsmith stats` run as the binary against Redis, RabbitMQ and SQS: the
 //! counts per queue, and processed / failed rates that count exactly the
-//! acks and failures made between two refreshes, by another process.
+//! acks and failures made between two refreshes, by another process; and a
+//! broken queue printed, marked, beside the healthy ones.
 
 mod support;
 
+use jobsmith_core::SettleExt;
 use jobsmith_core::{Envelope, LeaseStatus, Timestamp};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -195,4 +197,73 @@ async fn stats_json_counts_and_rates_on_sqs() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_print_a_broken_queue_marked_beside_the_healthy_ones_and_fail() {
+    let url = redis_url();
+    let prefix = url.rsplit_once("prefix=").expect("a prefixed URL").1;
+    let app = connect(&url).await;
+    let jobs = ["adv", "adv2", "adv2"]
+        .into_iter()
+        .map(|q| Envelope::with_args("resize", q, &json!({})).unwrap())
+        .collect();
+    app.backend().enqueue(jobs).await.unwrap();
+    // A string where the lease set of `adv` belongs, as a stray command could write.
+    let server = url.split_once("/?").expect("a URL with a query").0;
+    let mut conn = redis::Client::open(server)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{{{prefix}:adv}}:leases"))
+        .arg("oops")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    let out = jobsmith().args(["--url", &url, "stats"]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "a broken queue fails the command");
+    let mut lines = stdout.lines().skip(1);
+    let adv: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        adv,
+        ["adv", "broken", "-", "-", "-", "-", "-", "-"],
+        "{stdout}"
+    );
+    let adv2: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&adv2[..5], ["adv2", "2", "0", "0", "0"], "{stdout}");
+    let why = lines.next().unwrap();
+    assert!(
+        why.starts_with("adv is broken: ") && why.contains("WRONGTYPE"),
+        "the reason is printed: {stdout}"
+    );
+    assert!(
+        stderr.contains("could not read the counts of a queue: adv"),
+        "{stderr}"
+    );
+
+    let out = jobsmith()
+        .args(["--url", &url, "--json", "stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken queue fails the command");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["queues"].as_array().unwrap();
+    assert_eq!(rows[0]["queue"], "adv");
+    assert!(rows[0]["error"].as_str().unwrap().contains("WRONGTYPE"));
+    assert_eq!(rows[1]["queue"], "adv2");
+    assert_eq!(rows[1]["ready"], 2);
+    assert!(rows[1].get("error").is_none(), "a healthy row has no error");
+
+    redis::cmd("DEL")
+        .arg(format!("{{{prefix}:adv}}:leases"))
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let table = ok(&["--url", &url, "stats"]);
+    assert!(!table.contains("broken"), "repaired: {table}");
 }

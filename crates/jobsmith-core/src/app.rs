@@ -2,10 +2,12 @@
 
 use crate::backend::{Backend, QueueStats, Settings};
 use crate::enqueue::Enqueue;
-use crate::envelope::JobId;
+use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
+use crate::lock::RwLockExt;
 use crate::memory::MemoryBackend;
 use crate::worker::Worker;
+use futures_util::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +18,9 @@ pub struct App {
 }
 
 static DEFAULT: RwLock<Option<App>> = RwLock::new(None);
+
+/// How many earlier-form keys one `enqueue_many` looks up at once.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 impl App {
     /// An app on `backend`.
@@ -41,7 +46,16 @@ impl App {
         if scheme != "memory" {
             return Err(Error::Config(format!("`{url}` is not a memory:// URL")));
         }
-        let settings = Settings::from_query(query_pairs(rest))?;
+        let before_query = rest.split(['?', '#']).next().unwrap_or("");
+        if !before_query.is_empty() || rest.contains('#') {
+            return Err(Error::Config(format!(
+                "`{}`: a memory:// URL names no host, path or fragment, only settings: `memory://?dead_max=100`",
+                crate::redact_url(url)
+            )));
+        }
+        let query = crate::UrlQuery::parse(rest)?;
+        query.refuse_unknown("memory", &[Settings::KEYS])?;
+        let settings = Settings::from_query(query.iter())?;
         Ok(Self::new(MemoryBackend::new(settings)))
     }
 
@@ -52,17 +66,13 @@ impl App {
 
     /// Makes this app the one that enqueues without `.on(&app)` use.
     pub fn set_default(&self) {
-        let mut slot = DEFAULT
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = DEFAULT.write_unpoisoned();
         *slot = Some(self.clone());
     }
 
     /// Makes this app the default unless one is set already.
     pub fn set_default_if_unset(&self) {
-        let mut slot = DEFAULT
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = DEFAULT.write_unpoisoned();
         if slot.is_none() {
             *slot = Some(self.clone());
         }
@@ -70,15 +80,17 @@ impl App {
 
     /// The default app, if one is set.
     pub fn default_app() -> Option<App> {
-        DEFAULT
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        DEFAULT.read_unpoisoned().clone()
     }
 
     /// Enqueues one job, returning its id.
     pub async fn enqueue(&self, job: Enqueue) -> Result<JobId> {
-        let env = job.into_envelope()?;
+        let (env, legacy) = job.prepare()?;
+        if let Some(id) = self.legacy_holder(&env, legacy.as_deref()).await? {
+            // A no-op enqueue counts, as when the backend finds the key taken.
+            metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => env.queue).increment(1);
+            return Ok(id);
+        }
         let queue = env.queue.clone();
         let ids = self.backend.enqueue(vec![env]).await?;
         metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
@@ -92,28 +104,61 @@ impl App {
         &self,
         jobs: impl IntoIterator<Item = Enqueue>,
     ) -> Result<Vec<JobId>> {
-        let envs = jobs
+        let prepared = jobs
             .into_iter()
-            .map(Enqueue::into_envelope)
+            .map(Enqueue::prepare)
             .collect::<Result<Vec<_>>>()?;
         let mut per_queue: Vec<(String, u64)> = Vec::new();
-        for env in &envs {
+        for (env, _) in &prepared {
             match per_queue.iter_mut().find(|(q, _)| *q == env.queue) {
                 Some((_, n)) => *n += 1,
                 None => per_queue.push((env.queue.clone(), 1)),
             }
         }
-        let ids = self.backend.enqueue(envs).await?;
+        // The existing job of each enqueue whose earlier-form key is taken.
+        let held: Vec<Option<JobId>> = if prepared.iter().any(|(_, l)| l.is_some()) {
+            futures_util::stream::iter(&prepared)
+                .map(|(env, legacy)| self.legacy_holder(env, legacy.as_deref()))
+                .buffered(LOOKUPS_AT_ONCE)
+                .try_collect()
+                .await?
+        } else {
+            vec![None; prepared.len()]
+        };
+        let envs: Vec<Envelope> = prepared
+            .into_iter()
+            .zip(&held)
+            .filter(|(_, h)| h.is_none())
+            .map(|((env, _), _)| env)
+            .collect();
+        let mut ids = self.backend.enqueue(envs).await?.into_iter();
         for (queue, n) in per_queue {
             metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(n);
         }
-        Ok(ids)
+        held.into_iter()
+            .map(|h| {
+                h.or_else(|| ids.next())
+                    .ok_or_else(|| Error::Backend("enqueue returned too few ids".into()))
+            })
+            .collect()
+    }
+
+    /// The job holding `legacy`, the key an earlier version derived for this
+    /// `unique` job: while such a key lives (queued, running, or completed
+    /// within `unique_for`), an enqueue of equal arguments is a no-op
+    /// returning that job's id, as it was before the upgrade.
+    async fn legacy_holder(&self, env: &Envelope, legacy: Option<&str>) -> Result<Option<JobId>> {
+        match legacy {
+            Some(key) => self.backend.key_holder(&env.queue, key).await,
+            None => Ok(None),
+        }
     }
 
     /// Counts for every queue the backend knows.
     pub async fn stats(&self) -> Result<Vec<QueueStats>> {
-        let queues = self.backend.queues().await?;
-        self.backend.stats(&queues).await
+        let inspect = self.backend.inspect()?;
+        let queues = inspect.queues().await?;
+        inspect.stats(&queues).await
     }
 
     /// A worker on this app, to configure and run.
@@ -134,17 +179,8 @@ impl fmt::Debug for App {
 pub fn split_scheme(url: &str) -> Result<(&str, &str)> {
     url.split_once("://").ok_or_else(|| {
         Error::Config(format!(
-            "`{url}` is not a backend URL: write `memory://`, `redis://host:6379`, `amqp://host:5672` or `sqs://region/prefix`"
+            "`{}` is not a backend URL: write `memory://`, `redis://host:6379`, `amqp://host:5672` or `sqs://region/prefix`",
+            crate::redact_url(url)
         ))
     })
-}
-
-/// The `key=value` pairs of a URL's query string.
-pub fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
-    url.split_once('?')
-        .map(|(_, q)| q)
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }

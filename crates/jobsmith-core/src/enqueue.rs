@@ -75,11 +75,13 @@ pub struct Enqueue {
 }
 
 impl Enqueue {
-    /// An enqueue of `def` with `args`, as `#[job]` generates.
+    /// An enqueue of `def` with `args`, as `#[job]` generates. Arguments that
+    /// JSON cannot carry (a NaN or an infinite float) make the enqueue fail
+    /// with [`Error::NonFiniteArgument`].
     pub fn new<A: serde::Serialize + ?Sized>(def: &'static JobDef, args: &A) -> Self {
         Self {
             def,
-            args: serde_json::value::to_raw_value(args).map_err(Error::Serialize),
+            args: crate::args::to_json(args),
             when: None,
             priority: None,
             queue: None,
@@ -139,16 +141,22 @@ impl Enqueue {
 
     /// The envelope this enqueue writes.
     pub fn into_envelope(self) -> Result<Envelope> {
+        self.prepare().map(|(env, _)| env)
+    }
+
+    /// The envelope this enqueue writes and, when its key is derived from
+    /// the arguments (`unique`), the key the versions before SHA-256 derived
+    /// for them, which [`App::enqueue`] looks up before writing.
+    pub(crate) fn prepare(self) -> Result<(Envelope, Option<String>)> {
         let opts = &self.def.options;
         let args = self.args?;
-        let key = match (self.key, opts.unique) {
-            (Some(k), _) => Some(k),
-            (None, true) => Some(format!(
-                "{}:{:016x}",
-                self.def.name,
-                fnv1a(args.get().as_bytes())
-            )),
-            (None, false) => None,
+        let (key, legacy) = match (self.key, opts.unique) {
+            (Some(k), _) => (Some(k), None),
+            (None, true) => (
+                Some(unique_key(self.def.name, &args)),
+                Some(legacy_unique_key(self.def.name, &args)),
+            ),
+            (None, false) => (None, None),
         };
         let mut env = Envelope::new(
             self.def.name,
@@ -162,7 +170,8 @@ impl Enqueue {
         env.expires_at = self.ttl.or(opts.ttl).map(|ttl| now.plus(ttl));
         env.idempotency_key = key;
         env.trace = crate::trace::current_traceparent();
-        Ok(env)
+        env.check_bounds()?;
+        Ok((env, legacy))
     }
 
     /// Enqueues on `app`, returning the job's id (the existing job's id when
@@ -185,9 +194,76 @@ impl IntoFuture for Enqueue {
     }
 }
 
-/// FNV-1a, 64 bits: stable across versions and platforms, for derived idempotency keys.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The idempotency key of a `unique` job: `<job>:sha256:<64 hex digits>`, the
+/// SHA-256 of its serialized arguments.
+///
+/// A cryptographic hash, because arguments may come from users: two
+/// argument sets that share a key make the second job a no-op, and a hash
+/// built for speed (FNV-1a, which earlier versions used) can be made to
+/// collide on purpose. `docs/decisions/unique-keys-sha256.md` says how keys
+/// of the earlier form are still honoured.
+pub fn unique_key(job: &str, args: &RawValue) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(args.get().as_bytes());
+    let mut key = String::with_capacity(job.len() + 8 + 2 * digest.len());
+    key.push_str(job);
+    key.push_str(":sha256:");
+    for b in digest.iter() {
+        // Writing into a String cannot fail.
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
+/// The key versions before SHA-256 derived for a `unique` job,
+/// `<job>:<FNV-1a 64 of the arguments, 16 hex digits>`: looked up, never
+/// written, until every key of that form has run its course.
+pub fn legacy_unique_key(job: &str, args: &RawValue) -> String {
+    let hash = crate::hash::fnv1a_64(crate::hash::FNV1A_64_BASIS, args.get().as_bytes());
+    format!("{job}:{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobDef, JobOptions};
+
+    static CHARGE: JobDef = JobDef {
+        name: "charge",
+        location: "jobsmith_core::enqueue::tests",
+        options: JobOptions {
+            unique: true,
+            ..JobOptions::DEFAULT
+        },
+        run: |_, _| unreachable!("never run"),
+        params: &[],
+        shapes: Vec::new,
+    };
+
+    #[test]
+    fn a_unique_key_is_the_sha256_of_the_arguments() {
+        let env = Enqueue::new(&CHARGE, &serde_json::json!({"order": 1}))
+            .into_envelope()
+            .unwrap();
+        assert_eq!(
+            env.idempotency_key.as_deref(),
+            Some("charge:sha256:a781679e01308cfef90983a4c1350319a7e3993c3a3f5a8c8439781a326d7c8d"),
+            "SHA-256 of `{{\"order\":1}}`: arguments cannot be crafted to take another job's key"
+        );
+    }
+
+    #[test]
+    fn the_legacy_key_is_the_one_earlier_versions_wrote() {
+        let (env, legacy) = Enqueue::new(&CHARGE, &serde_json::json!({"order": 1}))
+            .prepare()
+            .unwrap();
+        assert_eq!(legacy.as_deref(), Some("charge:36932efc229cf226"));
+        assert_ne!(env.idempotency_key, legacy, "never written");
+        let (_, none) = Enqueue::new(&CHARGE, &serde_json::json!({"order": 1}))
+            .key("mine")
+            .prepare()
+            .unwrap();
+        assert_eq!(none, None, "a key of the caller's own has no earlier form");
+    }
 }

@@ -6,6 +6,9 @@ use serde_json::value::RawValue;
 use std::fmt;
 
 /// The current envelope format version, written into [`Envelope::v`].
+///
+/// It is also the only version this build reads: an envelope of another
+/// version does not parse (see [`Envelope::from_bytes`]).
 pub const ENVELOPE_VERSION: u32 = 1;
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
@@ -56,7 +59,8 @@ impl From<String> for JobId {
 /// [`Lease`](crate::Lease).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
-    /// Format version, [`ENVELOPE_VERSION`].
+    /// Format version, [`ENVELOPE_VERSION`]; no other version is read.
+    #[serde(deserialize_with = "known_version")]
     pub v: u32,
     /// The job's id, time-ordered.
     pub id: JobId,
@@ -116,13 +120,15 @@ impl Envelope {
         }
     }
 
-    /// A new envelope whose arguments are `args` serialized to JSON.
-    pub fn with_args<T: Serialize>(
+    /// A new envelope whose arguments are `args` serialized to JSON; a NaN or
+    /// infinite float in them, which JSON cannot carry, is
+    /// [`Error::NonFiniteArgument`](crate::Error::NonFiniteArgument).
+    pub fn with_args<T: Serialize + ?Sized>(
         job: impl Into<String>,
         queue: impl Into<String>,
         args: &T,
     ) -> crate::Result<Self> {
-        let raw = serde_json::value::to_raw_value(args).map_err(crate::Error::Serialize)?;
+        let raw = crate::args::to_json(args)?;
         Ok(Self::new(job, queue, raw))
     }
 
@@ -151,6 +157,12 @@ impl Envelope {
     }
 
     /// Parses an envelope from JSON bytes.
+    ///
+    /// An envelope whose `v` is not [`ENVELOPE_VERSION`] is an error naming
+    /// the version: its fields may mean what this build does not know, and
+    /// reading it as version 1 would drop the ones it cannot see. A backend
+    /// delivers it as [`Malformed`](crate::Malformed), so the worker
+    /// dead-letters it with that reason, its bytes as they were.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
@@ -158,5 +170,37 @@ impl Envelope {
     /// Whether the job has expired at `now`.
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Reads `v`, refusing a version this build does not know.
+fn known_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == ENVELOPE_VERSION {
+        return Ok(v);
+    }
+    Err(serde::de::Error::custom(format_args!(
+        "envelope format version {v} is not one this jobsmith reads (it reads version {ENVELOPE_VERSION}): a newer jobsmith or a foreign producer wrote it"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_known_version_parses() {
+        let env = Envelope::with_args("j", "q", &serde_json::json!({})).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()).unwrap().v, 1);
+        for other in [0, 2, 99] {
+            v["v"] = other.into();
+            let err = Envelope::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("envelope format version {other} is not one")),
+                "{err}"
+            );
+        }
     }
 }

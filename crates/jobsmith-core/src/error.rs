@@ -18,6 +18,15 @@ pub enum Error {
     /// A job's arguments or envelope could not be serialized.
     #[error("could not serialize the job")]
     Serialize(#[source] serde_json::Error),
+    /// A job argument holds a float JSON cannot carry (NaN or an infinity);
+    /// nothing was enqueued.
+    #[error("job argument `{path}` is {value}, which JSON cannot carry (it has no NaN or infinity), so nothing was enqueued; check for it before enqueueing, or send such a value as an `Option` or a string")]
+    NonFiniteArgument {
+        /// Where it is: the argument's name, then fields, `[index]` and `["key"]`.
+        path: String,
+        /// `NaN`, `inf` or `-inf`.
+        value: &'static str,
+    },
     /// A payload is larger than the backend accepts; nothing was enqueued.
     #[error("job payload is {size} bytes, over the backend's limit of {limit} bytes; pass large data by reference (a URL or a database id) instead")]
     PayloadTooLarge {
@@ -29,6 +38,19 @@ pub enum Error {
     /// The URL is malformed or names a backend that is not compiled in.
     #[error("{0}")]
     Config(String),
+    /// The broker refused how it was reached or set up, and will refuse it
+    /// again however often it is asked: a wrong password or user, a
+    /// database or virtual host it does not have, or a queue it holds with
+    /// other settings than the ones declared. [`Error::is_permanent`]:
+    /// `connect` fails with it and a worker stops with it (see
+    /// `docs/operations.md`).
+    #[error("{problem}; {fix}")]
+    Misconfigured {
+        /// What the broker refused, naming the server (never a credential).
+        problem: String,
+        /// What to change so that it works.
+        fix: String,
+    },
     /// The lease is no longer held: it expired and the job may belong to another worker.
     #[error("lease on job {0} is no longer held")]
     LeaseLost(String),
@@ -83,12 +105,41 @@ pub enum Error {
     /// A schedule's cron expression, zone or definition is malformed, or it has no tick to come.
     #[error("{0}")]
     Schedule(String),
+    /// A value is past jobsmith's bounds (a queue name, an attempt count, a
+    /// run time); nothing was enqueued or started. The message says what to give.
+    #[error("{0}")]
+    Invalid(String),
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The backend does not have a capability the operation needs (see
+    /// [`Backend`](crate::Backend)'s capability accessors).
+    #[error("the {backend} backend has no {capability}; use a backend that has it (see docs/backends.md)")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it lacks.
+        capability: &'static str,
+    },
 }
 
 impl Error {
+    /// An error of the same kind (transient, permanent or neither) and
+    /// message, for each further lease of a batch that failed as one.
+    pub(crate) fn same_kind(&self) -> Self {
+        match self {
+            Self::Timeout(d) => Self::Timeout(*d),
+            Self::Config(m) => Self::Config(m.clone()),
+            Self::Invalid(m) => Self::Invalid(m.clone()),
+            Self::Misconfigured { problem, fix } => Self::Misconfigured {
+                problem: problem.clone(),
+                fix: fix.clone(),
+            },
+            e if e.is_transient() => Self::Connection(e.describe().into()),
+            e => Self::Backend(e.describe()),
+        }
+    }
+
     /// Wraps any error as a [`Error::Connection`].
     pub fn connection(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Connection(Box::new(e))
@@ -98,4 +149,43 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Connection(_) | Self::Timeout(_))
     }
+
+    /// Whether nothing but a change of configuration can make the operation
+    /// succeed: a URL that does not parse ([`Error::Config`]) or a broker
+    /// that refuses the credentials, database, virtual host or declarations
+    /// ([`Error::Misconfigured`]). A worker stops on such an error from the
+    /// broker and returns it from `run`, rather than retrying for ever.
+    ///
+    /// Neither transient nor permanent is an error of one queue or one job
+    /// (a key of the wrong type, a queue deleted behind the worker's back):
+    /// the worker backs off and tries again, as it does for a transient one.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_) | Self::Invalid(_) | Self::Misconfigured { .. }
+        )
+    }
+
+    /// This error and each of its causes, joined by `: `, for a log line
+    /// (`Display` describes one layer only).
+    pub fn describe(&self) -> String {
+        with_causes(self)
+    }
+}
+
+/// `e` and each of its causes, joined by `: ` (an error's `Display` describes
+/// its own layer only).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        // Some errors repeat their source in their own message: say it once.
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }

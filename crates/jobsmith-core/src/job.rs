@@ -1,6 +1,7 @@
 //! What `#[job]` generates against: job definitions, options and outcomes.
 
 use crate::context::JobContext;
+use crate::shape::Shape;
 use serde_json::value::RawValue;
 use std::fmt;
 use std::future::Future;
@@ -28,6 +29,21 @@ pub struct JobDef {
     pub options: JobOptions,
     /// Decodes the arguments and runs the job.
     pub run: RunFn,
+    /// The serialized parameters, in order: what its published
+    /// [`JobRecord`](crate::JobRecord) names.
+    pub params: &'static [Param],
+    /// The JSON [`Shape`] of each serialized parameter, in order, as its
+    /// type's `Deserialize` reads it (see [`shape_of`](crate::shape_of)).
+    pub shapes: fn() -> Vec<Shape>,
+}
+
+/// A serialized parameter of a job, as `#[job]` registers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Its name: the key of its value in the envelope's `args` object.
+    pub name: &'static str,
+    /// Its Rust type, as written in the signature (`Vec<String>`).
+    pub rust_type: &'static str,
 }
 
 /// A job's options, from `#[job(...)]`; per-call overrides go on the [`Enqueue`](crate::Enqueue).
@@ -244,11 +260,14 @@ impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
 /// the argument's own type.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a job argument",
-    label = "job arguments must be owned, `Serialize + DeserializeOwned + Send + 'static`",
-    note = "use an owned type (`String` for `&str`, `Vec<T>` for `&[T]`), or derive serde's traits on your type"
+    label = "not `Serialize + DeserializeOwned + Send + 'static`",
+    note = "job arguments are serialized to JSON: derive both traits on your type with `#[derive(serde::Serialize, serde::Deserialize)]` (and make it `Send` and owned), use an owned type (`String` for `&str`, `Vec<T>` for `&[T]`), or pass it as `State<T>` if the worker should provide it"
 )]
 pub trait JobArg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 
+// `do_not_recommend`: a type that misses several of the bounds gets one
+// error, this trait's, rather than one per missing bound.
+#[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> JobArg for T {}
 
 /// A `#[job]` function: the type that `#[job]` generates implements this.

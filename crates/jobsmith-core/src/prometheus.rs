@@ -15,6 +15,7 @@
 //! `docs/operations.md` lists every series with its labels.
 
 use crate::error::{Error, Result};
+use crate::lock::LockExt;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -77,9 +78,7 @@ impl Exporter {
     /// Fails with [`Error::MetricsRecorder`] when some other recorder was
     /// installed first: there can be only one per process.
     pub fn install() -> Result<Exporter> {
-        let mut slot = INSTALLED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = INSTALLED.lock_unpoisoned();
         if let Some(exporter) = slot.as_ref() {
             return Ok(exporter.clone());
         }
@@ -141,7 +140,7 @@ fn describe() {
     );
     describe_counter!(
         "jobsmith_jobs_expired_total",
-        "Jobs dropped unrun because their TTL had passed, per queue and job."
+        "Jobs this process dropped unrun because their TTL had passed (at reserve or before running), per queue and job."
     );
     describe_counter!(
         "jobsmith_leases_lost_total",

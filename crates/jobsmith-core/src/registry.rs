@@ -63,6 +63,12 @@ impl Registry {
         Ok(Self { jobs })
     }
 
+    /// The registered name equal to `name`, if a job is registered under it:
+    /// a label value that stays within the set of registered names.
+    pub(crate) fn registered_name(&self, name: &str) -> Option<&'static str> {
+        self.jobs.get(name).map(|def| def.name)
+    }
+
     /// The job called `name`, or an error listing the known names.
     pub fn get(&self, name: &str) -> Result<&'static JobDef> {
         self.jobs

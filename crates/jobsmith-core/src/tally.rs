@@ -6,9 +6,10 @@
 //! the backend adds the tally to the shared counters in the background, about
 //! once a second, and before it answers [`Backend::stats`](crate::Backend::stats).
 
+use crate::lock::LockExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// How often [`flush_periodically`] adds a tally to the shared totals.
@@ -34,7 +35,7 @@ where
             Ok(()) => failing = false,
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "could not add outcome counts to the shared totals; they are kept and tried again");
+                    tracing::warn!(error = %e.describe(), "could not add outcome counts to the shared totals; they are kept and tried again");
                 }
                 failing = true;
             }
@@ -84,19 +85,13 @@ impl Tally {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Outcomes>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Counts one completed job per queue name given (a name once per job).
     pub fn processed<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
         const ONE: Outcomes = Outcomes {
             processed: 1,
             failed: 0,
         };
-        let mut pending = self.lock();
+        let mut pending = self.pending.lock_unpoisoned();
         for q in queues {
             add(&mut pending, q, ONE);
         }
@@ -108,12 +103,12 @@ impl Tally {
             processed: 0,
             failed: 1,
         };
-        add(&mut self.lock(), queue, ONE);
+        add(&mut self.pending.lock_unpoisoned(), queue, ONE);
     }
 
     /// Takes every non-zero count, leaving zeroes: what a flush writes.
     pub fn take(&self) -> Vec<(String, Outcomes)> {
-        let mut pending = self.lock();
+        let mut pending = self.pending.lock_unpoisoned();
         let mut out = Vec::new();
         for (q, o) in pending.iter_mut() {
             if !o.is_zero() {
@@ -125,17 +120,24 @@ impl Tally {
 
     /// Puts back counts that [`Tally::take`] took and a flush could not write.
     pub fn restore(&self, queue: &str, o: Outcomes) {
-        add(&mut self.lock(), queue, o);
+        add(&mut self.pending.lock_unpoisoned(), queue, o);
     }
 
     /// The counts of `queue` not written yet.
     pub fn pending(&self, queue: &str) -> Outcomes {
-        self.lock().get(queue).copied().unwrap_or_default()
+        self.pending
+            .lock_unpoisoned()
+            .get(queue)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.lock().values().all(Outcomes::is_zero)
+        self.pending
+            .lock_unpoisoned()
+            .values()
+            .all(Outcomes::is_zero)
     }
 }
 

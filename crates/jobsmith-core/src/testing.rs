@@ -2,7 +2,7 @@
 //! drain what an app enqueued.
 
 use crate::app::App;
-use crate::backend::{Backend, Settings};
+use crate::backend::Settings;
 
 use crate::context::{JobContext, StateMap};
 use crate::enqueue::Enqueue;
@@ -75,7 +75,7 @@ impl TestApp {
             .until_idle()
             .grace_period(Duration::from_secs(5));
         worker.state = state;
-        let queues = self.backend.queues().await?;
+        let queues = crate::Inspect::queues(&self.backend).await?;
         if !queues.is_empty() {
             worker = worker.queues(queues);
         }

@@ -96,6 +96,9 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
     let all_tys: Vec<&syn::Type> = job.params.iter().map(|p| &p.ty).collect();
     let ser_idents: Vec<&Ident> = job.serialized().map(|p| &p.ident).collect();
     let ser_tys: Vec<&syn::Type> = job.serialized().map(|p| &p.ty).collect();
+    // The keys serde gives the fields: the names without `r#`.
+    let ser_names: Vec<String> = ser_idents.iter().map(|i| i.unraw().to_string()).collect();
+    let ser_type_texts: Vec<String> = ser_tys.iter().map(|ty| type_text(ty)).collect();
     let inj_idents: Vec<&Ident> = job.injected().map(|p| &p.ident).collect();
     let generics: Vec<Ident> = (0..ser_idents.len())
         .map(|i| format_ident!("__JobsmithArg{}", i))
@@ -156,10 +159,12 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
             fn __jobsmith_codec<#(#generics: #p::JobArg),*>() -> (
                 fn(__JobsmithArgs<#(#generics),*>) -> #p::Enqueue,
                 fn(&str) -> ::core::result::Result<__JobsmithArgs<#(#generics),*>, #p::serde_json::Error>,
+                fn() -> #p::Vec<#p::Shape>,
             ) {
                 (
                     |#args| #p::Enqueue::new(<#name as #p::Job>::DEF, &#args),
                     |#args| #p::serde_json::from_str(#args),
+                    || <#p::Vec<#p::Shape>>::from([#(#p::shape_of::<#generics>()),*]),
                 )
             }
 
@@ -181,13 +186,19 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
                 #[doc = #schedule_doc]
                 #[doc = ""]
                 #[doc = #await_doc]
-                #[allow(dead_code)]
+                // Two more than the job's own parameters, which may be many.
+                #[allow(dead_code, clippy::too_many_arguments)]
                 #vis fn #schedule(
                     &self,
                     #at: impl ::core::convert::Into<#p::When>,
                     #(#ser_idents: #ser_tys),*
                 ) -> #p::Enqueue {
                     self.delay(#(#ser_idents),*).at(#at)
+                }
+
+                // What its published record says each parameter takes.
+                fn __jobsmith_shapes() -> #p::Vec<#p::Shape> {
+                    (#codec_call.2)()
                 }
 
                 fn __jobsmith_run(
@@ -230,6 +241,11 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
                     ),
                     options: #options,
                     run: #name::__jobsmith_run,
+                    params: &[#(#p::Param {
+                        name: #ser_names,
+                        rust_type: #ser_type_texts,
+                    }),*],
+                    shapes: #name::__jobsmith_shapes,
                 };
             }
 
@@ -306,6 +322,30 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
     }
 }
 
+/// A type as its signature writes it, `Option<Vec<u8>>`: the tokens with a
+/// space kept only between two words, after `,` or `;`, and around `+`.
+fn type_text(ty: &syn::Type) -> String {
+    let spaced = quote!(#ty).to_string();
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(spaced.len());
+    let mut chars = spaced.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ' ' {
+            out.push(c);
+            continue;
+        }
+        let before = out.chars().last();
+        let after = chars.peek().copied();
+        if (word(before) && word(after))
+            || matches!(before, Some(',' | ';' | '+'))
+            || after == Some('+')
+        {
+            out.push(' ');
+        }
+    }
+    out
+}
+
 /// The tokens, with every span set to `span`, so that an error about them
 /// points where `span` does.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
@@ -322,4 +362,20 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             token
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_text;
+
+    #[test]
+    fn types_read_as_written() {
+        let text = |t: &str| type_text(&syn::parse_str(t).unwrap());
+        assert_eq!(text("Option < Vec < u8 > >"), "Option<Vec<u8>>");
+        assert_eq!(
+            text("std::collections::HashMap<String,(u8, [i32;4])>"),
+            "std::collections::HashMap<String, (u8, [i32; 4])>"
+        );
+        assert_eq!(text("Box<dyn Fn(u8) + Send>"), "Box<dyn Fn(u8) + Send>");
+    }
 }

@@ -15,20 +15,8 @@ mod validate;
 
 use proc_macro::TokenStream;
 
-/// Makes an `async fn` a background job.
-///
-/// ```ignore
-/// #[job(queue = "email", retries = 5, backoff = "exponential(1s, max = 10m)", ttl = "7d")]
-/// async fn send_welcome(user_id: u64, template: String, mailer: State<Mailer>) -> Result<(), MailError> {
-///     mailer.send(user_id, &template).await
-/// }
-///
-/// send_welcome.delay(123, "welcome".into()).on(&app).await?;
-/// ```
-///
-/// Options: `name`, `queue`, `priority`, `retries`, `backoff`, `ttl`,
-/// `timeout`, `unique`, `cron`, `tz`, `missed` and `crate`; see the `jobsmith`
-/// crate's documentation.
+/// Makes an `async fn` a background job. The `jobsmith` crate re-exports this
+/// attribute as `jobsmith::job` and documents it there, option by option.
 #[proc_macro_attribute]
 pub fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(args.into(), item.into()).into()

@@ -2,19 +2,6 @@
 //! ranges) and checks that the function can be a job. Every problem is an
 //! error on the offending token that says how to fix it.
 
-// The runtime's own duration parser, so that the two can never disagree. It is
-// formatted as part of `jobsmith-core`.
-#[path = "../../jobsmith-core/src/duration.rs"]
-#[rustfmt::skip]
-#[allow(unreachable_pub)]
-mod duration;
-
-// The runtime's own cron and zone parser, for the same reason.
-#[path = "../../jobsmith-core/src/schedule/parse.rs"]
-#[rustfmt::skip]
-#[allow(unreachable_pub, dead_code)]
-mod schedule;
-
 use crate::parse::{Int, RawOptions, Slot};
 use crate::Errors;
 use proc_macro2::Span;
@@ -159,12 +146,12 @@ fn cron(raw: &mut RawOptions, errors: &mut Errors) -> Option<Cron> {
         return None;
     }
     let (position, lit) = expr?;
-    if let Err(message) = schedule::parse_expr(&lit.value()) {
+    if let Err(message) = jobsmith_grammar::parse_cron(&lit.value()) {
         file(position, syn::Error::new(lit.span(), message), errors);
         ok = false;
     }
     let zone = match &tz {
-        Some((position, z)) => match schedule::parse_zone(&z.value()) {
+        Some((position, z)) => match jobsmith_grammar::parse_zone(&z.value()) {
             Ok(_) => z.value(),
             Err(message) => {
                 file(*position, syn::Error::new(z.span(), message), errors);
@@ -276,7 +263,7 @@ fn positive_duration(d: &LitStr, key: &str, errors: &mut Errors) -> Option<u64> 
 
 /// A duration in milliseconds, parsed exactly as the runtime parses durations.
 fn millis(text: &str) -> Result<u64, String> {
-    let d = duration::parse_duration(text)?;
+    let d = jobsmith_grammar::parse_duration(text)?;
     u64::try_from(d.as_millis()).map_err(|_| format!("`{text}` is too large a duration"))
 }
 

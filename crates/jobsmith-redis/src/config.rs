@@ -1,21 +1,40 @@
 //! [`RedisConfig`]: what a `redis://` or `rediss://` URL says.
 
-use jobsmith_core::{query_pairs, split_scheme, Error, Result, Settings};
+use jobsmith_core::{redact_url, split_scheme, Error, Result, Settings, UrlQuery};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The key prefix used when the URL does not give one.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
 
+/// The URL settings of Redis's own, beside [`Settings::KEYS`].
+const KEYS: &[&str] = &["prefix", "tls_ca"];
+
+/// How long one Redis command may wait for its answer when the URL sets no
+/// `call_timeout`: 10 s (an idle reserve's blocking wait comes on top).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a `#insecure` URL is refused when this build cannot skip certificate checks.
+const INSECURE_OFF: &str =
+    "`#insecure` skips TLS certificate checks, which this build leaves out: \
+    enable the `tls-insecure` feature of jobsmith-redis (the facade's `redis-tls-insecure`), \
+    for tests only, or trust the server's CA with `tls_ca=/path/to/ca.pem`";
+
+/// The longest a connection attempt may take, whatever `call_timeout` says.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where the Redis server is and how jobsmith uses it, read from a URL.
 ///
-/// `redis://[user[:password]@]host[:port][/db][?prefix=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..]`;
+/// `redis://[user[:password]@]host[:port][/db][?prefix=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..&call_timeout=..]`;
 /// `rediss://` is the same over TLS (feature `tls`). Every key jobsmith
 /// writes starts with `prefix` (default [`DEFAULT_PREFIX`]).
 ///
 /// Over TLS the server's certificate is checked against the system's root
 /// certificates, or, with `tls_ca=/path/to/ca.pem`, against the CA
 /// certificates in that PEM file only (a private CA; as `redis-cli --cacert`).
-/// The URL fragment `#insecure` skips the checks altogether: for tests only.
+/// The URL fragment `#insecure` skips the checks altogether: for tests only,
+/// and only with the `tls-insecure` feature (the facade's
+/// `redis-tls-insecure`); without it such a URL is an [`Error::Config`].
 ///
 /// ```
 /// # use jobsmith_redis::RedisConfig;
@@ -50,10 +69,27 @@ impl RedisConfig {
             Some((r, f)) => (r, Some(f)),
             None => (rest, None),
         };
-        let settings = Settings::from_query(query_pairs(rest))?;
+        match fragment {
+            None => {}
+            Some("insecure") if scheme == "rediss" => {}
+            Some("insecure") => {
+                return Err(Error::Config(
+                    "`#insecure` skips TLS checks, and `redis://` has no TLS: drop it, or write `rediss://`".into(),
+                ))
+            }
+            Some(f) => {
+                return Err(Error::Config(format!(
+                    "unknown Redis URL fragment `#{}`: the only one is `#insecure` (`rediss://` only, for tests); percent-encode a `#` in a password as `%23`",
+                    redact_url(f)
+                )))
+            }
+        }
+        let query = UrlQuery::parse(rest)?;
+        query.refuse_unknown(scheme, &[KEYS, Settings::KEYS])?;
+        let settings = Settings::from_query(query.iter())?;
         let mut prefix = DEFAULT_PREFIX.to_owned();
         let mut tls_ca = None;
-        for (k, v) in query_pairs(rest) {
+        for (k, v) in query.iter() {
             match k {
                 "prefix" if v.is_empty() => {
                     return Err(Error::Config(
@@ -87,6 +123,9 @@ impl RedisConfig {
                 "`rediss://` needs TLS support: enable the `tls` feature of jobsmith-redis".into(),
             ));
         }
+        if fragment == Some("insecure") && !cfg!(feature = "tls-insecure") {
+            return Err(Error::Config(INSECURE_OFF.into()));
+        }
         Ok(Self {
             server,
             prefix,
@@ -111,6 +150,17 @@ impl RedisConfig {
         self
     }
 
+    /// How long one command may wait for its answer: the `call_timeout`
+    /// setting, or [`DEFAULT_CALL_TIMEOUT`].
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.call_timeout_or(DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// How long a connection attempt may take: 2 s, or `call_timeout` if shorter.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.call_timeout().min(CONNECT_TIMEOUT)
+    }
+
     /// The same server with other settings.
     #[must_use]
     pub fn with_settings(mut self, settings: Settings) -> Self {
@@ -121,16 +171,8 @@ impl RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The server URL may hold a password: show only where it points.
-        let shown = match self.server.split_once("://") {
-            Some((scheme, rest)) => format!(
-                "{scheme}://{}",
-                rest.rsplit_once('@').map_or(rest, |(_, host)| host)
-            ),
-            None => self.server.clone(),
-        };
         f.debug_struct("RedisConfig")
-            .field("server", &shown)
+            .field("server", &redact_url(&self.server))
             .field("prefix", &self.prefix)
             .field("settings", &self.settings)
             .field("tls_ca", &self.tls_ca)
@@ -146,7 +188,7 @@ mod tests {
     #[test]
     fn reads_credentials_db_prefix_and_settings() {
         let c = RedisConfig::from_url(
-            "redis://me:s3cret@cache:6380/2?prefix=app&dead_max=7&unique_for=1h&other=1",
+            "redis://me:s3cret@cache:6380/2?prefix=app&dead_max=7&unique_for=1h",
         )
         .expect("valid");
         assert_eq!(c.server, "redis://me:s3cret@cache:6380/2");
@@ -177,14 +219,30 @@ mod tests {
     #[cfg(feature = "tls")]
     #[test]
     fn reads_tls_ca() {
-        let c = RedisConfig::from_url("rediss://h:6380/1?tls_ca=/etc/ca.pem&prefix=p#insecure")
-            .expect("valid");
-        assert_eq!(c.server, "rediss://h:6380/1#insecure");
+        let c =
+            RedisConfig::from_url("rediss://h:6380/1?tls_ca=/etc/ca.pem&prefix=p").expect("valid");
+        assert_eq!(c.server, "rediss://h:6380/1");
         assert_eq!(c.tls_ca, Some(PathBuf::from("/etc/ca.pem")));
         assert!(RedisConfig::from_url("rediss://h?tls_ca=").is_err());
         let c = RedisConfig::from_url("rediss://h")
             .expect("valid")
             .with_tls_ca("/a&b.pem");
         assert_eq!(c.tls_ca, Some(PathBuf::from("/a&b.pem")));
+    }
+
+    #[cfg(feature = "tls-insecure")]
+    #[test]
+    fn reads_insecure() {
+        let c = RedisConfig::from_url("rediss://h:6380/1?tls_ca=/etc/ca.pem&prefix=p#insecure")
+            .expect("valid");
+        assert_eq!(c.server, "rediss://h:6380/1#insecure");
+    }
+
+    #[cfg(all(feature = "tls", not(feature = "tls-insecure")))]
+    #[test]
+    fn insecure_without_its_feature_names_the_feature() {
+        let e = RedisConfig::from_url("rediss://h:6380#insecure").expect_err("no tls-insecure");
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("`tls-insecure` feature"), "{e}");
     }
 }

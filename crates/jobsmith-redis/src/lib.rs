@@ -7,7 +7,7 @@
 //! lease that any live worker reclaims when it runs out, and stale holders are
 //! fenced off by a per-reservation token; idle workers block on a wake list
 //! instead of polling; a finished job leaves nothing behind. The layout and
-//! each script are described in `docs/backends-redis.md`.
+//! each script are described in `docs/backends/redis.md`.
 //!
 //! ```no_run
 //! use jobsmith_core::{App, Backend, Envelope};
@@ -24,13 +24,18 @@
 
 mod backend;
 mod config;
+mod dead;
 mod error;
-mod keys;
+mod inspect;
+mod meta;
+mod migrate;
+mod names;
 mod reply;
 mod scripts;
+mod settle;
 #[cfg(feature = "tls")]
 mod tls;
 mod wake;
 
 pub use backend::RedisBackend;
-pub use config::{RedisConfig, DEFAULT_PREFIX};
+pub use config::{RedisConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_PREFIX};

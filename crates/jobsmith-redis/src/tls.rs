@@ -2,7 +2,8 @@
 //!
 //! Certificates are checked against the system's root certificates, or, with
 //! `tls_ca=/path/ca.pem` in the URL, against the certificates in that PEM file
-//! only (as `redis-cli --cacert` does). `#insecure` skips the checks.
+//! only (as `redis-cli --cacert` does). `#insecure` skips the checks
+//! (feature `tls-insecure`; see `config.rs`).
 
 use jobsmith_core::{Error, Result};
 use redis::{Client, TlsCertificates};

@@ -1,10 +1,10 @@
-//! The backend conformance suite from `jobsmith-core`, unchanged, against the
+//! The backend conformance suite from `jobsmith-conformance`, unchanged, against the
 //! Redis at `JOBSMITH_REDIS_URL` (default `redis://127.0.0.1:6379`), with a
 //! fresh key prefix per test and a proxy in front to cut the connection.
 
 mod support;
 
-use jobsmith_core::testkit::{Approximations, Harness};
+use jobsmith_conformance::{Approximations, Harness};
 use jobsmith_core::{Backend, BoxFuture, Settings};
 use jobsmith_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use std::time::Duration;
 fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
     Box::pin(async move {
         let url = support::redis_url();
-        let proxy = support::Proxy::start(support::host_port(&url)).await;
+        let proxy = support::Proxy::start(jobsmith_conformance::url_host_port(&url, 6379)).await;
         let prefix = support::fresh_prefix();
-        let config = RedisConfig::from_url(&support::with_addr(&url, proxy.addr))
+        let config = RedisConfig::from_url(&jobsmith_conformance::url_through(&url, proxy.addr))
             .expect("JOBSMITH_REDIS_URL is a redis:// URL")
             .with_prefix(prefix.clone())
             .with_settings(settings.clone());
@@ -46,4 +46,4 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
     })
 }
 
-jobsmith_core::conformance_suite!(harness);
+jobsmith_conformance::conformance_suite!(harness);

@@ -4,6 +4,7 @@
 
 mod support;
 
+use jobsmith_core::Inspect;
 use jobsmith_core::{App, Backend, Envelope};
 use jobsmith_redis::{RedisBackend, RedisConfig};
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 mod support;
 
 use jobsmith_core::{Backend, Envelope};
+use jobsmith_core::{Inspect, SettleExt};
 use jobsmith_redis::{RedisBackend, RedisConfig};
 use std::time::{Duration, Instant};
 

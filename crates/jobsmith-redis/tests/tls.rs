@@ -4,12 +4,14 @@
 //!
 //! A round trip with `tls_ca=` trusting that CA; a CA that did not sign the
 //! server's certificate (and the system roots) refused promptly, naming the
-//! certificate; `#insecure` connecting without checks.
+//! certificate; `#insecure` connecting without checks (feature `tls-insecure`),
+//! and refused at connect, naming that feature, without it.
 #![cfg(feature = "tls")]
 
 mod support;
 
 use jobsmith_core::{Backend, Envelope, Error, LeaseStatus};
+use jobsmith_core::{Inspect, SettleExt};
 use jobsmith_redis::{RedisBackend, RedisConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -320,6 +322,7 @@ async fn a_ca_that_did_not_sign_the_server_is_refused_promptly() {
     }
 }
 
+#[cfg(feature = "tls-insecure")]
 #[tokio::test]
 async fn insecure_connects_without_verification() {
     let server = TlsServer::start();
@@ -327,6 +330,24 @@ async fn insecure_connects_without_verification() {
         .await
         .expect("connect with #insecure");
     round_trip(&b).await;
+}
+
+/// Without the `tls-insecure` feature, `#insecure` is refused before any
+/// connection is tried, even to a server whose certificate would pass.
+#[cfg(not(feature = "tls-insecure"))]
+#[tokio::test]
+async fn insecure_without_its_feature_is_refused_at_connect() {
+    let server = TlsServer::start();
+    let url = server.url(&format!("&tls_ca={}#insecure", server.file("ca.pem")));
+    let e = connect(&url).await.expect_err("no tls-insecure feature");
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("`tls-insecure` feature of jobsmith-redis")
+            && text.contains("`redis-tls-insecure`")
+            && text.contains("tls_ca="),
+        "the error names the feature and the secure alternative: {text}"
+    );
 }
 
 #[tokio::test]

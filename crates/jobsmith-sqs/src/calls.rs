@@ -202,6 +202,10 @@ pub(crate) async fn change_visibility(
 
 /// Receives up to `max` (at most ten) messages from `url`, hiding them for
 /// `visibility`; returns them with the instant the request was sent.
+///
+/// A long poll (`wait`, whole seconds up to 20) gets its wait added to the
+/// client's call timeout, so the bound cuts off an endpoint that does not
+/// answer, never a poll that waits as asked.
 pub(crate) async fn receive(
     client: &Client,
     url: &str,
@@ -209,12 +213,23 @@ pub(crate) async fn receive(
     wait: Duration,
     visibility: u64,
 ) -> Result<(Vec<Message>, Instant)> {
+    let wait = Duration::from_secs(wait.as_secs().min(20));
+    let bound = client
+        .config()
+        .timeout_config()
+        .and_then(aws_sdk_sqs::config::timeout::TimeoutConfig::operation_timeout)
+        .map(|call| {
+            let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(call + wait)
+                .build();
+            aws_sdk_sqs::config::Builder::default().timeout_config(timeouts)
+        });
     let sent = Instant::now();
-    let out = client
+    let mut req = client
         .receive_message()
         .queue_url(url)
         .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(10))
-        .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+        .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20))
         .visibility_timeout(i32::try_from(visibility.min(MAX_VISIBILITY_SECS)).unwrap_or(i32::MAX))
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
@@ -222,6 +237,11 @@ pub(crate) async fn receive(
             MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
         )
         .message_attribute_names("All")
+        .customize();
+    if let Some(bound) = bound {
+        req = req.config_override(bound);
+    }
+    let out = req
         .send()
         .await
         .map_err(|e| from_sdk("ReceiveMessage", e))?;

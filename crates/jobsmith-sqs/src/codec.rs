@@ -19,6 +19,8 @@ pub(crate) const REASON: &str = "jobsmith-reason";
 pub(crate) const DIED_AT: &str = "jobsmith-died-at";
 /// A dead job's id (dead-letter queue only).
 pub(crate) const ID: &str = "jobsmith-id";
+/// The message attribute naming an imported copy's token.
+pub(crate) const IMPORT: &str = "jobsmith-import";
 
 /// A payload ready to send: its body and its message attributes.
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,6 @@
 //! [`SqsConfig`]: what an `sqs://` URL says.
 
-use jobsmith_core::{query_pairs, split_scheme, Error, Result, Settings};
+use jobsmith_core::{split_scheme, Error, Result, Settings, UrlQuery};
 use std::time::Duration;
 
 /// The queue-name prefix used when the URL names none.
@@ -13,15 +13,32 @@ pub const SQS_MESSAGE_LIMIT: usize = 262_144;
 /// The default [`SqsConfig::dead_scan_window`]: 30 s.
 pub const DEFAULT_DEAD_SCAN_WINDOW: Duration = Duration::from_secs(30);
 
+/// The URL settings of SQS's own, beside [`Settings::KEYS`].
+const KEYS: &[&str] = &[
+    "prefix",
+    "endpoint",
+    "fifo",
+    "max_receives",
+    "keys_table",
+    "dead_scan_window",
+];
+
+/// How long one SQS or DynamoDB request may wait for its answer, retries
+/// included, when the URL sets no `call_timeout`: 30 s (a long poll's own
+/// wait comes on top).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// SQS's longest visibility timeout: 12 hours.
 pub(crate) const MAX_VISIBILITY_SECS: u64 = 43_200;
 
 /// How an [`SqsBackend`](crate::SqsBackend) reaches SQS and names its queues.
 ///
 /// Written as a URL:
-/// `sqs://<region>?prefix=<prefix>&endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>&dead_scan_window=30s`
+/// `sqs://<region>[/<prefix>]?endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>&dead_scan_window=30s`
+/// (or `?prefix=<prefix>`; values percent-encoded, an unknown setting refused)
 /// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
-/// `unique_for`, `max_payload`). Credentials never appear in the URL: they
+/// `unique_for`, `max_payload`, `call_timeout`: default
+/// [`DEFAULT_CALL_TIMEOUT`]). Credentials never appear in the URL: they
 /// come from the standard AWS chain (environment, profile, web identity,
 /// container or instance role).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,17 +90,51 @@ impl SqsConfig {
         if scheme != "sqs" {
             return Err(Error::Config(format!("`{scheme}://` is not an sqs:// URL")));
         }
-        let authority = rest.split(['?', '/']).next().unwrap_or("");
-        if authority.is_empty() {
+        if rest.contains('#') {
             return Err(Error::Config(
-                "an sqs:// URL names its region: `sqs://us-east-1?prefix=myapp`".into(),
+                "an sqs:// URL has no fragment (`#…`): write `sqs://us-east-1/myapp?endpoint=…`"
+                    .into(),
             ));
         }
+        let before_query = rest.split_once('?').map_or(rest, |(b, _)| b);
+        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+        if authority.is_empty() {
+            return Err(Error::Config(
+                "an sqs:// URL names its region: `sqs://us-east-1/myapp`".into(),
+            ));
+        }
+        if !authority
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Error::Config(format!(
+                "`{}` is not an AWS region (such as `us-east-1`): an sqs:// URL holds no credentials or port (credentials come from the AWS chain; another endpoint is `?endpoint=http://host:port`)",
+                jobsmith_core::redact_url(authority)
+            )));
+        }
+        if path.contains('/') {
+            return Err(Error::Config(format!(
+                "sqs:// URL path `/{path}`: give one name, the prefix: `sqs://{authority}/myapp`"
+            )));
+        }
+        let query = UrlQuery::parse(rest)?;
+        query.refuse_unknown("sqs", &[KEYS, Settings::KEYS])?;
+        match query.get("prefix") {
+            Some(p) if !path.is_empty() && p != path => {
+                return Err(Error::Config(format!(
+                    "sqs:// URL names two prefixes, `/{path}` and `prefix={p}`: give one"
+                )));
+            }
+            _ => {}
+        }
         let mut config = Self::new(authority);
+        if !path.is_empty() {
+            path.clone_into(&mut config.prefix);
+        }
         let bad = |k: &str, v: &str, why: &str| {
             Error::Config(format!("bad sqs:// URL setting `{k}={v}`: {why}"))
         };
-        for (k, v) in query_pairs(rest) {
+        for (k, v) in query.iter() {
             match k {
                 "prefix" => config.prefix = v.to_owned(),
                 "endpoint" => config.endpoint = Some(v.to_owned()),
@@ -116,7 +167,7 @@ impl SqsConfig {
                 _ => {}
             }
         }
-        config.settings = Settings::from_query(query_pairs(rest))?;
+        config.settings = Settings::from_query(query.iter())?;
         config.check_prefix()?;
         config.check_keys_table()?;
         Ok(config)
@@ -163,6 +214,13 @@ impl SqsConfig {
     pub fn with_settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
         self
+    }
+
+    /// How long one request may wait for its answer, retries included:
+    /// `call_timeout`, or [`DEFAULT_CALL_TIMEOUT`]. A receive's long poll
+    /// gets its wait on top.
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.call_timeout_or(DEFAULT_CALL_TIMEOUT)
     }
 
     /// The largest envelope an enqueue accepts: `max_payload`, or SQS's 256 KiB.

@@ -1,7 +1,7 @@
 //! Processed and failed totals shared by every process, in the key table.
 //!
 //! SQS counts nothing per outcome, so the totals live in DynamoDB, one item
-//! per queue in the key table (see `keys.rs`). Settling a job only adds to
+//! per queue in the key table (see `unique.rs`). Settling a job only adds to
 //! the process's [`Tally`](jobsmith_core::Tally); about once a second a
 //! background task adds the tally's deltas to the items (`UpdateItem` with
 //! `ADD`, atomic, one call per queue that has any), and so does `stats`
@@ -14,7 +14,7 @@
 //!
 //! [`Backend::flush`]: jobsmith_core::Backend::flush
 
-use crate::backend::Inner;
+use crate::inner::Inner;
 use futures_util::future::join_all;
 use jobsmith_core::{Outcomes, Result};
 

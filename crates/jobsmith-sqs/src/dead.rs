@@ -13,27 +13,22 @@
 //! a burial whenever the queue holds more than `dead_max`. A burial reads the
 //! queue's size from SQS only when this process's count (the size SQS last
 //! gave, plus its own burials since) passes `dead_max`, or that size is more
-//! than [`RECOUNT`] old: one `GetQueueAttributes` a minute, not one per
+//! than `RECOUNT` (in `dead_sizes.rs`) old: one `GetQueueAttributes` a minute, not one per
 //! burial, while the queue is well under `dead_max`. SQS's own
 //! retention of the dead-letter queue is `dead_max_age`, between SQS's
 //! bounds of one minute and 14 days.
 
-use crate::backend::Inner;
+use crate::backend::SqsBackend;
 use crate::calls::{self, Send};
 use crate::codec::{self, Outgoing, DIED_AT, ID, REASON};
 use crate::config::{MAX_VISIBILITY_SECS, SQS_MESSAGE_LIMIT};
+use crate::inner::Inner;
 use crate::names::priority_level;
 use crate::queues::Family;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use jobsmith_core::{DeadJob, Envelope, JobId, Malformed, Result, Timestamp};
+use jobsmith_core::{DeadJob, DeadLetters, Envelope, JobId, Malformed, Result, Timestamp};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// How long a dead-letter queue's size read from SQS stands in for a new
-/// read after a burial (burials by other processes, and moves by the redrive
-/// policy, are seen at the next read).
-const RECOUNT: Duration = Duration::from_secs(60);
 
 /// The longest reason kept.
 const REASON_MAX: usize = 8 * 1024;
@@ -189,59 +184,7 @@ fn dead_job(inner: &Inner, queue: &str, m: &Message) -> DeadJob {
         },
         str::to_owned,
     );
-    DeadJob {
-        id,
-        queue: queue.to_owned(),
-        reason,
-        died_at: Timestamp(died_at),
-        raw,
-    }
-}
-
-/// This process's idea of each dead-letter queue's size, by queue URL.
-#[derive(Debug, Default)]
-pub(crate) struct Sizes {
-    known: Mutex<HashMap<String, Size>>,
-}
-
-/// A size SQS gave, and what this process buried since.
-#[derive(Debug, Clone, Copy)]
-struct Size {
-    counted: u64,
-    buried_since: u64,
-    at: Instant,
-}
-
-impl Sizes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Size>> {
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Notes a burial in `url`; whether its size should be read from SQS:
-    /// it may now be over `max`, or the last read is stale or missing.
-    fn buried(&self, url: &str, max: u64) -> bool {
-        match self.lock().get_mut(url) {
-            Some(s) if s.at.elapsed() < RECOUNT => {
-                s.buried_since += 1;
-                s.counted + s.buried_since > max
-            }
-            _ => true,
-        }
-    }
-
-    /// Records the size of `url` just read or left by a scan.
-    fn counted(&self, url: &str, counted: u64) {
-        self.lock().insert(
-            url.to_owned(),
-            Size {
-                counted,
-                buried_since: 0,
-                at: Instant::now(),
-            },
-        );
-    }
+    DeadJob::new(id, queue.to_owned(), reason, Timestamp(died_at), raw)
 }
 
 /// Scans, then deletes what retention drops: past `dead_max_age`, or past
@@ -421,20 +364,28 @@ pub(crate) async fn purge(
     Ok(deleted.into_iter().filter(|ok| *ok).count())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[async_trait::async_trait]
+impl DeadLetters for SqsBackend {
+    async fn dead_list(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<DeadJob>> {
+        list(&self.inner, queue, offset, limit).await
+    }
 
-    #[test]
-    fn a_burial_reads_the_size_only_when_it_may_have_passed_dead_max() {
-        let sizes = Sizes::default();
-        assert!(sizes.buried("q", 3), "nothing known yet: read it");
-        sizes.counted("q", 1);
-        assert!(!sizes.buried("q", 3), "1 + 1 of 3");
-        assert!(!sizes.buried("q", 3), "1 + 2 of 3");
-        assert!(sizes.buried("q", 3), "1 + 3 is over 3: read it");
-        sizes.counted("q", 3);
-        assert!(sizes.buried("q", 3), "3 + 1 is over 3: read it");
-        assert!(sizes.buried("other", 3), "each queue on its own");
+    async fn dead_get(&self, queue: &str, id: &JobId) -> Result<Option<DeadJob>> {
+        Ok(list(&self.inner, queue, 0, usize::MAX)
+            .await?
+            .into_iter()
+            .find(|d| d.id == *id))
+    }
+
+    async fn dead_requeue(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        requeue(&self.inner, queue, ids).await
+    }
+
+    async fn dead_purge(&self, queue: &str, older_than: Option<Duration>) -> Result<usize> {
+        purge(&self.inner, queue, older_than).await
+    }
+
+    async fn dead_delete(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        delete(&self.inner, queue, ids).await
     }
 }

@@ -6,8 +6,10 @@ use std::fmt;
 
 /// A request that never got an answer (refused or dropped connection,
 /// timeout, an unreadable response) or that SQS answered with a 5xx or a
-/// throttling error is transient ([`Error::Connection`]); any other answer is
-/// [`Error::Backend`], naming the operation and SQS's error code.
+/// throttling error is transient ([`Error::Connection`]); credentials that
+/// AWS does not accept, or that may not do what is asked, are permanent
+/// ([`Error::Misconfigured`]); any other answer is [`Error::Backend`],
+/// naming the operation and SQS's error code.
 pub(crate) fn from_sdk<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
@@ -46,6 +48,16 @@ where
         }
         _ => false,
     };
+    if let SdkError::TimeoutError(_) = &e {
+        return Error::Connection(Box::new(OpError {
+            service,
+            op,
+            detail: format!(
+                "no answer: {}; the endpoint may be hung (the limit is the URL's `call_timeout`, plus a long poll's wait)",
+                innermost(&e)
+            ),
+        }));
+    }
     if transient {
         return Error::Connection(Box::new(OpError {
             service,
@@ -53,11 +65,46 @@ where
             detail: DisplayErrorContext(&e).to_string(),
         }));
     }
+    if let Some(code) = e.code().filter(|c| REFUSED_CREDENTIALS.contains(c)) {
+        return Error::Misconfigured {
+            problem: format!(
+                "AWS refused the credentials for {service} {op} ({code}: {})",
+                e.message().unwrap_or("")
+            ),
+            fix: "check the AWS credentials this process finds (AWS_ACCESS_KEY_ID and \
+                  AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the instance's or task's role), \
+                  and that they may use this prefix's SQS queues (and the DynamoDB key \
+                  table)"
+                .to_owned(),
+        };
+    }
     let detail = match e.code() {
         Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
         None => DisplayErrorContext(&e).to_string(),
     };
     Error::Backend(format!("{service} {op}: {detail}"))
+}
+
+/// Error codes of SQS and DynamoDB that refuse the credentials or what they
+/// may do: no retry can change them. (`ExpiredToken` is not one: a
+/// credentials provider renews the token.)
+const REFUSED_CREDENTIALS: &[&str] = &[
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "MissingAuthenticationToken",
+    "InvalidSecurity",
+    "AccessDenied",
+    "AccessDeniedException",
+];
+
+/// What the deepest cause of `e` says (for a timeout: which limit, and how long).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(cause) = last.source() {
+        last = cause;
+    }
+    last.to_string()
 }
 
 /// Whether an error says the queue does not exist.

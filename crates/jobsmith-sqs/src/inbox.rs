@@ -4,13 +4,15 @@
 //! queues it was asked for (one at a time per queue), and sleeps until a
 //! poll brings something, the earliest message held here comes due, or its
 //! wait is over. Polls outlive the reserve that started them: what they
-//! receive waits here for the next reserve, so a reserve that is given up
-//! (a worker stopping) loses nothing. A message here is held by this
+//! receive waits here for the next reserve. A message here is held by this
 //! process: if the process ends before handing it out, SQS delivers it again
-//! when its visibility timeout runs out, counting one attempt.
+//! when its visibility timeout runs out, counting one attempt; so a worker
+//! that stops waits for its polls to end and hands back what they brought
+//! (`stop_reserving`).
 
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{Envelope, Error, JobId, Malformed, Timestamp};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -60,17 +62,15 @@ impl Received {
     }
 }
 
-/// The held messages, the polls running, and the last poll error.
+/// The held messages, the polls running, and the errors polls met.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     items: Mutex<Vec<Received>>,
     pub(crate) notify: Notify,
-    polling: Mutex<HashSet<String>>,
-    error: Mutex<Option<Error>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The level queues being polled, with the queue each belongs to.
+    polling: Mutex<HashMap<String, String>>,
+    /// Per jobsmith queue, the last error its polls met since a reserve looked.
+    errors: Mutex<Vec<(String, Error)>>,
 }
 
 impl Inbox {
@@ -78,7 +78,7 @@ impl Inbox {
         if items.is_empty() {
             return;
         }
-        lock(&self.items).extend(items);
+        self.items.lock_unpoisoned().extend(items);
         self.notify.notify_waiters();
     }
 
@@ -93,11 +93,11 @@ impl Inbox {
         margin: std::time::Duration,
     ) -> Vec<Received> {
         let soon = Instant::now() + margin;
-        let mut items = lock(&self.items);
+        let mut items = self.items.lock_unpoisoned();
         items.retain(|r| {
             let keep = r.deadline > soon;
             if !keep {
-                tracing::warn!(id = %r.id, queue = %r.queue, "a received job waited too long to be handed out; SQS will deliver it again");
+                tracing::warn!(id = %jobsmith_core::printable(r.id.as_str()), queue = %r.queue, "a received job waited too long to be handed out; SQS will deliver it again");
             }
             keep
         });
@@ -117,7 +117,7 @@ impl Inbox {
 
     /// Messages of `queue` held here: (due now, not yet due).
     pub(crate) fn held(&self, queue: &str, now: Timestamp) -> (u64, u64) {
-        let items = lock(&self.items);
+        let items = self.items.lock_unpoisoned();
         let mine = items.iter().filter(|r| r.queue == queue);
         let due = mine.clone().filter(|r| r.due <= now).count() as u64;
         let early = mine.filter(|r| r.due > now).count() as u64;
@@ -126,7 +126,8 @@ impl Inbox {
 
     /// How many messages of `queues` are due now.
     pub(crate) fn due_count(&self, queues: &[String], now: Timestamp) -> usize {
-        lock(&self.items)
+        self.items
+            .lock_unpoisoned()
             .iter()
             .filter(|r| r.due <= now && queues.contains(&r.queue))
             .count()
@@ -134,28 +135,56 @@ impl Inbox {
 
     /// When the earliest held message of `queues` comes due.
     pub(crate) fn next_due(&self, queues: &[String]) -> Option<Timestamp> {
-        lock(&self.items)
+        self.items
+            .lock_unpoisoned()
             .iter()
             .filter(|r| queues.contains(&r.queue))
             .map(|r| r.due)
             .min()
     }
 
-    /// Marks a poll of `url` as running; false if one already is.
-    pub(crate) fn start_poll(&self, url: &str) -> bool {
-        lock(&self.polling).insert(url.to_owned())
+    /// Marks a poll of `url`, a level queue of `queue`, as running; false
+    /// if one already is.
+    pub(crate) fn start_poll(&self, url: &str, queue: &str) -> bool {
+        let mut polling = self.polling.lock_unpoisoned();
+        if polling.contains_key(url) {
+            return false;
+        }
+        polling.insert(url.to_owned(), queue.to_owned());
+        true
     }
 
-    pub(crate) fn end_poll(&self, url: &str, error: Option<Error>) {
-        lock(&self.polling).remove(url);
-        if let Some(e) = error {
-            *lock(&self.error) = Some(e);
+    /// Whether a poll of a level queue of `queues` is running.
+    pub(crate) fn polling_any(&self, queues: &[String]) -> bool {
+        self.polling
+            .lock_unpoisoned()
+            .values()
+            .any(|q| queues.contains(q))
+    }
+
+    /// Takes every message of `queues` held here, due or not.
+    pub(crate) fn take_all(&self, queues: &[String]) -> Vec<Received> {
+        let mut items = self.items.lock_unpoisoned();
+        let (mine, rest) = std::mem::take(&mut *items)
+            .into_iter()
+            .partition(|r| queues.contains(&r.queue));
+        *items = rest;
+        mine
+    }
+
+    /// Marks the poll of `url` as over, with the error it met on its queue, if any.
+    pub(crate) fn end_poll(&self, url: &str, error: Option<(String, Error)>) {
+        self.polling.lock_unpoisoned().remove(url);
+        if let Some((queue, e)) = error {
+            let mut errors = self.errors.lock_unpoisoned();
+            errors.retain(|(q, _)| *q != queue);
+            errors.push((queue, e));
         }
         self.notify.notify_waiters();
     }
 
-    /// The error a poll met since the last call, if any.
-    pub(crate) fn take_error(&self) -> Option<Error> {
-        lock(&self.error).take()
+    /// The errors polls met since the last call, by queue.
+    pub(crate) fn take_errors(&self) -> Vec<(String, Error)> {
+        std::mem::take(&mut *self.errors.lock_unpoisoned())
     }
 }

@@ -13,6 +13,7 @@
 //! before the message can have gone to anyone else, as long as it takes less
 //! than the margin to get there. Each lease settles once: a second use is `Lost`.
 
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{Envelope, Lease, Malformed};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,19 +42,15 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     pub(crate) fn insert(&self, held: Held) {
-        self.lock().insert(held.receipt.clone(), held);
+        self.held
+            .lock_unpoisoned()
+            .insert(held.receipt.clone(), held);
     }
 
     /// Takes a lease's message for settling, if the lease still holds.
     pub(crate) fn take(&self, lease: &Lease) -> Option<Held> {
-        let held = self.lock().remove(&lease.token)?;
+        let held = self.held.lock_unpoisoned().remove(&lease.token)?;
         (Instant::now() + SETTLE_MARGIN < held.deadline).then_some(held)
     }
 
@@ -65,7 +62,7 @@ impl Leases {
 
     /// Whether a lease still holds; drops it when it does not.
     pub(crate) fn check(&self, lease: &Lease) -> Option<(String, String)> {
-        let mut map = self.lock();
+        let mut map = self.held.lock_unpoisoned();
         match map.get(&lease.token) {
             Some(h) if Instant::now() + SETTLE_MARGIN < h.deadline => {
                 Some((h.url.clone(), h.receipt.clone()))
@@ -79,13 +76,13 @@ impl Leases {
 
     /// Moves a lease's deadline after its visibility timeout was changed.
     pub(crate) fn extended(&self, lease: &Lease, deadline: Instant) {
-        if let Some(h) = self.lock().get_mut(&lease.token) {
+        if let Some(h) = self.held.lock_unpoisoned().get_mut(&lease.token) {
             h.deadline = deadline;
         }
     }
 
     /// Forgets a lease (SQS refused to extend it).
     pub(crate) fn forget(&self, lease: &Lease) {
-        self.lock().remove(&lease.token);
+        self.held.lock_unpoisoned().remove(&lease.token);
     }
 }

@@ -10,8 +10,8 @@
 //! queue with a redrive policy. Idempotency keys, which need a conditional
 //! write SQS lacks, live in a DynamoDB table (`<prefix>-keys`, created when
 //! first needed: a keyed job, a schedule, or the first jobs settled) shared
-//! by every process. The SQS section of
-//! `docs/backends.md` says what is guaranteed, what is approximated, and
+//! by every process.
+//! `docs/backends/sqs.md` says what is guaranteed, what is approximated, and
 //! the IAM permissions needed. Migrations into SQS import each job once,
 //! by id, with markers in the same key table (see `migrate.rs`). The same
 //! table holds each queue's processed and failed totals, to which every
@@ -37,17 +37,27 @@ mod codec;
 mod config;
 mod counts;
 mod dead;
+mod dead_sizes;
 mod error;
 mod inbox;
-mod keys;
+mod inner;
+mod inspect;
 mod leases;
+mod meta;
 mod migrate;
+mod moves;
 mod names;
 mod queues;
 mod raw;
+mod receive;
+mod reserve;
+mod settle;
+mod unique;
 
 pub use backend::SqsBackend;
-pub use config::{SqsConfig, DEFAULT_DEAD_SCAN_WINDOW, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT};
+pub use config::{
+    SqsConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_DEAD_SCAN_WINDOW, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT,
+};
 pub use names::priority_level;
 #[doc(hidden)]
 pub use raw::raw_rate;

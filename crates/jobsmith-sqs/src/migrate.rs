@@ -28,26 +28,17 @@
 //! The two items per imported job stay in the key table; they are small,
 //! and can be deleted once the migration is finished and its jobs have run.
 
-use crate::backend::{delay_for, receive_count, Inner};
+use crate::backend::SqsBackend;
 use crate::calls::{self, Send};
-use crate::codec::{self, Outgoing, DIED_AT, ID, REASON};
+use crate::codec::{self, Outgoing, DIED_AT, ID, IMPORT, REASON};
+use crate::inner::{delay_for, Inner};
 use crate::names::priority_level;
 use aws_sdk_sqs::types::Message;
 use futures_util::future::join_all;
 use jobsmith_core::{
-    DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, Result, Timestamp,
+    DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Migrate, Result,
 };
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-
-/// The message attribute naming an imported copy's token.
-pub(crate) const IMPORT: &str = "jobsmith-import";
-
-/// How much longer than the hold a taken message stays hidden, so that the
-/// hold's own give-back, not SQS, returns it.
-const MARGIN_SECS: u64 = 30;
 
 /// The key-table key marking `id` imported.
 fn migrated_key(id: &JobId) -> String {
@@ -57,21 +48,6 @@ fn migrated_key(id: &JobId) -> String {
 /// The key-table key an imported job's first receiver claims.
 fn run_key(id: &JobId) -> String {
     format!("\u{1}run:{id}")
-}
-
-/// What one backend keeps about what it holds for migrations.
-#[derive(Default)]
-pub(crate) struct Moves {
-    taken: Mutex<HashMap<String, Taken>>,
-    seq: AtomicU64,
-}
-
-struct Taken {
-    url: String,
-    receipt: String,
-    queue: String,
-    payload: std::result::Result<Envelope, Malformed>,
-    token: Option<String>,
 }
 
 impl Inner {
@@ -90,167 +66,6 @@ impl Inner {
             .claim(queue, &run_key(&env.id), &JobId::from(token))
             .await?;
         Ok(holder.is_some())
-    }
-}
-
-impl Moves {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Taken>> {
-        self.taken
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) async fn take(
-        self: &Arc<Self>,
-        inner: &Arc<Inner>,
-        queue: &str,
-        max: usize,
-        hold: Duration,
-    ) -> Result<Vec<Delivery>> {
-        let Some(family) = inner.queues.existing(queue).await? else {
-            return Ok(Vec::new());
-        };
-        let visibility = calls::whole_seconds_up(hold) + MARGIN_SECS;
-        let expires_at = Timestamp::now().plus(hold);
-        let mut out = Vec::new();
-        let mut tokens = Vec::new();
-        for (_, url) in family.levels_desc() {
-            while out.len() < max {
-                let (msgs, _) = calls::receive(
-                    &inner.client,
-                    url,
-                    max - out.len(),
-                    Duration::ZERO,
-                    visibility,
-                )
-                .await?;
-                if msgs.is_empty() {
-                    break;
-                }
-                let mut duplicates = Vec::new();
-                for m in msgs {
-                    let Some(receipt) = m.receipt_handle().map(str::to_owned) else {
-                        continue;
-                    };
-                    if inner.import_duplicate(queue, &m).await? {
-                        duplicates.push(receipt);
-                        continue;
-                    }
-                    let raw = codec::decode_body(m.body().unwrap_or(""), m.message_attributes());
-                    let earlier = receive_count(&m).saturating_sub(1);
-                    let payload = match Envelope::from_bytes(&raw) {
-                        Ok(mut env) => {
-                            env.attempt = env.attempt.saturating_add(earlier);
-                            Ok(env)
-                        }
-                        Err(e) => Err(Malformed {
-                            raw,
-                            reason: format!("payload is not a job envelope: {e}"),
-                        }),
-                    };
-                    let id = match &payload {
-                        Ok(env) => env.id.clone(),
-                        Err(_) => JobId::from(m.message_id().unwrap_or_default()),
-                    };
-                    let token = format!(
-                        "take-{}-{:08x}",
-                        self.seq.fetch_add(1, Ordering::SeqCst),
-                        fastrand::u32(..)
-                    );
-                    self.lock().insert(
-                        token.clone(),
-                        Taken {
-                            url: url.clone(),
-                            receipt,
-                            queue: queue.to_owned(),
-                            payload: payload.clone(),
-                            token: codec::attribute(m.message_attributes(), IMPORT)
-                                .map(str::to_owned),
-                        },
-                    );
-                    tokens.push(token.clone());
-                    out.push(Delivery {
-                        lease: Lease {
-                            id,
-                            queue: queue.to_owned(),
-                            token,
-                            expires_at,
-                        },
-                        envelope: payload,
-                    });
-                }
-                if !duplicates.is_empty() {
-                    let receipts: Vec<&str> = duplicates.iter().map(String::as_str).collect();
-                    calls::delete(&inner.client, url, &receipts).await?;
-                }
-            }
-        }
-        if !tokens.is_empty() {
-            let moves = Arc::downgrade(self);
-            let weak = Arc::downgrade(inner);
-            tokio::spawn(async move {
-                tokio::time::sleep(hold).await;
-                give_back(moves, weak, tokens).await;
-            });
-        }
-        Ok(out)
-    }
-
-    pub(crate) async fn remove(&self, inner: &Inner, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
-        let mut out = Vec::with_capacity(leases.len());
-        for lease in leases {
-            let Some(t) = self.lock().remove(&lease.token) else {
-                out.push(LeaseStatus::Lost);
-                continue;
-            };
-            let deleted = calls::delete(&inner.client, &t.url, &[t.receipt.as_str()]).await?;
-            if !deleted.first().copied().unwrap_or(false) {
-                out.push(LeaseStatus::Lost);
-                continue;
-            }
-            if let Ok(env) = &t.payload {
-                if let Some(k) = &env.idempotency_key {
-                    inner.keys.free(&t.queue, k, &env.id).await?;
-                }
-            }
-            out.push(LeaseStatus::Held);
-        }
-        Ok(out)
-    }
-}
-
-/// A hold ran out: each job still held is sent again, then the original deleted.
-async fn give_back(moves: Weak<Moves>, inner: Weak<Inner>, tokens: Vec<String>) {
-    let (Some(moves), Some(inner)) = (moves.upgrade(), inner.upgrade()) else {
-        return;
-    };
-    for token in tokens {
-        let Some(t) = moves.lock().remove(&token) else {
-            continue;
-        };
-        let (mut out, delay, id) = match &t.payload {
-            Ok(env) => (
-                Outgoing::text(String::from_utf8(env.to_bytes()).unwrap_or_default()),
-                delay_for(env.run_at),
-                env.id.to_string(),
-            ),
-            Err(m) => (Outgoing::from_raw(&m.raw), 0, JobId::new().to_string()),
-        };
-        if let Some(tok) = t.token {
-            out = out.with(IMPORT, tok);
-        }
-        let fifo = inner
-            .config
-            .fifo
-            .then(|| (id.clone(), format!("{id}-{}", fastrand::u64(..))));
-        let send = Send { out, delay, fifo };
-        let step = async {
-            calls::send(&inner.client, &t.url, vec![send], inner.budget()).await?;
-            calls::delete(&inner.client, &t.url, &[t.receipt.as_str()]).await
-        };
-        if let Err(e) = step.await {
-            tracing::warn!(error = %e, "a migration hold ran out and its job could not be handed back early; SQS returns it when its visibility ends");
-        }
     }
 }
 
@@ -366,4 +181,23 @@ pub(crate) async fn import_dead(inner: &Inner, jobs: Vec<DeadJob>) -> Result<Vec
     }
     mark(inner, &marks).await?;
     Ok(fresh)
+}
+
+#[async_trait::async_trait]
+impl Migrate for SqsBackend {
+    async fn take(&self, queue: &str, max: usize, hold: Duration) -> Result<Vec<Delivery>> {
+        self.moves.take(&self.inner, queue, max, hold).await
+    }
+
+    async fn remove(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
+        self.moves.remove(&self.inner, leases).await
+    }
+
+    async fn import(&self, jobs: Vec<Envelope>) -> Result<Vec<bool>> {
+        crate::migrate::import(&self.inner, jobs).await
+    }
+
+    async fn import_dead(&self, jobs: Vec<DeadJob>) -> Result<Vec<bool>> {
+        crate::migrate::import_dead(&self.inner, jobs).await
+    }
 }

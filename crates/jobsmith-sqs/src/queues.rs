@@ -12,6 +12,7 @@ use crate::error::{from_sdk, is_missing_queue};
 use crate::names::{Namer, Role};
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -78,18 +79,13 @@ impl Queues {
     }
 
     fn cached(&self, queue: &str) -> Option<Arc<Family>> {
-        self.families
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(queue)
-            .cloned()
+        self.families.lock_unpoisoned().get(queue).cloned()
     }
 
     fn store(&self, queue: &str, family: Family) -> Arc<Family> {
         let family = Arc::new(family);
         self.families
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lock_unpoisoned()
             .insert(queue.to_owned(), Arc::clone(&family));
         family
     }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use jobsmith_core::Inspect;
 use jobsmith_core::{
     App, Backend, BoxFuture, Envelope, Failure, JobContext, JobDef, JobOptions, Registry,
 };
@@ -27,6 +28,8 @@ static RECORD_JOB: JobDef = JobDef {
         ..JobOptions::DEFAULT
     },
     run: run_record,
+    params: &[],
+    shapes: Vec::new,
 };
 
 #[derive(Clone, Debug)]

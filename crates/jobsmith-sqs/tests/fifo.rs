@@ -3,6 +3,7 @@
 
 mod support;
 
+use jobsmith_core::SettleExt;
 use jobsmith_core::{Backend, Envelope, LeaseStatus, Timestamp};
 use jobsmith_sqs::SqsBackend;
 use std::time::Duration;
@@ -62,7 +63,7 @@ async fn fifo_queues_round_trip_dedup_and_delay() {
         {
             let env = d.envelope.as_ref().expect("envelope");
             if env.id == later_id {
-                // Known gap (docs/backends.md, SQS section): FIFO queues take no
+                // Known gap (docs/backends/sqs.md, FIFO mode): FIFO queues take no
                 // per-message delay, so a job due later is hidden with
                 // ChangeMessageVisibility, which SQS counts as a receive.
                 assert_eq!(env.attempt, 2, "a FIFO delay hold counts one receive");

@@ -4,6 +4,7 @@
 mod support;
 
 use jobsmith_core::{Backend, Delivery, Envelope, JobId, LeaseStatus};
+use jobsmith_core::{DeadLetters, SettleExt};
 use jobsmith_sqs::SqsBackend;
 use std::time::Duration;
 

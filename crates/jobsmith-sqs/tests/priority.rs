@@ -1,4 +1,4 @@
-//! What SQS priority levels guarantee, pinned down (SQS section of `docs/backends.md`).
+//! What SQS priority levels guarantee, pinned down (`docs/backends/sqs.md`).
 //!
 //! Priorities fall into nine levels, one SQS queue each. A reserve sweeps
 //! the levels highest first, so across levels priority is strict; within a
@@ -7,6 +7,7 @@
 
 mod support;
 
+use jobsmith_core::SettleExt;
 use jobsmith_core::{Backend, Envelope, Settings};
 use serde_json::json;
 use std::sync::Arc;

@@ -7,13 +7,17 @@ use std::future::Future;
 const SCHEMES: &[(&str, &str)] = &[
     ("memory", "(built in)"),
     ("redis", "redis"),
-    ("rediss", "redis"),
+    ("rediss", "redis-tls"),
     ("amqp", "amqp"),
-    ("amqps", "amqp"),
+    ("amqps", "amqp-tls"),
     ("sqs", "sqs"),
 ];
 
 /// Connects to the backend a URL names: `memory://`, `redis://..`, `amqp://..`, `sqs://..`.
+///
+/// Each scheme needs its feature (`rediss://` and `amqps://`, over TLS, need
+/// `redis-tls` and `amqp-tls`); a scheme whose feature is off is refused
+/// with the line to add to Cargo.toml.
 ///
 /// The first app connected becomes the default app, which enqueues that are
 /// not given `.on(&app)` use.
@@ -23,11 +27,15 @@ pub async fn connect(url: impl AsRef<str>) -> Result<App> {
     let app = match scheme {
         "memory" => App::connect_memory(url)?,
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => App::new(jobsmith_redis::RedisBackend::connect(url).await?),
+        "redis" => App::new(jobsmith_redis::RedisBackend::connect(url).await?),
+        #[cfg(feature = "redis-tls")]
+        "rediss" => App::new(jobsmith_redis::RedisBackend::connect(url).await?),
         #[cfg(feature = "sqs")]
         "sqs" => App::new(jobsmith_sqs::SqsBackend::connect(url).await?),
         #[cfg(feature = "amqp")]
-        "amqp" | "amqps" => App::new(jobsmith_amqp::AmqpBackend::connect(url).await?),
+        "amqp" => App::new(jobsmith_amqp::AmqpBackend::connect(url).await?),
+        #[cfg(feature = "amqp-tls")]
+        "amqps" => App::new(jobsmith_amqp::AmqpBackend::connect(url).await?),
         other => {
             return Err(match SCHEMES.iter().find(|(s, _)| *s == other) {
                 Some((_, feature)) => Error::Config(format!(
@@ -63,11 +71,11 @@ mod tests {
 
     #[tokio::test]
     async fn memory_url_connects_with_its_settings() {
-        let app = connect("memory://?max_payload=1000&dead_max=5")
+        let app = connect("memory://?max_payload=2000&dead_max=5")
             .await
             .unwrap();
         assert_eq!(app.backend().name(), "memory");
-        assert_eq!(app.backend().max_payload(), 1000);
+        assert_eq!(app.backend().max_payload(), 2000);
     }
 
     #[tokio::test]
@@ -87,6 +95,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dead_max_age=7parsecs"), "{err}");
+    }
+
+    #[cfg(not(feature = "redis-tls"))]
+    #[tokio::test]
+    async fn tls_without_its_feature_names_the_tls_feature() {
+        let err = connect("rediss://127.0.0.1:6380?tls_ca=/ca.pem")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs the `redis-tls` feature")
+                && err.contains("features = [\"redis-tls\"]"),
+            "{err}"
+        );
     }
 
     #[cfg(not(feature = "amqp"))]

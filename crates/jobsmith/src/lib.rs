@@ -30,21 +30,43 @@
 //! feature `opentelemetry` makes each job's span a child of the span that
 //! enqueued it. `docs/operations.md` lists the series, alert rules and traces.
 //!
-//! The guide is in `docs/`: [`docs/jobs.md`] lists every attribute.
+//! [`#[job]`](macro@job) lists every attribute, its default and exact
+//! meaning, the worker and testing; the rest of the guide is in `docs/`.
+
+#![doc(test(attr(deny(warnings))))]
 
 mod connect;
 
 pub use connect::{connect, Connect};
+
+/// `tracing` filter directives that keep dependencies' credential-bearing
+/// trace output off; add them to every filter you install, after your own:
+/// `EnvFilter::new(format!("{},{}", std::env::var("RUST_LOG")?, jobsmith::LOG_DIRECTIVES))`.
+///
+/// - `lapin=debug`: lapin's trace level prints every AMQP frame it writes,
+///   and `connection.start-ok` holds the SASL response, the password.
+/// - `aws_sigv4=debug`, `aws_smithy_runtime=debug`,
+///   `aws_smithy_runtime_api=debug`: the AWS SDK's trace level prints the
+///   requests it signs, with the `x-amz-security-token` header of temporary
+///   credentials.
+///
+/// jobsmith's own log lines never hold a credential: URLs go through
+/// [`jobsmith_core::redact_url`].
+pub const LOG_DIRECTIVES: &str =
+    "lapin=debug,aws_sigv4=debug,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug";
 #[cfg(feature = "amqp")]
 pub use jobsmith_amqp as amqp;
 #[cfg(feature = "prometheus")]
 pub use jobsmith_core::prometheus;
 pub use jobsmith_core::{
-    in_hours, in_minutes, in_seconds, schedules, testing, trace, App, Backend, Backoff, Cron,
-    CronOptions, DeadJob, Enqueue, Envelope, Error, Failure, Jitter, Job, JobContext, JobDef,
-    JobId, JobOptions, MemoryBackend, Missed, QueueStats, Registry, Result, ResultExt,
-    ScheduleInfo, Settings, State, StateMap, Timestamp, When, Worker, WorkerReport,
+    in_hours, in_minutes, in_seconds, published_job, published_jobs, redact_url, schedules,
+    shape_of, testing, trace, App, ArgsMisfit, Backend, Backoff, Cron, CronOptions, DeadJob,
+    DeadLetters, Enqueue, Envelope, Error, Failure, Inspect, Jitter, Job, JobArg, JobContext,
+    JobDef, JobId, JobOptions, JobRecord, MemoryBackend, MetaStore, Migrate, Missed, Outcome,
+    Param, ParamRecord, Publisher, QueueStats, Registry, Result, ResultExt, ScheduleInfo, Settings,
+    SettleExt, Shape, State, StateMap, Timestamp, When, Worker, WorkerReport, REFRESH_EVERY,
 };
+#[doc = include_str!("../docs/jobs.md")]
 pub use jobsmith_macros::job;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;

@@ -2,7 +2,8 @@
 
 use super::inject::Injected;
 use super::ledger::{attempts_table, effects_table};
-use super::plan::{plan, Kind, MAX_ATTEMPTS, QUEUE};
+use super::plan::{plan, Kind, PROBE_QUEUE, QUEUE};
+use super::workers::{CONCURRENCY, PROBE_CONCURRENCY};
 use jobsmith::{App, DeadJob, Envelope};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -14,7 +15,9 @@ pub(crate) struct Findings {
     /// dead, injected payloads missing from the dead-letter queue, and jobs
     /// still in the queue at the end.
     pub(crate) lost: u64,
-    /// Successful runs beyond the first (at-least-once re-deliveries, mostly of killed workers' jobs).
+    /// Successful runs beyond the first (at-least-once re-deliveries, mostly
+    /// of killed workers' jobs), and deliveries of a job without retries
+    /// after its one run that no kill explains (dead-lettered by its policy).
     pub(crate) duplicates: u64,
     /// Of those, re-deliveries of idempotent jobs whose effect was already recorded.
     pub(crate) absorbed: u64,
@@ -38,6 +41,30 @@ pub(crate) struct Findings {
     pub(crate) bad_found: u64,
     /// Payloads injected.
     pub(crate) bad_injected: u64,
+    /// Jobs dead-lettered without a single run: every attempt they were
+    /// charged was a delivery that no handler started.
+    pub(crate) dead_unrun: u64,
+    /// Of those, jobs with no kill of a worker (nor broker restart) between
+    /// their enqueue and their death: charged by a graceful stop, or by
+    /// nothing at all. Must be 0.
+    pub(crate) dead_unrun_unexplained: u64,
+    /// Attempt numbers charged that no handler started, over every job that
+    /// ran (the gaps below each job's highest recorded attempt). Reported,
+    /// not checked: a kill charges the attempts its worker held, and so does
+    /// a broker that hands one message to two receivers (moto); a graceful
+    /// stop must charge none.
+    pub(crate) attempts_unrun: u64,
+    /// The most jobs that the run's kills and broker restarts may leave dead
+    /// unrun ([`dead_unrun_bound`]).
+    pub(crate) dead_unrun_bound: u64,
+    /// How late the delayed probes' first attempts started.
+    pub(crate) delayed: Lateness,
+    /// How late the retried probes' second attempts started.
+    pub(crate) retried: Lateness,
+    /// How late the probes sent to idle workers started (their measured attempt).
+    pub(crate) idle: Lateness,
+    /// The most a lateness p99 may be, in milliseconds ([`lateness_bound_ms`]).
+    pub(crate) lateness_bound_ms: i64,
     /// Examples of each problem, for the log.
     pub(crate) examples: Vec<String>,
 }
@@ -50,6 +77,16 @@ impl Findings {
             && self.attempts_wrong == 0
             && self.expired_ran == 0
             && self.unexpected_dead == 0
+            && self.dead_unrun <= self.dead_unrun_bound
+            && self.dead_unrun_unexplained == 0
+            && self.on_time()
+    }
+
+    /// Whether the delayed and retried probes started within the lateness bound (p99).
+    pub(crate) fn on_time(&self) -> bool {
+        [&self.delayed, &self.retried, &self.idle]
+            .iter()
+            .all(|l| l.percentile(99).is_none_or(|p| p <= self.lateness_bound_ms))
     }
 
     fn note(&mut self, what: fmt::Arguments<'_>) {
@@ -64,6 +101,77 @@ impl Findings {
 /// (an ack, or the ack that follows a retry's publish) had not reached the
 /// broker yet. Some seconds, for a loaded machine.
 pub(crate) const EXPLAINS: u64 = 10_000;
+
+/// The most jobs a run's kills and broker restarts may leave dead-lettered
+/// without a run. A killed worker's deliveries come back with an attempt
+/// counted, and a backend must hold no more of them than the worker could
+/// have been running: its concurrency (both of its queues'), per kill. A
+/// broker crash may do the same to every worker at once. A graceful stop
+/// may leave none.
+pub(crate) fn dead_unrun_bound(kills: u64, broker_restarts: u64, workers: u64) -> u64 {
+    (kills + broker_restarts * workers) * (CONCURRENCY + PROBE_CONCURRENCY) as u64
+}
+
+/// The most the p99 of the probes' lateness may be, in milliseconds, on a backend.
+pub(crate) fn lateness_bound_ms(backend: &str) -> i64 {
+    match backend {
+        // moto hands out a message whose delay ends during a long poll about
+        // 0.7 s late (docs/reliability.md has what the soak measured there);
+        // this is moto, not SQS.
+        "sqs" => SQS_LATENESS_BOUND_MS,
+        _ => 100,
+    }
+}
+
+/// The lateness bound on SQS (moto), in milliseconds.
+const SQS_LATENESS_BOUND_MS: i64 = 2_000;
+
+/// How late one kind of probe started: each start minus its due time.
+#[derive(Debug, Default)]
+pub(crate) struct Lateness {
+    /// Milliseconds late, one per job, sorted once the check is done.
+    pub(crate) ms: Vec<i64>,
+    /// The latest starts: (milliseconds late, job number), the latest first.
+    pub(crate) worst: Vec<(i64, u64)>,
+    /// Starts left out because a worker was killed, or the broker restarted,
+    /// between the job's due time and its start: the killed worker may have
+    /// been holding the job.
+    pub(crate) after_outage: u64,
+}
+
+impl Lateness {
+    /// The `p`th percentile (nearest rank), if there are samples.
+    pub(crate) fn percentile(&self, p: usize) -> Option<i64> {
+        let rank = (self.ms.len() * p).div_ceil(100).max(1);
+        self.ms.get(rank - 1).copied()
+    }
+
+    /// `n=.. p50=.. p99=.. max=..` in milliseconds, for the summary line.
+    pub(crate) fn summary(&self) -> String {
+        let at = |p| self.percentile(p).map_or("-".to_owned(), |v| v.to_string());
+        format!(
+            "n={} p50={} p99={} max={}",
+            self.ms.len(),
+            at(50),
+            at(99),
+            at(100)
+        )
+    }
+
+    fn add(&mut self, n: u64, due_ms: u64, started_ms: u64, outages: &[Outage]) {
+        if outages.iter().any(|o| o.overlaps(due_ms, started_ms)) {
+            self.after_outage += 1;
+            return;
+        }
+        let late = started_ms as i64 - due_ms as i64;
+        self.ms.push(late);
+        if self.worst.len() < 5 || self.worst[4].0 < late {
+            self.worst.push((late, n));
+            self.worst.sort_unstable_by(|a, b| b.cmp(a));
+            self.worst.truncate(5);
+        }
+    }
+}
 
 /// A worker killed (`worker: Some(number)`, at one instant), or the broker
 /// restarted (`None`, from its stop until it answered again).
@@ -80,10 +188,28 @@ impl Outage {
     /// made before it ended (and the workers had reconnected: a few seconds
     /// after a broker restart, one after a kill).
     fn explains(&self, worker: usize, at_ms: u64) -> bool {
-        let reconnect = if self.worker.is_some() { 1_000 } else { 5_000 };
         self.worker.is_none_or(|w| w == worker)
-            && self.to_ms + reconnect >= at_ms
+            && self.to_ms + self.reconnect() >= at_ms
             && self.from_ms <= at_ms + EXPLAINS
+    }
+
+    /// How long after the outage its effects may still be felt: workers
+    /// reconnect a few seconds after a broker restart; a killed worker's
+    /// replacement starts within a second (and on SQS, a killed worker may
+    /// have held a delayed job up to a second before it was due).
+    fn reconnect(&self) -> u64 {
+        if self.worker.is_some() {
+            1_000
+        } else {
+            5_000
+        }
+    }
+
+    /// Whether the outage (and its reconnection) overlaps `from_ms..=to_ms`:
+    /// a job in the hands of the workers over that span may have been held
+    /// by the killed worker, or by any worker when the broker restarted.
+    fn overlaps(&self, from_ms: u64, to_ms: u64) -> bool {
+        self.from_ms <= to_ms && self.to_ms + self.reconnect() >= from_ms
     }
 }
 
@@ -94,6 +220,10 @@ pub(crate) struct Run<'a> {
     pub(crate) seed: u64,
     pub(crate) failure_rate: f64,
     pub(crate) jobs: u64,
+    /// The probes sent one at a time once the queue had drained.
+    pub(crate) idle: &'a HashSet<u64>,
+    /// Worker processes (or in-process workers) at once.
+    pub(crate) workers: u64,
     pub(crate) injected: &'a [Injected],
     pub(crate) left_in_queue: u64,
     pub(crate) outages: &'a [Outage],
@@ -108,6 +238,18 @@ struct Tally {
     ran_expired: i64,
     max_attempt: i32,
     first_ok: Option<i32>,
+    /// Attempt numbers below `max_attempt` with no row.
+    skipped: i64,
+    /// The worker that made the latest attempt, and when (ms since the epoch).
+    last: Option<(usize, u64)>,
+}
+
+/// A soak job's entry in the dead-letter queue.
+#[derive(Debug, Clone)]
+struct Death {
+    enqueued_ms: u64,
+    died_ms: u64,
+    reason: String,
 }
 
 /// Checks a finished run.
@@ -121,18 +263,24 @@ pub(crate) async fn check(
         seed,
         failure_rate,
         jobs,
+        idle,
+        workers,
         injected,
         left_in_queue,
         outages,
     } = *r;
+    let kills = outages.iter().filter(|o| o.worker.is_some()).count() as u64;
+    let broker_restarts = outages.len() as u64 - kills;
     let mut f = Findings {
         bad_injected: injected.len() as u64,
+        dead_unrun_bound: dead_unrun_bound(kills, broker_restarts, workers),
+        lateness_bound_ms: lateness_bound_ms(app.backend().name()),
         ..Findings::default()
     };
     let dead = dead_letters(app).await?;
 
     // The dead-letter queue: soak jobs by number, and the injected payloads.
-    let mut dead_by_n: HashMap<u64, u64> = HashMap::new();
+    let mut dead_by_n: HashMap<u64, Vec<Death>> = HashMap::new();
     let mut bad_left: Vec<&Injected> = injected.iter().collect();
     for d in &dead {
         if let Some(pos) = bad_left.iter().position(|i| is_injected(i, d)) {
@@ -156,7 +304,11 @@ pub(crate) async fn check(
             continue;
         }
         match soak_number(d) {
-            Some(n) => *dead_by_n.entry(n).or_default() += 1,
+            Some((n, enqueued_ms)) => dead_by_n.entry(n).or_default().push(Death {
+                enqueued_ms,
+                died_ms: d.died_at.as_millis(),
+                reason: d.reason.clone(),
+            }),
             None => {
                 f.unexpected_dead += 1;
                 f.note(format_args!(
@@ -183,6 +335,7 @@ pub(crate) async fn check(
         let to = (from + SLICE).min(jobs);
         let tallies = tallies(pg, run, from, to).await?;
         let effects = effects(pg, run, from, to).await?;
+        let starts = first_starts(pg, run, from, to).await?;
         for (n, runs) in repeated_successes(pg, run, from, to).await? {
             // Every success but the first is a run again; a kill of any worker
             // that ran the job (a success not yet acknowledged, or a retry
@@ -215,13 +368,65 @@ pub(crate) async fn check(
         for n in from..to {
             let p = plan(seed, failure_rate, n);
             let t = tallies.get(&n).copied().unwrap_or_default();
-            let died = dead_by_n.remove(&n).unwrap_or(0);
-            check_one(&mut f, n, p, t, effects.contains(&n), died);
+            let deaths = dead_by_n.remove(&n).unwrap_or_default();
+            if !deaths.is_empty() && t.rows == 0 {
+                dead_unrun(&mut f, n, p.kind, &deaths, outages);
+            }
+            if let Some(attempt) = p.kind.measured_attempt() {
+                if let Some(&(due, started)) = starts.get(&(n, attempt)) {
+                    let l = if idle.contains(&n) {
+                        &mut f.idle
+                    } else if attempt == 1 {
+                        &mut f.delayed
+                    } else {
+                        &mut f.retried
+                    };
+                    l.add(n, due, started, outages);
+                }
+            }
+            // A death after a run is explained when a worker that made the
+            // job's last attempt was killed (or the broker restarted) before
+            // it could settle it.
+            let dead_explained = t
+                .last
+                .is_some_and(|(w, at)| outages.iter().any(|o| o.explains(w, at)));
+            check_one(
+                &mut f,
+                n,
+                p,
+                t,
+                effects.contains(&n),
+                deaths.len() as u64,
+                dead_explained,
+            );
         }
         from = to;
     }
-    for (n, times) in dead_by_n {
-        f.unexpected_dead += times;
+    let (unrun, bound) = (f.dead_unrun, f.dead_unrun_bound);
+    if unrun > bound {
+        f.note(format_args!(
+            "{unrun} jobs were dead-lettered without a run, over the bound of {bound} for {kills} kills and {broker_restarts} broker restarts"
+        ));
+    }
+    f.delayed.ms.sort_unstable();
+    f.retried.ms.sort_unstable();
+    f.idle.ms.sort_unstable();
+    if !f.on_time() {
+        let bound = f.lateness_bound_ms;
+        let worst: Vec<(i64, u64)> = [&f.delayed, &f.retried, &f.idle]
+            .iter()
+            .filter(|l| l.percentile(99).is_some_and(|p| p > bound))
+            .flat_map(|l| l.worst.iter().copied())
+            .collect();
+        for (late, n) in worst {
+            f.note(format_args!(
+                "job {n} ({:?}) started {late} ms after it was due",
+                plan(seed, failure_rate, n).kind
+            ));
+        }
+    }
+    for (n, deaths) in dead_by_n {
+        f.unexpected_dead += deaths.len() as u64;
         f.note(format_args!(
             "dead-letter entry for job {n}, which the run never enqueued"
         ));
@@ -235,12 +440,44 @@ pub(crate) async fn check(
     Ok(f)
 }
 
-fn check_one(f: &mut Findings, n: u64, p: super::plan::Plan, t: Tally, effect: bool, died: u64) {
-    let max = i64::from(MAX_ATTEMPTS);
-    if t.rows > max || t.max_attempt > MAX_ATTEMPTS as i32 {
+/// Counts a job dead-lettered without a run, and whether a kill (or broker
+/// restart) between its enqueue and its death may have charged its attempts.
+fn dead_unrun(f: &mut Findings, n: u64, kind: Kind, deaths: &[Death], outages: &[Outage]) {
+    f.dead_unrun += 1;
+    let explained = deaths
+        .iter()
+        .any(|d| outages.iter().any(|o| o.overlaps(d.enqueued_ms, d.died_ms)));
+    if explained {
+        // Within the bound, a kill's doing; the total is checked at the end.
+        return;
+    }
+    f.dead_unrun_unexplained += 1;
+    let d = &deaths[0];
+    f.note(format_args!(
+        "job {n} ({kind:?}) was dead-lettered without a run, {} ms after its enqueue, with no kill nor broker restart in between: {}",
+        d.died_ms.saturating_sub(d.enqueued_ms),
+        d.reason
+    ));
+}
+
+/// Checks one job against its plan; `died` is how often it is in the
+/// dead-letter queue, and `dead_explained` whether a kill (or broker
+/// restart) explains a death after a run.
+fn check_one(
+    f: &mut Findings,
+    n: u64,
+    p: super::plan::Plan,
+    t: Tally,
+    effect: bool,
+    died: u64,
+    dead_explained: bool,
+) {
+    f.attempts_unrun += t.skipped.max(0) as u64;
+    let policy = p.kind.max_attempts();
+    if t.rows > i64::from(policy) || t.max_attempt > policy as i32 {
         f.attempts_wrong += 1;
         f.note(format_args!(
-            "job {n} ({:?}): {} attempts recorded, up to attempt {}; its policy allows {MAX_ATTEMPTS}",
+            "job {n} ({:?}): {} attempts recorded, up to attempt {}; its policy allows {policy}",
             p.kind, t.rows, t.max_attempt
         ));
     }
@@ -265,6 +502,23 @@ fn check_one(f: &mut Findings, n: u64, p: super::plan::Plan, t: Tally, effect: b
                     "job {n} is in the dead-letter queue {k} times"
                 ));
             }
+        }
+        return;
+    }
+    if died > 0 && t.rows == 0 {
+        // Dead unrun: counted by `dead_unrun`, and there is nothing else to check.
+        return;
+    }
+    if died > 0 && p.kind == Kind::Once {
+        // One attempt allowed, and it was made: delivered again, the job is
+        // dead-lettered, as its policy says. A kill explains the second
+        // delivery; otherwise it is a duplicate delivery no kill explains.
+        if !dead_explained {
+            f.duplicates += died;
+            f.unexplained += died;
+            f.note(format_args!(
+                "job {n} (Once) ran, and was then delivered again and dead-lettered, with no kill of its worker nor broker restart to explain it"
+            ));
         }
         return;
     }
@@ -331,34 +585,47 @@ fn is_injected(i: &Injected, d: &DeadJob) -> bool {
     }
 }
 
-/// The soak job number of a dead entry, if it is a soak job's envelope.
-fn soak_number(d: &DeadJob) -> Option<u64> {
+/// The soak job number of a dead entry, if it is a soak job's envelope,
+/// and when it was enqueued (ms since the epoch).
+fn soak_number(d: &DeadJob) -> Option<(u64, u64)> {
     let env: Envelope = d.envelope()?;
-    if env.job != "soak_job" {
+    if env.job != "soak_job" && env.job != "soak_once" {
         return None;
     }
-    serde_json::from_str::<serde_json::Value>(env.args.get())
+    let n = serde_json::from_str::<serde_json::Value>(env.args.get())
         .ok()?
         .get("n")?
-        .as_u64()
+        .as_u64()?;
+    Some((n, env.enqueued_at.as_millis()))
 }
 
-/// Every dead-letter entry of the soak's queue.
+/// Every dead-letter entry of the soak's queues.
 async fn dead_letters(app: &App) -> Result<Vec<DeadJob>, String> {
-    let backend = app.backend();
+    let mut all = Vec::new();
+    for queue in [QUEUE, PROBE_QUEUE] {
+        all.extend(dead_letters_of(app, queue).await?);
+    }
+    Ok(all)
+}
+
+async fn dead_letters_of(app: &App, queue: &str) -> Result<Vec<DeadJob>, String> {
+    let backend = app
+        .backend()
+        .dead_letters()
+        .map_err(|e| format!("listing dead letters of {queue}: {e}"))?;
     if backend.name() == "sqs" {
         // SQS lists by scanning the whole queue: one scan.
         return backend
-            .dead_list(QUEUE, 0, usize::MAX)
+            .dead_list(queue, 0, usize::MAX)
             .await
-            .map_err(|e| format!("listing dead letters: {e}"));
+            .map_err(|e| format!("listing dead letters of {queue}: {e}"));
     }
     let mut all = Vec::new();
     loop {
         let page = backend
-            .dead_list(QUEUE, all.len(), 10_000)
+            .dead_list(queue, all.len(), 10_000)
             .await
-            .map_err(|e| format!("listing dead letters: {e}"))?;
+            .map_err(|e| format!("listing dead letters of {queue}: {e}"))?;
         let done = page.len() < 10_000;
         all.extend(page);
         if done {
@@ -376,7 +643,9 @@ async fn tallies(
     let sql = format!(
         "SELECT n, count(*), count(*) FILTER (WHERE outcome = 'ok'), \
          count(*) FILTER (WHERE outcome = 'dup'), count(*) FILTER (WHERE outcome = 'ran-expired'), \
-         max(attempt), min(attempt) FILTER (WHERE outcome IN ('ok', 'dup')) \
+         max(attempt), min(attempt) FILTER (WHERE outcome IN ('ok', 'dup')), \
+         (array_agg(worker ORDER BY at DESC))[1], max(attempt) - count(DISTINCT attempt), \
+         (array_agg((extract(epoch FROM at) * 1000)::bigint ORDER BY at DESC))[1] \
          FROM {} WHERE n >= {from} AND n < {to} GROUP BY n",
         attempts_table(run)
     );
@@ -397,6 +666,8 @@ async fn tallies(
                     ran_expired: r.get(4),
                     max_attempt: r.get(5),
                     first_ok: r.get(6),
+                    last: Some((r.get::<_, i32>(7) as usize, r.get::<_, i64>(9) as u64)),
+                    skipped: r.get(8),
                 },
             )
         })
@@ -456,6 +727,35 @@ async fn repeated_successes(
         .collect())
 }
 
+/// The first start of attempts 1 and 2 of each job in `from..to`: (its due
+/// time, when it started), in milliseconds since the epoch.
+async fn first_starts(
+    pg: &tokio_postgres::Client,
+    run: &str,
+    from: u64,
+    to: u64,
+) -> Result<HashMap<(u64, u32), (u64, u64)>, String> {
+    let sql = format!(
+        "SELECT DISTINCT ON (n, attempt) n, attempt, due, started FROM {} \
+         WHERE n >= {from} AND n < {to} AND attempt <= 2 ORDER BY n, attempt, started",
+        attempts_table(run)
+    );
+    let rows = pg
+        .query(&sql, &[])
+        .await
+        .map_err(|e| format!("reading the ledger's start times: {e}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(0);
+            let attempt: i32 = r.get(1);
+            let due: i64 = r.get(2);
+            let started: i64 = r.get(3);
+            ((n as u64, attempt as u32), (due as u64, started as u64))
+        })
+        .collect())
+}
+
 async fn effects(
     pg: &tokio_postgres::Client,
     run: &str,
@@ -495,8 +795,8 @@ mod tests {
     #[test]
     fn a_job_that_ran_as_planned_passes() {
         let mut f = Findings::default();
-        check_one(&mut f, 1, plan(Kind::Ok, false), ok_once(), false, 0);
-        check_one(&mut f, 2, plan(Kind::Ok, true), ok_once(), true, 0);
+        check_one(&mut f, 1, plan(Kind::Ok, false), ok_once(), false, 0, false);
+        check_one(&mut f, 2, plan(Kind::Ok, true), ok_once(), true, 0, false);
         check_one(
             &mut f,
             3,
@@ -504,6 +804,7 @@ mod tests {
             Tally::default(),
             false,
             1,
+            false,
         );
         check_one(
             &mut f,
@@ -512,6 +813,7 @@ mod tests {
             Tally::default(),
             false,
             0,
+            false,
         );
         assert!(f.pass(), "{:?}", f.examples);
         assert_eq!((f.dead_found, f.dead_expected), (1, 1));
@@ -606,7 +908,7 @@ mod tests {
         ];
         for (what, p, t, effect, died) in cases {
             let mut f = Findings::default();
-            check_one(&mut f, 7, p, t, effect, died);
+            check_one(&mut f, 7, p, t, effect, died, false);
             assert!(!f.pass(), "{what}: the checker let it pass");
             assert!(!f.examples.is_empty(), "{what}: no example given");
         }
@@ -622,7 +924,7 @@ mod tests {
             first_ok: Some(1),
             ..Tally::default()
         };
-        check_one(&mut f, 1, plan(Kind::Ok, false), twice, false, 0);
+        check_one(&mut f, 1, plan(Kind::Ok, false), twice, false, 0, false);
         let absorbed = Tally {
             rows: 2,
             ok: 1,
@@ -631,7 +933,7 @@ mod tests {
             first_ok: Some(1),
             ..Tally::default()
         };
-        check_one(&mut f, 2, plan(Kind::Ok, true), absorbed, true, 0);
+        check_one(&mut f, 2, plan(Kind::Ok, true), absorbed, true, 0, false);
         assert!(f.pass(), "{:?}", f.examples);
         assert_eq!((f.duplicates, f.absorbed), (2, 1));
     }
@@ -664,5 +966,124 @@ mod tests {
             "before the workers reconnected"
         );
         assert!(!restart.explains(4, 70_000), "after the broker was back");
+    }
+
+    fn death(enqueued_ms: u64, died_ms: u64) -> Death {
+        Death {
+            enqueued_ms,
+            died_ms,
+            reason: "attempt 2 of 1: the worker running the last attempt was lost".into(),
+        }
+    }
+
+    fn kill_at(worker: usize, at_ms: u64) -> Outage {
+        Outage {
+            worker: Some(worker),
+            from_ms: at_ms,
+            to_ms: at_ms,
+        }
+    }
+
+    #[test]
+    fn a_job_dead_unrun_without_a_kill_fails_the_run() {
+        // Graceful restarts only: no outage, so the bound is 0 and nothing explains it.
+        let mut f = Findings::default();
+        dead_unrun(&mut f, 9, Kind::Once, &[death(1_000, 1_300)], &[]);
+        assert_eq!((f.dead_unrun, f.dead_unrun_unexplained), (1, 1));
+        assert!(!f.pass(), "a job dead unrun with no kill passed");
+
+        // A kill long before the job was enqueued does not explain it either.
+        let mut f = Findings {
+            dead_unrun_bound: dead_unrun_bound(1, 0, 3),
+            ..Findings::default()
+        };
+        let kills = [kill_at(2, 100)];
+        dead_unrun(&mut f, 9, Kind::Once, &[death(5_000, 5_300)], &kills);
+        assert_eq!(f.dead_unrun_unexplained, 1);
+        assert!(!f.pass());
+    }
+
+    #[test]
+    fn dead_unrun_after_kills_passes_within_the_bound_only() {
+        let kills = [kill_at(2, 10_000)];
+        let bound = dead_unrun_bound(1, 0, 3);
+        assert_eq!(
+            bound,
+            (CONCURRENCY + PROBE_CONCURRENCY) as u64,
+            "one kill: one worker's concurrency"
+        );
+        let mut f = Findings {
+            dead_unrun_bound: bound,
+            ..Findings::default()
+        };
+        for n in 0..bound {
+            dead_unrun(&mut f, n, Kind::Once, &[death(9_000, 10_020)], &kills);
+        }
+        assert_eq!(f.dead_unrun_unexplained, 0);
+        assert!(f.pass(), "{:?}", f.examples);
+        dead_unrun(&mut f, bound, Kind::Once, &[death(9_000, 10_020)], &kills);
+        assert!(!f.pass(), "one more than the bound passed");
+        assert_eq!(
+            dead_unrun_bound(2, 1, 3),
+            5 * (CONCURRENCY + PROBE_CONCURRENCY) as u64
+        );
+    }
+
+    #[test]
+    fn a_job_without_retries_dead_after_its_run_needs_a_kill_to_explain_it() {
+        let ran = ok_once();
+        let mut f = Findings::default();
+        check_one(&mut f, 1, plan(Kind::Once, false), ran, false, 1, true);
+        assert!(f.pass(), "{:?}", f.examples);
+        assert_eq!((f.unexplained, f.unexpected_dead, f.lost), (0, 0, 0));
+        check_one(&mut f, 2, plan(Kind::Once, false), ran, false, 1, false);
+        assert_eq!(f.unexplained, 1, "a second delivery no kill explains");
+        // Two attempts of a job that allows one break its policy.
+        let twice = Tally {
+            rows: 2,
+            max_attempt: 2,
+            ..ran
+        };
+        let mut f = Findings::default();
+        check_one(&mut f, 3, plan(Kind::Once, false), twice, false, 0, false);
+        assert!(!f.pass());
+        assert_eq!(f.attempts_wrong, 1);
+    }
+
+    #[test]
+    fn lateness_percentiles_and_the_bound() {
+        let mut l = Lateness::default();
+        assert_eq!(l.percentile(99), None);
+        for ms in 1..=100 {
+            l.add(7, 1_000, 1_000 + ms, &[]);
+        }
+        l.ms.sort_unstable();
+        assert_eq!(
+            (l.percentile(50), l.percentile(99), l.percentile(100)),
+            (Some(50), Some(99), Some(100))
+        );
+        assert_eq!(l.summary(), "n=100 p50=50 p99=99 max=100");
+        let mut f = Findings {
+            delayed: l,
+            lateness_bound_ms: 100,
+            ..Findings::default()
+        };
+        assert!(f.pass());
+        // Two late starts in a hundred put the p99 over the bound.
+        f.delayed.ms[98] = 5_000;
+        f.delayed.ms[99] = 5_000;
+        assert!(!f.on_time() && !f.pass());
+    }
+
+    #[test]
+    fn lateness_leaves_out_starts_a_kill_may_have_delayed() {
+        let kills = [kill_at(1, 20_000)];
+        let mut l = Lateness::default();
+        l.add(1, 19_000, 24_000, &kills);
+        assert_eq!((l.after_outage, l.ms.len()), (1, 0), "killed while due");
+        l.add(2, 25_000, 25_004, &kills);
+        l.add(3, 10_000, 15_000, &kills);
+        assert_eq!(l.ms, vec![4, 5_000], "due after, or late before, the kill");
+        assert_eq!(l.worst, vec![(5_000, 3), (4, 2)]);
     }
 }

@@ -1,7 +1,8 @@
 //! The ledger: every attempt a soak job makes, in PostgreSQL, outside the queue.
 //!
 //! Two tables per run: `<run>_attempts`, one row per attempt (job number,
-//! attempt, outcome, worker number and pid, time), and `<run>_effects`, keyed by job
+//! attempt, outcome, worker number and pid, when it was due, when its
+//! handler started, when its row was written), and `<run>_effects`, keyed by job
 //! number, holding the effect of idempotent jobs. An idempotent success
 //! inserts its effect and its attempt row in one statement; when the effect is
 //! already there (a re-delivery of a job that had succeeded), its row says
@@ -44,11 +45,21 @@ impl Outcome {
     }
 }
 
-struct Row {
-    n: u64,
-    attempt: u32,
-    outcome: Outcome,
-    idempotent: bool,
+/// One attempt, as its handler reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Row {
+    /// The job's number.
+    pub(crate) n: u64,
+    /// The attempt's number, from 1, as the worker counted it.
+    pub(crate) attempt: u32,
+    /// What the attempt does.
+    pub(crate) outcome: Outcome,
+    /// Whether the job's effect is recorded once per job.
+    pub(crate) idempotent: bool,
+    /// When the attempt was due (the job's `run_at`), in milliseconds since the epoch.
+    pub(crate) due_ms: u64,
+    /// When the handler started, in milliseconds since the epoch.
+    pub(crate) started_ms: u64,
 }
 
 type Pending = (Row, oneshot::Sender<Result<(), String>>);
@@ -90,7 +101,8 @@ pub(crate) fn effects_table(run: &str) -> String {
 pub(crate) async fn create(client: &Client, run: &str) -> Result<(), String> {
     let sql = format!(
         "CREATE TABLE {a} (n bigint NOT NULL, attempt int NOT NULL, outcome text NOT NULL, \
-         worker int NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+         worker int NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp(), \
+         due bigint NOT NULL, started bigint NOT NULL);
          CREATE TABLE {e} (n bigint PRIMARY KEY, pid int NOT NULL, \
          at timestamptz NOT NULL DEFAULT clock_timestamp());",
         a = attempts_table(run),
@@ -125,20 +137,8 @@ impl Ledger {
     }
 
     /// Records one attempt; returns once it is committed.
-    pub(crate) async fn record(
-        &self,
-        n: u64,
-        attempt: u32,
-        outcome: Outcome,
-        idempotent: bool,
-    ) -> Result<(), String> {
+    pub(crate) async fn record(&self, row: Row) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        let row = Row {
-            n,
-            attempt,
-            outcome,
-            idempotent,
-        };
         self.tx
             .send((row, done))
             .map_err(|_| "the ledger writer has stopped".to_owned())?;
@@ -192,24 +192,26 @@ fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
         }
         let _ = write!(
             values,
-            "({i},{},{},'{}',{})",
+            "({i},{},{},'{}',{},{},{})",
             r.n,
             r.attempt,
             r.outcome.as_str(),
-            r.idempotent
+            r.idempotent,
+            r.due_ms,
+            r.started_ms
         );
     }
     // Two deliveries of one job can meet in one group: only the first may
     // claim the effect (`first`), the other is a `dup` like any re-delivery.
     format!(
-        "WITH v0(i, n, attempt, outcome, idem) AS (VALUES {values}), \
+        "WITH v0(i, n, attempt, outcome, idem, due, started) AS (VALUES {values}), \
          v AS (SELECT *, row_number() OVER (PARTITION BY n, idem AND outcome = 'ok' ORDER BY i) = 1 AS first FROM v0), \
          e AS (INSERT INTO {eff} (n, pid) SELECT n, {pid} FROM v \
                WHERE idem AND outcome = 'ok' AND first ON CONFLICT DO NOTHING RETURNING n) \
-         INSERT INTO {att} (n, attempt, outcome, worker, pid) \
+         INSERT INTO {att} (n, attempt, outcome, worker, pid, due, started) \
          SELECT v.n, v.attempt, \
            CASE WHEN v.idem AND v.outcome = 'ok' AND (NOT v.first OR v.n NOT IN (SELECT n FROM e)) \
-             THEN 'dup' ELSE v.outcome END, {worker}, {pid} FROM v",
+             THEN 'dup' ELSE v.outcome END, {worker}, {pid}, v.due, v.started FROM v",
         eff = effects_table(run),
         att = attempts_table(run),
     )

@@ -3,15 +3,16 @@
 //!
 //! ```text
 //! cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W]
-//!     [--kill-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]
-//!     [--settings K=V&..]
+//!     [--kill-every S] [--restart-every S] [--restart-broker-every S]
+//!     [--failure-rate F] [--seed S] [--settings K=V&..]
 //! ```
 //!
 //! The run: a ledger in PostgreSQL (`ledger.rs`); the broker (a private Redis
 //! or RabbitMQ instance that may be restarted, the shared RabbitMQ under a
 //! fresh prefix, moto under a fresh prefix, or the in-process memory queue);
 //! `W` workers (`workers.rs`), one of which is killed every `S` seconds and
-//! replaced; `N` jobs enqueued in waves that keep the queue shallow, each doing
+//! replaced, and one of which is stopped gracefully and started again every
+//! `S` seconds, as a rolling deploy does; `N` jobs enqueued in waves that keep the queue shallow, each doing
 //! what its seeded plan says (`plan.rs`); bad payloads written straight into
 //! the broker along the way (`inject.rs`). When the queue is empty, the workers
 //! are stopped and `check.rs` compares the ledger and the dead-letter queue
@@ -28,7 +29,8 @@ mod workers;
 use broker::{Broker, PrivateRabbit, PrivateRedis};
 use inject::{Injected, Injector};
 use jobsmith::{App, Enqueue, MemoryBackend, Settings};
-use plan::{plan, soak_job, Kind, QUEUE};
+use plan::{plan, Kind, QUEUE};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +46,9 @@ struct Options {
     jobs: u64,
     workers: usize,
     kill_every: Option<Duration>,
+    /// Graceful restarts of one worker at a time: SIGTERM, wait, start again.
     restart_every: Option<Duration>,
+    restart_broker_every: Option<Duration>,
     failure_rate: f64,
     seed: u64,
     /// Keep the ledger tables and worker logs even when the run passes.
@@ -53,7 +57,7 @@ struct Options {
     settings: Option<String>,
 }
 
-const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep] [--settings K=V&..]";
+const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep] [--settings K=V&..]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -62,6 +66,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         workers: 4,
         kill_every: None,
         restart_every: None,
+        restart_broker_every: None,
         failure_rate: 0.2,
         seed: 1,
         keep: false,
@@ -121,7 +126,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.settings = Some(v);
             }
             "--kill-every" => o.kill_every = Some(secs(a, it.next())?),
-            "--restart-broker-every" => o.restart_every = Some(secs(a, it.next())?),
+            "--restart-every" => o.restart_every = Some(secs(a, it.next())?),
+            "--restart-broker-every" => o.restart_broker_every = Some(secs(a, it.next())?),
             other => return Err(format!("unknown soak option `{other}`\n{USAGE}")),
         }
     }
@@ -137,7 +143,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.settings.is_some() && o.backend == "memory" {
         return Err("--settings: the memory backend has no URL to add settings to".into());
     }
-    if o.restart_every.is_some() {
+    if o.restart_broker_every.is_some() {
         match o.backend.as_str() {
             "memory" => return Err("--restart-broker-every: the memory backend has no broker to restart; it lives and dies with the process".into()),
             "sqs" => return Err("--restart-broker-every is not supported on SQS: moto keeps its queues in memory, so a restart would lose them all (that is moto, not SQS)".into()),
@@ -260,11 +266,26 @@ async fn connect(
     }
 }
 
+/// The gaps between the idle phase's probes, in milliseconds: long enough
+/// for the workers to be waiting when each arrives.
+const IDLE_GAP_MS: std::ops::Range<u64> = 50..250;
+
+/// The least time between two probes under load. The enqueuer's waves put
+/// thousands of jobs in at once; probes that came in such bursts would come
+/// due in bursts, and measure the queue of their own burst.
+const PROBE_GAP: Duration = Duration::from_millis(10);
+
 /// What the background tasks count.
 #[derive(Debug, Default)]
 struct Counts {
     kills: AtomicU64,
+    /// Graceful worker restarts that ended cleanly.
     restarts: AtomicU64,
+    /// The longest a gracefully stopped worker took to exit, in milliseconds.
+    slowest_stop_ms: AtomicU64,
+    /// Graceful stops that did not end in a clean exit within the grace period.
+    unclean_stops: std::sync::Mutex<Vec<String>>,
+    broker_restarts: AtomicU64,
     enqueue_retries: AtomicU64,
     /// When the broker went down for each restart, in milliseconds since the epoch.
     restarted_at: std::sync::Mutex<Vec<(u64, u64)>>,
@@ -283,13 +304,13 @@ async fn soak(o: Options) -> Result<bool, String> {
     let log_dir = std::env::temp_dir().join(format!("jobsmith-{run}"));
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     eprintln!(
-        "soak: run {run}: backend {}, {} jobs, {} workers, kill every {:?}, restart broker every {:?}, failure rate {}, seed {}; worker logs in {}",
-        o.backend, o.jobs, o.workers, o.kill_every, o.restart_every, o.failure_rate, o.seed,
+        "soak: run {run}: backend {}, {} jobs, {} workers, kill every {:?}, restart every {:?}, restart broker every {:?}, failure rate {}, seed {}; worker logs in {}",
+        o.backend, o.jobs, o.workers, o.kill_every, o.restart_every, o.restart_broker_every, o.failure_rate, o.seed,
         log_dir.display()
     );
 
     // The broker the soak may hurt, when it has one of its own.
-    let broker = match (o.backend.as_str(), o.restart_every) {
+    let broker = match (o.backend.as_str(), o.restart_broker_every) {
         ("redis", _) => Some(
             tokio::task::spawn_blocking(PrivateRedis::start)
                 .await
@@ -344,7 +365,16 @@ async fn soak(o: Options) -> Result<bool, String> {
             }
         }));
     }
-    if let Some(every) = o.restart_every {
+    let (ending, ended) = tokio::sync::watch::channel(false);
+    let restarter = o.restart_every.map(|every| {
+        tokio::spawn(restart_workers(
+            every,
+            Arc::clone(&pool),
+            Arc::clone(&counts),
+            ended,
+        ))
+    });
+    if let Some(every) = o.restart_broker_every {
         let (broker, counts) = (Arc::clone(&broker), Arc::clone(&counts));
         chaos.push(tokio::spawn(async move {
             loop {
@@ -363,7 +393,7 @@ async fn soak(o: Options) -> Result<bool, String> {
                     .push((from, now_ms()));
                 match done {
                     Ok(Some(Ok(()))) => {
-                        counts.restarts.fetch_add(1, Ordering::Relaxed);
+                        counts.broker_restarts.fetch_add(1, Ordering::Relaxed);
                         eprintln!("soak: broker restarted");
                     }
                     other => eprintln!("soak: broker restart failed: {other:?}"),
@@ -391,19 +421,30 @@ async fn soak(o: Options) -> Result<bool, String> {
     let mut next = 0u64;
     let mut wave_no = 0u64;
     let mut last_report = Instant::now();
+    let idle = plan::idle_probes(o.seed, o.failure_rate, o.jobs);
+    let held: HashSet<u64> = idle.iter().copied().collect();
+    let (to_pacer, probes) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = tokio::spawn(pace_probes(
+        app.clone(),
+        o.seed,
+        o.failure_rate,
+        probes,
+        Arc::clone(&counts),
+    ));
     while next < o.jobs {
         wait_below(&app, depth_limit).await;
         let end = (next + wave).min(o.jobs);
         let mut batch: Vec<Enqueue> = Vec::with_capacity((end - next) as usize);
-        for n in next..end {
+        for n in (next..end).filter(|n| !held.contains(n)) {
             let p = plan(o.seed, o.failure_rate, n);
-            let e = soak_job.delay(n);
-            batch.push(if p.kind == Kind::Expire {
+            if p.kind == Kind::Expire {
                 last_expire_due = Instant::now() + plan::EXPIRE_DELAY;
-                e.after(plan::EXPIRE_DELAY).ttl(plan::EXPIRE_TTL)
+            }
+            if p.kind.measured_attempt().is_some() {
+                let _ = to_pacer.send(n);
             } else {
-                e
-            });
+                batch.push(plan::enqueue(n, p));
+            }
         }
         enqueue_all(&app, batch, &counts).await;
         next = end;
@@ -431,14 +472,17 @@ async fn soak(o: Options) -> Result<bool, String> {
         if last_report.elapsed() > Duration::from_secs(30) {
             last_report = Instant::now();
             eprintln!(
-                "soak: {next} of {} enqueued after {:.0} s, {} kills, {} broker restarts",
+                "soak: {next} of {} enqueued after {:.0} s, {} kills, {} restarts, {} broker restarts",
                 o.jobs,
                 started.elapsed().as_secs_f64(),
                 counts.kills.load(Ordering::Relaxed),
-                counts.restarts.load(Ordering::Relaxed)
+                counts.restarts.load(Ordering::Relaxed),
+                counts.broker_restarts.load(Ordering::Relaxed)
             );
         }
     }
+    drop(to_pacer);
+    let _ = pacer.await;
     eprintln!(
         "soak: all {} jobs enqueued after {:.0} s; waiting for the queue to drain",
         o.jobs,
@@ -446,7 +490,30 @@ async fn soak(o: Options) -> Result<bool, String> {
     );
 
     // Drain: until the queue holds nothing, after the last expiring job came due.
-    let left = drain(&app, &pg, &run, last_expire_due, &counts).await;
+    let mut left = drain(&app, &pg, &run, last_expire_due, &counts).await;
+    if !idle.is_empty() {
+        eprintln!(
+            "soak: drained after {:.0} s; sending {} probes one at a time to idle workers",
+            started.elapsed().as_secs_f64(),
+            idle.len()
+        );
+        for &n in &idle {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(IDLE_GAP_MS))).await;
+            enqueue_all(
+                &app,
+                vec![plan::enqueue(n, plan(o.seed, o.failure_rate, n))],
+                &counts,
+            )
+            .await;
+        }
+        // What is left now includes whatever the first drain left.
+        left = drain(&app, &pg, &run, Instant::now(), &counts).await;
+    }
+    // A graceful restart under way finishes (its stop is checked) before the end.
+    let _ = ending.send(true);
+    if let Some(t) = restarter {
+        let _ = t.await;
+    }
     for t in &chaos {
         t.abort();
     }
@@ -488,6 +555,8 @@ async fn soak(o: Options) -> Result<bool, String> {
             seed: o.seed,
             failure_rate: o.failure_rate,
             jobs: o.jobs,
+            idle: &held,
+            workers: o.workers as u64,
             injected: &injected,
             left_in_queue: left,
             outages: &outages,
@@ -495,20 +564,29 @@ async fn soak(o: Options) -> Result<bool, String> {
     )
     .await?;
     let deaths = pool.unexpected.len();
-    let pass = f.pass() && deaths == 0;
+    let unclean = std::mem::take(
+        &mut *counts
+            .unclean_stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let pass = f.pass() && deaths == 0 && unclean.is_empty();
     for e in &f.examples {
         eprintln!("soak: problem: {e}");
     }
-    for d in &pool.unexpected {
+    for d in pool.unexpected.iter().chain(&unclean) {
         eprintln!("soak: problem: {d}");
     }
     println!(
-        "soak backend={} jobs={} workers={} kills={} broker_restarts={} duplicates={} (absorbed by idempotency: {}; not explained by a kill or restart: {}) lost={} dead={}/{} bad_input_dead={}/{} expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
+        "soak backend={} jobs={} workers={} kills={} restarts={} (slowest stop {:.1} s, unclean: {}) broker_restarts={} duplicates={} (absorbed by idempotency: {}; not explained by a kill or restart: {}) lost={} dead={}/{} bad_input_dead={}/{} dead_unrun={} (bound {}; no kill in between: {}) attempts_unrun={} late_ms delayed {} retried {} idle {} (p99 bound {}; left out after a kill: {}) expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
         o.backend,
         o.jobs,
         o.workers,
         counts.kills.load(Ordering::Relaxed),
         counts.restarts.load(Ordering::Relaxed),
+        counts.slowest_stop_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        unclean.len(),
+        counts.broker_restarts.load(Ordering::Relaxed),
         f.duplicates,
         f.absorbed,
         f.unexplained,
@@ -517,6 +595,15 @@ async fn soak(o: Options) -> Result<bool, String> {
         f.dead_expected,
         f.bad_found,
         f.bad_injected,
+        f.dead_unrun,
+        f.dead_unrun_bound,
+        f.dead_unrun_unexplained,
+        f.attempts_unrun,
+        f.delayed.summary(),
+        f.retried.summary(),
+        f.idle.summary(),
+        f.lateness_bound_ms,
+        f.delayed.after_outage + f.retried.after_outage + f.idle.after_outage,
         f.expired_ran,
         f.attempts_wrong,
         f.unexpected_dead,
@@ -556,9 +643,79 @@ async fn soak(o: Options) -> Result<bool, String> {
     Ok(pass)
 }
 
-/// Jobs in the soak's queue that are not finished: ready, scheduled or in flight.
+/// Enqueues the probes handed over by the enqueuer's waves, one at a time,
+/// [`PROBE_GAP`] apart at least, until the enqueuer is done.
+async fn pace_probes(
+    app: App,
+    seed: u64,
+    failure_rate: f64,
+    mut probes: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    counts: Arc<Counts>,
+) {
+    while let Some(n) = probes.recv().await {
+        let next = Instant::now() + PROBE_GAP;
+        enqueue_all(
+            &app,
+            vec![plan::enqueue(n, plan(seed, failure_rate, n))],
+            &counts,
+        )
+        .await;
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// Every `every`, takes one worker out of the pool, stops it gracefully,
+/// checks that it exited cleanly, and starts its replacement: a rolling
+/// deploy, one worker at a time. Ends, after the restart under way, when
+/// `ended` turns true.
+async fn restart_workers(
+    every: Duration,
+    pool: Arc<Mutex<Pool>>,
+    counts: Arc<Counts>,
+    mut ended: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = ended.changed() => return,
+        }
+        // Out of the pool while it stops, so that no kill picks it.
+        let Some(worker) = pool.lock().await.take_one() else {
+            continue;
+        };
+        match worker.stop().await {
+            Ok(took) => {
+                counts.restarts.fetch_add(1, Ordering::Relaxed);
+                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                counts.slowest_stop_ms.fetch_max(ms, Ordering::Relaxed);
+            }
+            Err(e) => {
+                eprintln!("soak: UNCLEAN STOP: {e}");
+                counts
+                    .unclean_stops
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(e);
+            }
+        }
+        if let Err(e) = pool.lock().await.spawn() {
+            eprintln!("soak: could not start a restarted worker again: {e}");
+        }
+    }
+}
+
+/// Jobs in the soak's queues that are not finished: ready, scheduled or in flight.
 async fn pending(app: &App) -> Option<u64> {
-    let stats = app.backend().stats(&[QUEUE.to_owned()]).await.ok()?;
+    let stats = app
+        .backend()
+        .inspect()
+        .ok()?
+        .stats(&[QUEUE.to_owned(), plan::PROBE_QUEUE.to_owned()])
+        .await
+        .ok()?;
+    if stats.iter().any(|s| s.error.is_some()) {
+        return None;
+    }
     Some(
         stats
             .iter()

@@ -1,15 +1,16 @@
-//! The soak's workers, and killing them.
+//! The soak's workers: killing them, and restarting them gracefully.
 //!
 //! On Redis, RabbitMQ and SQS each worker is a process of its own (this
-//! program, `xtask soak-worker ...`), killed with SIGKILL. The memory backend
-//! lives inside one process, so its workers are tasks on runtimes of their
-//! own in the soak's process, "killed" by shutting their runtime down at once
-//! (`Runtime::shutdown_background`): every task of that worker is dropped at
-//! its next await, nothing is settled or released, and its jobs come back
-//! only when their leases run out.
+//! program, `xtask soak-worker ...`), killed with SIGKILL and stopped with
+//! SIGTERM. The memory backend lives inside one process, so its workers are
+//! tasks on runtimes of their own in the soak's process, "killed" by shutting
+//! their runtime down at once (`Runtime::shutdown_background`): every task of
+//! that worker is dropped at its next await, nothing is settled or released,
+//! and its jobs come back only when their leases run out. Such a worker is
+//! stopped gracefully by its stop signal, as SIGTERM stops a process.
 
 use super::ledger::Ledger;
-use super::plan::{soak_job, SoakState, QUEUE};
+use super::plan::{soak_job, soak_once, SoakState, PROBE_QUEUE, QUEUE};
 use jobsmith::{App, Job, Registry};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,8 +35,26 @@ pub(crate) fn lease_for(url: &str) -> Duration {
     }
 }
 
-/// Jobs one worker runs at once.
+/// Jobs one worker process runs at once from the main queue.
 pub(crate) const CONCURRENCY: usize = 32;
+
+/// Jobs one worker process runs at once from the probes' queue
+/// ([`PROBE_QUEUE`]), beside its main queue's: enough to leave slots free.
+pub(crate) const PROBE_CONCURRENCY: usize = 16;
+
+/// How long a stopping worker lets its running jobs finish. Far longer than
+/// any soak job runs (its `timeout` is 1 s), so a graceful stop cancels none.
+pub(crate) const GRACE: Duration = Duration::from_secs(10);
+
+/// How long a worker runs before it may be restarted gracefully. A process
+/// that gets SIGTERM before its worker has installed its signal handler (it
+/// is still connecting) dies of the signal, holding nothing; the soak
+/// restarts workers that are at work.
+const SETTLED: Duration = Duration::from_secs(3);
+
+/// How long a stopping worker may take, beyond its grace period, to release
+/// what it holds, flush its settlements and exit.
+pub(crate) const EXIT_AFTER_GRACE: Duration = Duration::from_secs(5);
 
 /// What a worker needs to know, passed on its command line.
 #[derive(Clone, Debug)]
@@ -92,36 +111,48 @@ fn quiet_planned_panics() {
 }
 
 fn registry() -> Result<Registry, String> {
-    Registry::from_defs([<soak_job as Job>::DEF]).map_err(|e| e.to_string())
+    Registry::from_defs([<soak_job as Job>::DEF, <soak_once as Job>::DEF])
+        .map_err(|e| e.to_string())
 }
 
-/// A worker's whole life, on `app`, until `stop` (or SIGTERM when `None`).
+/// A worker's whole life, on `app`, until `stop` turns true (or SIGTERM
+/// when `None`): a worker on the main queue and one on the probes' queue,
+/// sharing the process's ledger writer, stopped together.
 async fn work(
     app: App,
     args: WorkerArgs,
-    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<(), String> {
     let ledger = Ledger::start(&args.dsn, &args.run, args.worker).await?;
-    let state = SoakState {
-        seed: args.seed,
-        failure_rate: args.failure_rate,
-        ledger,
+    let worker = |queue: &str, concurrency: usize| -> Result<_, String> {
+        let state = SoakState {
+            seed: args.seed,
+            failure_rate: args.failure_rate,
+            ledger: ledger.clone(),
+        };
+        let mut w = app
+            .worker()
+            .registry(registry()?)
+            .queues([queue])
+            .concurrency(concurrency)
+            .batch_size(concurrency)
+            .lease(lease_for(&args.url))
+            .grace_period(GRACE)
+            .state(state);
+        if let Some(mut stop) = stop.clone() {
+            w = w.stop_on(async move {
+                // An error means the pool dropped the sender: stop then too.
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        }
+        Ok(w)
     };
-    let mut worker = app
-        .worker()
-        .registry(registry()?)
-        .queues([QUEUE])
-        .concurrency(CONCURRENCY)
-        .batch_size(CONCURRENCY)
-        .lease(lease_for(&args.url))
-        .grace_period(Duration::from_secs(10))
-        .state(state);
-    if let Some(stop) = stop {
-        worker = worker.stop_on(async move {
-            let _ = stop.await;
-        });
-    }
-    worker.run().await.map_err(|e| e.to_string())
+    let (main, probes) = (
+        worker(QUEUE, CONCURRENCY)?,
+        worker(PROBE_QUEUE, PROBE_CONCURRENCY)?,
+    );
+    let (main, probes) = tokio::join!(main.run(), probes.run());
+    main.and(probes).map_err(|e| e.to_string())
 }
 
 /// `xtask soak-worker ...`: one worker process, until SIGTERM.
@@ -150,9 +181,73 @@ pub(crate) fn process_main(args: &[String]) -> Result<(), String> {
 }
 
 /// One running worker, by number.
-struct Worker {
+pub(crate) struct Worker {
     number: usize,
     running: Running,
+    started: Instant,
+}
+
+impl Worker {
+    /// Stops the worker gracefully (SIGTERM, or the stop signal) and waits
+    /// for it to end. Returns how long it took, or how it failed: it must
+    /// end cleanly (exit 0) within its grace period and
+    /// [`EXIT_AFTER_GRACE`]; one that does not is killed.
+    pub(crate) async fn stop(self) -> Result<Duration, String> {
+        let asked = Instant::now();
+        let limit = GRACE + EXIT_AFTER_GRACE;
+        match self.running {
+            Running::Process(mut c) => {
+                let pid = c.id();
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+                let status = loop {
+                    match c.try_wait() {
+                        Ok(Some(s)) => break Some(s),
+                        Ok(None) if asked.elapsed() < limit => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        _ => break None,
+                    }
+                };
+                match status {
+                    Some(s) if s.success() => Ok(asked.elapsed()),
+                    Some(s) => Err(format!(
+                        "worker {} (pid {pid}) stopped on SIGTERM with {s}",
+                        self.number
+                    )),
+                    None => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        Err(format!(
+                            "worker {} (pid {pid}) had not exited {limit:?} after SIGTERM",
+                            self.number
+                        ))
+                    }
+                }
+            }
+            Running::Task { rt, handle, stop } => {
+                let _ = stop.send(true);
+                let ended = tokio::time::timeout(limit, handle).await;
+                rt.shutdown_background();
+                match ended {
+                    Ok(Ok(Ok(()))) => Ok(asked.elapsed()),
+                    Ok(Ok(Err(e))) => Err(format!(
+                        "in-process worker {} stopped with an error: {e}",
+                        self.number
+                    )),
+                    Ok(Err(e)) => Err(format!(
+                        "in-process worker {} did not stop cleanly: {e}",
+                        self.number
+                    )),
+                    Err(_) => Err(format!(
+                        "in-process worker {} had not stopped {limit:?} after its stop signal",
+                        self.number
+                    )),
+                }
+            }
+        }
+    }
 }
 
 enum Running {
@@ -160,7 +255,7 @@ enum Running {
     Task {
         rt: tokio::runtime::Runtime,
         handle: tokio::task::JoinHandle<Result<(), String>>,
-        stop: tokio::sync::oneshot::Sender<()>,
+        stop: tokio::sync::watch::Sender<bool>,
     },
 }
 
@@ -209,7 +304,7 @@ impl Pool {
                     .thread_name(format!("soak-worker-{}", self.started))
                     .build()
                     .map_err(|e| format!("tokio runtime: {e}"))?;
-                let (stop, rx) = tokio::sync::oneshot::channel();
+                let (stop, rx) = tokio::sync::watch::channel(false);
                 let handle = rt.spawn(work(app.clone(), args, Some(rx)));
                 Running::Task { rt, handle, stop }
             }
@@ -231,6 +326,7 @@ impl Pool {
         self.workers.push(Worker {
             number: self.started,
             running,
+            started: Instant::now(),
         });
         Ok(())
     }
@@ -278,48 +374,27 @@ impl Pool {
         self.spawn()
     }
 
+    /// Takes a worker that has run for [`SETTLED`], at random, out of the
+    /// pool, for a graceful restart: the soak stops it ([`Worker::stop`]) and
+    /// then [`spawn`](Self::spawn)s its replacement.
+    pub(crate) fn take_one(&mut self) -> Option<Worker> {
+        self.reap();
+        let old: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].started.elapsed() >= SETTLED)
+            .collect();
+        if old.is_empty() {
+            return None;
+        }
+        Some(self.workers.swap_remove(old[fastrand::usize(..old.len())]))
+    }
+
     /// Stops every worker gracefully (SIGTERM, or the stop signal) and notes
     /// any that did not stop cleanly.
     pub(crate) async fn stop_all(&mut self) {
         self.reap();
-        for w in self.workers.drain(..) {
-            match w.running {
-                Running::Process(mut c) => {
-                    let _ = Command::new("kill")
-                        .args(["-TERM", &c.id().to_string()])
-                        .status();
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    let status = loop {
-                        match c.try_wait() {
-                            Ok(Some(s)) => break Some(s),
-                            Ok(None) if Instant::now() < deadline => {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            _ => break None,
-                        }
-                    };
-                    match status {
-                        Some(s) if s.success() => {}
-                        other => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            self.unexpected.push(format!(
-                                "worker pid {} did not stop cleanly on SIGTERM: {other:?}",
-                                c.id()
-                            ));
-                        }
-                    }
-                }
-                Running::Task { rt, handle, stop } => {
-                    let _ = stop.send(());
-                    match tokio::time::timeout(Duration::from_secs(30), handle).await {
-                        Ok(Ok(Ok(()))) => {}
-                        other => self.unexpected.push(format!(
-                            "an in-process worker did not stop cleanly: {other:?}"
-                        )),
-                    }
-                    rt.shutdown_background();
-                }
+        for w in std::mem::take(&mut self.workers) {
+            if let Err(e) = w.stop().await {
+                self.unexpected.push(e);
             }
         }
     }

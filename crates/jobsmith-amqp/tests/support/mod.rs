@@ -4,7 +4,6 @@
 
 use jobsmith_amqp::AmqpBackend;
 use serde_json::value::RawValue;
-use std::time::Duration;
 
 /// The broker's URL: `JOBSMITH_AMQP_URL`, or the local default.
 pub fn base_url() -> String {
@@ -22,6 +21,21 @@ pub fn url(prefix: &str, extra: &str) -> String {
     let base = base_url();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}prefix={prefix}&expires=10m{extra}")
+}
+
+/// Connects to the namespace `prefix` with `extra` query settings, through
+/// `proxy` rather than straight to the broker.
+pub async fn connect_via(
+    proxy: &jobsmith_conformance::Proxy,
+    prefix: &str,
+    extra: &str,
+) -> AmqpBackend {
+    AmqpBackend::connect(&jobsmith_conformance::url_through(
+        &url(prefix, extra),
+        proxy.addr,
+    ))
+    .await
+    .expect("RabbitMQ is reachable through the proxy")
 }
 
 /// Connects to a fresh namespace.
@@ -65,69 +79,4 @@ pub fn rabbitmqctl(args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Starts the broker's app again however the test ends.
-pub struct StartAppAgain;
-
-impl Drop for StartAppAgain {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            if rabbitmqctl(&["start_app"]).is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-}
-
-/// Sets broker settings for the test and puts the old values back when dropped.
-pub struct BrokerSettings {
-    old: Vec<(&'static str, String)>,
-}
-
-impl BrokerSettings {
-    pub fn set(values: &[(&'static str, u64)]) -> Self {
-        let eval = |expr: String| rabbitmqctl(&["eval", &expr]);
-        let mut old = Vec::new();
-        for (key, value) in values {
-            let mut was = eval(format!("application:get_env(rabbit, {key})."))
-                .expect("rabbitmqctl eval works here");
-            if was == format!("{{ok,{value}}}") {
-                // A run killed before its drop (a nextest timeout) left the
-                // test's value behind: put the broker's default back instead.
-                was = broker_default(key)
-                    .map_or_else(|| "undefined".to_owned(), |d| format!("{{ok,{d}}}"));
-            }
-            old.push((*key, was));
-            assert_eq!(
-                eval(format!("application:set_env(rabbit, {key}, {value}).")),
-                Some("ok".to_owned()),
-                "set {key}"
-            );
-        }
-        Self { old }
-    }
-}
-
-/// RabbitMQ 3.10's defaults for the settings tests change.
-fn broker_default(key: &str) -> Option<u64> {
-    match key {
-        "consumer_timeout" => Some(1_800_000),
-        "channel_tick_interval" => Some(60_000),
-        _ => None,
-    }
-}
-
-impl Drop for BrokerSettings {
-    fn drop(&mut self) {
-        for (key, was) in &self.old {
-            // `{ok,V}` was set; `undefined` was not.
-            let expr = match was.strip_prefix("{ok,").and_then(|v| v.strip_suffix('}')) {
-                Some(v) => format!("application:set_env(rabbit, {key}, {v})."),
-                None => format!("application:unset_env(rabbit, {key})."),
-            };
-            let _ = rabbitmqctl(&["eval", &expr]);
-        }
-    }
 }

@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+pub mod tls_redis;
+
 pub fn redis_url() -> String {
     let base =
         std::env::var("JOBSMITH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
@@ -134,7 +136,12 @@ pub async fn seed(
         jobs.push(env);
     }
     for chunk in jobs.chunks(50) {
-        let w = b.import(chunk.to_vec()).await.expect("seed import");
+        let w = b
+            .migration()
+            .expect("the backend has it")
+            .import(chunk.to_vec())
+            .await
+            .expect("seed import");
         assert!(w.iter().all(|w| *w), "seeding writes every job");
     }
     let mut buried = Vec::new();
@@ -145,16 +152,20 @@ pub async fn seed(
         env.attempt = 4;
         env.last_error = Some(reason.clone());
         s.dead.insert(env.id.clone(), reason.clone());
-        buried.push(DeadJob {
-            id: env.id.clone(),
-            queue: queue.to_owned(),
+        buried.push(DeadJob::new(
+            env.id.clone(),
+            queue.to_owned(),
             reason,
-            died_at: Timestamp(Timestamp::now().0 - 60_000),
-            raw: env.to_bytes(),
-        });
+            Timestamp(Timestamp::now().0 - 60_000),
+            env.to_bytes(),
+        ));
     }
     if !buried.is_empty() {
-        b.import_dead(buried).await.expect("seed dead");
+        b.migration()
+            .expect("the backend has it")
+            .import_dead(buried)
+            .await
+            .expect("seed dead");
     }
     s
 }
@@ -165,6 +176,8 @@ pub async fn take_all(b: &dyn Backend, queue: &str) -> Vec<Envelope> {
     let mut out = Vec::new();
     loop {
         let page = b
+            .migration()
+            .expect("the backend has it")
             .take(queue, 100, Duration::from_secs(3600))
             .await
             .expect("take");
@@ -202,7 +215,12 @@ pub async fn check_moved(source: &dyn Backend, dest: &dyn Backend, queue: &str, 
         missing.len(),
         s.waiting.len()
     );
-    let dead = dest.dead_list(queue, 0, 10_000).await.expect("dead list");
+    let dead = dest
+        .dead_letters()
+        .expect("the backend has it")
+        .dead_list(queue, 0, 10_000)
+        .await
+        .expect("dead list");
     let mut dead_ids: Vec<JobId> = dead.iter().map(|d| d.id.clone()).collect();
     dead_ids.sort();
     let want: Vec<JobId> = s.dead.keys().cloned().collect();
@@ -211,6 +229,8 @@ pub async fn check_moved(source: &dyn Backend, dest: &dyn Backend, queue: &str, 
         assert_eq!(Some(&d.reason), s.dead.get(&d.id), "the reason is kept");
     }
     let left = source
+        .inspect()
+        .expect("the backend has it")
         .stats(&[queue.to_owned()])
         .await
         .expect("stats")

@@ -1,10 +1,10 @@
 //! [`Cron`]: a parsed cron expression in a named time zone.
 
-use super::parse::{parse_expr, parse_zone};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use jobsmith_grammar::{parse_cron, parse_zone};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -76,7 +76,7 @@ pub struct Cron {
 impl Cron {
     /// Parses `expr`, read in UTC, skipping missed ticks; an error says how to write it.
     pub fn new(expr: &str) -> Result<Self> {
-        let schedule = parse_expr(expr).map_err(Error::Schedule)?;
+        let schedule = parse_cron(expr).map_err(Error::Schedule)?;
         Ok(Self {
             expr: expr.to_owned(),
             schedule,

@@ -11,7 +11,6 @@
 //! store, where [`schedules`] reads it from any process.
 
 mod expr;
-mod parse;
 pub(crate) mod scheduler;
 
 pub use self::expr::{Cron, Missed};
@@ -200,7 +199,7 @@ impl fmt::Display for ScheduleInfo {
 /// # Ok(()) }
 /// ```
 pub async fn schedules(app: &App) -> Result<Vec<ScheduleInfo>> {
-    let stored = app.backend().list_meta(META_PREFIX).await?;
+    let stored = app.backend().meta()?.list_meta(META_PREFIX).await?;
     let mut out = Vec::with_capacity(stored.len());
     for (key, bytes) in stored {
         match serde_json::from_slice::<ScheduleInfo>(&bytes) {

@@ -7,6 +7,7 @@ use crate::enqueue::Enqueue;
 use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::retry::Doubling;
 use crate::time::Timestamp;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -210,23 +211,24 @@ async fn fire_retrying(
     tick: Timestamp,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut delays = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match fire(backend, s, key, tick).await {
+        let delay = match fire(backend, s, key, tick).await {
             Ok(()) => return,
             Err(e) if Timestamp::now().since(tick) < OVERDUE => {
+                let delay = delays.next_delay();
                 tracing::warn!(schedule = %s.name, error = %e, retry_in_ms = delay.as_millis() as u64, "could not enqueue a tick; trying again");
+                delay
             }
             Err(e) => {
                 tracing::error!(schedule = %s.name, error = %e, "could not enqueue a tick; it is missed");
                 return;
             }
-        }
+        };
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -295,7 +297,7 @@ fn refresh(info: &mut ScheduleInfo, s: &Scheduled) {
 }
 
 async fn load(backend: &dyn Backend, key: &str) -> Result<Option<ScheduleInfo>> {
-    let Some(bytes) = backend.get_meta(key).await? else {
+    let Some(bytes) = backend.meta()?.get_meta(key).await? else {
         return Ok(None);
     };
     // An unreadable state (written by a future version, say) counts as none.
@@ -304,7 +306,7 @@ async fn load(backend: &dyn Backend, key: &str) -> Result<Option<ScheduleInfo>> 
 
 async fn save(backend: &dyn Backend, key: &str, info: &ScheduleInfo) -> Result<()> {
     let bytes = serde_json::to_vec(info).map_err(Error::Serialize)?;
-    backend.put_meta(key, &bytes).await
+    backend.meta()?.put_meta(key, &bytes).await
 }
 
 #[cfg(test)]

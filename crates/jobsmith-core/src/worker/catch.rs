@@ -1,25 +1,19 @@
 //! Catching a panic inside a job's future, so the worker survives it.
 
+use futures_util::FutureExt;
 use std::any::Any;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::panic::AssertUnwindSafe;
 
-/// Polls a future, turning a panic into an `Err` with the panic's message.
-pub(super) struct CatchPanic<F: ?Sized>(pub(super) Pin<Box<F>>);
-
-impl<F: Future + ?Sized> Future for CatchPanic<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
-        }
-    }
+/// Runs a future to its end, turning a panic into an `Err` with the panic's message.
+///
+/// Unwind safety is asserted: a job that panics is failed and its future
+/// dropped, so no state it may have left half-changed is used again here.
+pub(super) async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(&*payload))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

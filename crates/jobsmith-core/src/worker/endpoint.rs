@@ -1,4 +1,12 @@
 //! The worker's `GET /metrics` endpoint (feature `prometheus`): a minimal HTTP/1.1 responder.
+//!
+//! Ours rather than `metrics-exporter-prometheus`'s own HTTP listener. That
+//! listener is built together with a new global recorder, so it can serve
+//! neither the recorder `Exporter::install` set up earlier nor one port per
+//! worker in the same process; it answers every path and method (we promise
+//! 404 and 405) as `text/plain` without the format version; and a bind
+//! failure comes back as a string, where `Error::MetricsBind` keeps the
+//! `io::Error`.
 
 use crate::error::{Error, Result};
 use crate::prometheus::Exporter;

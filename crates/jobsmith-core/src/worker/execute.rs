@@ -1,13 +1,15 @@
 //! Running one delivered job and deciding what becomes of it.
 
-use super::catch::CatchPanic;
+use super::catch::catch_panic;
 use super::run::Shared;
 use super::settle::{Outcome, Settle};
 use crate::backend::{Delivery, Lease, Malformed};
 use crate::context::JobContext;
 use crate::envelope::Envelope;
 use crate::job::{Failure, JobDef};
+use crate::printable::printable;
 use crate::time::Timestamp;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -20,7 +22,12 @@ pub(super) async fn execute(shared: Arc<Shared>, delivery: Delivery) {
     let lease = Arc::new(lease);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let slot = shared.track(Arc::clone(&lease), cancel_tx);
-    let outcome = decide(&shared, &lease, envelope, cancel_rx).await;
+    let mut outcome = decide(&shared, &lease, envelope, cancel_rx).await;
+    if shared.past_grace.load(Ordering::SeqCst) && !matches!(outcome, Outcome::Ack(_)) {
+        // Cancelled because the grace period ran out: the job did not
+        // finish, so it goes back as at any stop, its attempt uncounted.
+        outcome = Outcome::Release;
+    }
     // No await between these two: a shutdown abort sees the job either still
     // running (and releases it) or settled, never neither.
     shared.untrack(slot);
@@ -42,19 +49,20 @@ async fn decide(
     let env = match envelope {
         Ok(env) => env,
         Err(bad) => {
-            tracing::error!(queue = %lease.queue, id = %lease.id, reason = %bad.reason, "dead-lettering a payload that is not a job envelope");
-            return Outcome::Dead(bad.reason, "malformed".into());
+            tracing::error!(queue = %printable(&lease.queue), id = %printable(lease.id.as_str()), reason = %printable(&bad.reason), "dead-lettering a payload that is not a job envelope");
+            return Outcome::Dead(bad.reason, "malformed");
         }
     };
     let now = Timestamp::now();
     if env.is_expired(now) {
-        return Outcome::Expire(env.job);
+        let name = shared.registry.registered_name(&env.job);
+        return Outcome::Expire(name.unwrap_or(crate::backend::UNREGISTERED));
     }
     let def = match shared.registry.get(&env.job) {
         Ok(def) => def,
         Err(e) => {
-            tracing::error!(queue = %lease.queue, id = %lease.id, job = %env.job, "dead-lettering a job of unknown name");
-            return Outcome::Dead(e.to_string(), env.job.into());
+            tracing::error!(queue = %printable(&lease.queue), id = %printable(env.id.as_str()), job = %printable(&env.job), "dead-lettering a job of unknown name");
+            return Outcome::Dead(e.to_string(), crate::backend::UNREGISTERED);
         }
     };
     if env.attempt > env.max_attempts {
@@ -62,7 +70,7 @@ async fn decide(
             "attempt {} of {}: the worker running the last attempt was lost (its lease expired)",
             env.attempt, env.max_attempts
         );
-        return Outcome::Dead(reason, def.name.into());
+        return Outcome::Dead(reason, def.name);
     }
     let ctx = JobContext::new(
         def.name,
@@ -85,22 +93,28 @@ async fn decide(
                 "arguments of job `{}` do not match its signature: {e}",
                 def.name
             );
-            return Outcome::Dead(reason, def.name.into());
+            tracing::warn!(queue = %printable(&lease.queue), id = %printable(env.id.as_str()), job = def.name, error = %printable(&e.to_string()), "dead-lettering a job whose arguments do not match its signature (enqueued by another version of the job?)");
+            return Outcome::Dead(reason, def.name);
         }
     };
 
     let queue_wait = now.since(env.run_at).as_secs_f64();
-    let labels = [("queue", env.queue.clone()), ("job", def.name.to_owned())];
+    // The queue the job was taken from, not the envelope's `queue`, which
+    // says whatever its writer put there.
+    let labels = [
+        ("queue", shared.queue_label(&lease.queue)),
+        ("job", def.name.to_owned()),
+    ];
     metrics::counter!("jobsmith_jobs_started_total", &labels).increment(1);
     metrics::histogram!("jobsmith_job_queue_wait_seconds", &labels).record(queue_wait);
     shared.counters.started.inc();
     let span = tracing::info_span!(
         "jobsmith.job",
-        job.id = %env.id,
+        job.id = %printable(env.id.as_str()),
         job.name = def.name,
-        queue = %env.queue,
+        queue = %printable(&env.queue),
         attempt = env.attempt,
-        trace = env.trace.as_deref().unwrap_or(""),
+        trace = %printable(env.trace.as_deref().unwrap_or("")),
     );
     // Before the span is entered: an OpenTelemetry exporter shows it as the enqueue's child.
     crate::trace::set_parent(&span, env.trace.as_deref());
@@ -126,10 +140,11 @@ async fn run_guarded(
     trace: Option<String>,
     fut: crate::job::BoxFuture<'static, Result<(), Failure>>,
 ) -> Result<(), Failure> {
-    let guarded = match trace {
-        None => CatchPanic(fut),
-        Some(tp) => CatchPanic(Box::pin(crate::trace::with_traceparent(Some(tp), fut)) as _),
+    let fut = match trace {
+        None => fut,
+        Some(tp) => Box::pin(crate::trace::with_traceparent(Some(tp), fut)),
     };
+    let guarded = catch_panic(fut);
     let outcome = match def.options.timeout {
         None => guarded.await,
         Some(limit) => match tokio::time::timeout(limit, guarded).await {
@@ -144,7 +159,7 @@ fn failed(def: &'static JobDef, mut env: Envelope, failure: Failure) -> Outcome 
     let attempt = env.attempt;
     if failure.is_permanent() {
         tracing::error!(error = %failure, "job failed permanently");
-        return Outcome::Dead(format!("failed permanently: {failure}"), def.name.into());
+        return Outcome::Dead(format!("failed permanently: {failure}"), def.name);
     }
     if attempt >= env.max_attempts {
         tracing::error!(error = %failure, "job failed on its last attempt");
@@ -153,7 +168,7 @@ fn failed(def: &'static JobDef, mut env: Envelope, failure: Failure) -> Outcome 
                 "attempt {attempt} of {} failed: {failure}",
                 env.max_attempts
             ),
-            def.name.into(),
+            def.name,
         );
     }
     let delay = def.options.backoff.delay(attempt);

@@ -23,11 +23,13 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                 for ((slot, lease), status) in slots.into_iter().zip(&leases).zip(statuses) {
                     // A finished job's lease may be lost because it was just settled.
                     if status == LeaseStatus::Lost && shared.cancel(slot) {
-                        tracing::warn!(id = %lease.id, queue = %lease.queue, "lease lost while the job runs; asking it to stop");
+                        tracing::warn!(id = %crate::printable(lease.id.as_str()), queue = %crate::printable(&lease.queue), "lease lost while the job runs; asking it to stop");
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not extend leases; will try again"),
+            Err(e) => {
+                tracing::warn!(error = %e.describe(), "could not extend leases; will try again")
+            }
         }
     }
 }
@@ -40,7 +42,7 @@ pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>, every
     let mut failing = false;
     loop {
         tick.tick().await;
-        let stats = match shared.backend.stats(&queues).await {
+        let stats = match async { shared.backend.inspect()?.stats(&queues).await }.await {
             Ok(stats) => {
                 failing = false;
                 stats
@@ -48,13 +50,15 @@ pub(super) async fn sample_depth(shared: Arc<Shared>, queues: Vec<String>, every
             Err(e) => {
                 // Once per outage, not once per tick.
                 if !failing {
-                    tracing::warn!(error = %e, "could not sample queue depth; the gauges keep their last values");
+                    tracing::warn!(error = %e.describe(), "could not sample queue depth; the gauges keep their last values");
                 }
                 failing = true;
                 continue;
             }
         };
-        for s in stats {
+        // A queue that could not be read keeps its last values; the backend
+        // reports it.
+        for s in stats.into_iter().filter(|s| s.error.is_none()) {
             let q = s.queue.clone();
             metrics::gauge!("jobsmith_queue_depth", "queue" => q.clone(), "state" => "ready")
                 .set(s.ready as f64);

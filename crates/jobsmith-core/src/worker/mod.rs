@@ -96,6 +96,10 @@ impl Worker {
     }
 
     /// Only these queues, taken in turn. Default: every queue a registered job names.
+    ///
+    /// The worker then fires only the schedules whose job goes to one of these
+    /// queues (*Which workers fire a schedule* in the `#[job]` guide,
+    /// `crates/jobsmith/docs/jobs.md`).
     pub fn queues<I, S>(mut self, queues: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -193,7 +197,9 @@ impl Worker {
     /// Enqueues `job`, with its fixed arguments, at every tick of the cron
     /// expression `cron` (six fields, seconds first; read in UTC; missed
     /// ticks skipped). The schedule is named after the job; every worker
-    /// that is given it enqueues the job once per tick between them.
+    /// that is given it enqueues the job once per tick between them. A worker
+    /// fires it only if it runs the queue `job` goes to, and otherwise logs
+    /// at start that it skips it.
     ///
     /// A malformed expression makes [`run`](Self::run) fail at once with
     /// [`Error::Schedule`](crate::Error::Schedule), saying how to write it;
@@ -228,6 +234,13 @@ impl Worker {
     /// Runs until SIGINT or SIGTERM (or the [`stop_on`](Self::stop_on)
     /// signal), then stops reserving, lets running jobs finish within the
     /// grace period and releases the rest.
+    ///
+    /// A broker that cannot be reached is retried with backoff (50 ms
+    /// doubling to 10 s) for as long as it takes. One that refuses the
+    /// worker's configuration (a wrong password, an unknown database or
+    /// virtual host, a queue declared with other arguments: an error whose
+    /// [`is_permanent`](crate::Error::is_permanent) is true) stops the worker
+    /// the same way, and `run` returns that error, which says what to fix.
     pub async fn run(self) -> Result<()> {
         self.run_report().await.map(drop)
     }

@@ -6,10 +6,13 @@ use super::{heartbeat, Worker, WorkerReport};
 use crate::backend::{Backend, Lease, LeaseStatus};
 use crate::context::StateMap;
 use crate::error::{Error, Result};
+use crate::lock::LockExt;
+use crate::record::{self, REFRESH_EVERY};
 use crate::registry::Registry;
+use crate::retry::{self, Doubling};
 use crate::schedule::scheduler;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -39,10 +42,28 @@ pub(super) struct Counters {
     pub(super) lost: Counter,
 }
 
-/// Locks `m`; a panic elsewhere while it was held leaves plain data behind, still usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A task of the worker's, aborted when the worker's future is dropped: a
+/// worker abandoned mid-run must not go on extending leases it will never settle.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Task {
+    fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(fut))
+    }
+
+    fn abort(&self) {
+        self.0.abort();
+    }
 }
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The `queue` label of a job from a queue the worker does not reserve from.
+const UNKNOWN_QUEUE: &str = "unknown";
 
 /// A running job's lease, and the sender that asks it to stop.
 type Running = (Arc<Lease>, watch::Sender<bool>);
@@ -51,6 +72,8 @@ type Running = (Arc<Lease>, watch::Sender<bool>);
 pub(super) struct Shared {
     pub(super) backend: Arc<dyn Backend>,
     pub(super) registry: Registry,
+    /// The queues this worker reserves from: the only `queue` label values it records.
+    pub(super) queues: Vec<String>,
     pub(super) state: Arc<StateMap>,
     pub(super) lease: Duration,
     pub(super) counters: Counters,
@@ -63,33 +86,38 @@ pub(super) struct Shared {
     /// heartbeat keeps extending them, so a slow settlement (a broker slow to
     /// confirm) does not let a finished job's lease run out and run it again.
     settling: Mutex<HashMap<u64, Lease>>,
+    /// Set when the grace period ran out and running jobs were cancelled:
+    /// what they return then is not an outcome, and they go back uncounted.
+    pub(super) past_grace: AtomicBool,
 }
 
 impl Shared {
     /// Records a running job; returns its slot for [`Shared::untrack`].
     pub(super) fn track(&self, lease: Arc<Lease>, cancel: watch::Sender<bool>) -> u64 {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        self.running_map().insert(slot, (lease, cancel));
+        self.running.lock_unpoisoned().insert(slot, (lease, cancel));
         slot
     }
 
     pub(super) fn untrack(&self, slot: u64) {
-        self.running_map().remove(&slot);
+        self.running.lock_unpoisoned().remove(&slot);
     }
 
     /// Hands a finished job's outcome to the settler; its lease stays extended until then.
     pub(super) fn send(&self, settle: Settle) {
         self.unsettled.fetch_add(1, Ordering::SeqCst);
-        lock(&self.settling).insert(settle.slot, settle.lease.clone());
+        self.settling
+            .lock_unpoisoned()
+            .insert(settle.slot, settle.lease.clone());
         if let Err(unsent) = self.settle_tx.send(settle) {
-            lock(&self.settling).remove(&unsent.0.slot);
+            self.settling.lock_unpoisoned().remove(&unsent.0.slot);
             self.unsettled.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// The settler has reported the outcomes of `slots`.
     pub(super) fn settled(&self, slots: &[u64]) {
-        let mut settling = lock(&self.settling);
+        let mut settling = self.settling.lock_unpoisoned();
         for slot in slots {
             settling.remove(slot);
         }
@@ -99,7 +127,8 @@ impl Shared {
 
     /// The running jobs' slots and leases.
     pub(super) fn running_leases(&self) -> (Vec<u64>, Vec<Lease>) {
-        self.running_map()
+        self.running
+            .lock_unpoisoned()
             .iter()
             .map(|(slot, (lease, _))| (*slot, Lease::clone(lease)))
             .unzip()
@@ -109,7 +138,7 @@ impl Shared {
     /// whose outcomes are not reported yet.
     pub(super) fn live_leases(&self) -> (Vec<u64>, Vec<Lease>) {
         let mut out = self.running_leases();
-        for (slot, lease) in lock(&self.settling).iter() {
+        for (slot, lease) in self.settling.lock_unpoisoned().iter() {
             out.0.push(*slot);
             out.1.push(lease.clone());
         }
@@ -118,7 +147,7 @@ impl Shared {
 
     /// Asks the job in `slot`, if it still runs, to stop; false when it does not run.
     pub(super) fn cancel(&self, slot: u64) -> bool {
-        match self.running_map().get(&slot) {
+        match self.running.lock_unpoisoned().get(&slot) {
             Some((_, tx)) => {
                 tx.send_replace(true);
                 true
@@ -127,10 +156,14 @@ impl Shared {
         }
     }
 
-    /// Counts a settlement's lease status; true when it took effect.
-    pub(super) fn count(&self, status: LeaseStatus, what: &str) -> bool {
+    /// Counts a settlement of `lease`'s job; true when it took effect.
+    pub(super) fn count(&self, status: LeaseStatus, what: &str, lease: &Lease) -> bool {
         if status == LeaseStatus::Lost {
-            tracing::warn!("{what} refused: the lease was lost and the job may run elsewhere");
+            tracing::warn!(
+                job.id = %crate::printable::printable(lease.id.as_str()),
+                queue = %crate::printable::printable(&lease.queue),
+                "{what} refused: the lease was lost and the job may run elsewhere"
+            );
             metrics::counter!("jobsmith_leases_lost_total").increment(1);
             self.counters.lost.inc();
             return false;
@@ -138,8 +171,15 @@ impl Shared {
         true
     }
 
-    fn running_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
-        lock(&self.running)
+    /// The `queue` label of a job taken from `queue`: the name when this
+    /// worker reserves from it, else `unknown`, so that a backend cannot grow
+    /// the series with names it makes up.
+    pub(super) fn queue_label(&self, queue: &str) -> String {
+        if self.queues.iter().any(|q| q == queue) {
+            queue.to_owned()
+        } else {
+            UNKNOWN_QUEUE.to_owned()
+        }
     }
 
     fn report(&self) -> WorkerReport {
@@ -179,6 +219,32 @@ async fn os_signal() {
     }
 }
 
+/// Tells the backend to stop taking jobs in and to hand back what it took.
+async fn stop_reserving(backend: &dyn Backend, queues: &[String]) {
+    if let Err(e) = backend.stop_reserving(queues).await {
+        tracing::warn!(error = %e.describe(), "could not hand back the jobs the backend had taken in; they return when their leases run out");
+    }
+}
+
+/// Hands unstarted or unfinished jobs back, without counting an attempt.
+async fn release(shared: &Shared, leases: Vec<Lease>) {
+    if leases.is_empty() {
+        return;
+    }
+    match crate::SettleExt::release(&*shared.backend, &leases).await {
+        Ok(statuses) => {
+            for s in statuses {
+                if s == LeaseStatus::Held {
+                    shared.counters.released.inc();
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.describe(), "could not release unfinished jobs; they return when their leases run out")
+        }
+    }
+}
+
 pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let registry = match worker.registry {
         Some(r) => r,
@@ -199,7 +265,23 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             q
         }
     };
-    let scheduled = scheduler::collect(&registry, worker.schedules)?;
+    for q in &queues {
+        crate::check_queue_name(q)?;
+    }
+    // Every schedule is checked, but a worker fires only those whose job goes
+    // to a queue it runs: the ticks of another queue would pile up where
+    // this worker never looks (a worker of that queue fires them).
+    let (scheduled, skipped): (Vec<_>, Vec<_>) = scheduler::collect(&registry, worker.schedules)?
+        .into_iter()
+        .partition(|s| queues.contains(&s.template.queue));
+    for s in &skipped {
+        tracing::info!(
+            schedule = %s.name,
+            job = %s.template.job,
+            queue = %s.template.queue,
+            "skipping schedule: its job goes to a queue this worker does not run; a worker that runs that queue fires it"
+        );
+    }
     let backend = Arc::clone(worker.app.backend());
     // Bound before anything is reserved, so a taken port fails the start, not a job.
     #[cfg(feature = "prometheus")]
@@ -215,6 +297,31 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         schedules = %scheduled.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
         "worker starting"
     );
+    // Before the first reserve, so that a process that does not link the
+    // jobs (`jobsmith enqueue`) finds their queues, attempts and parameters.
+    // Bounded, so that a broker that hangs delays the start by no more; the
+    // refresh task tries again soon after a failure.
+    let published = match tokio::time::timeout(
+        record::START_WAIT,
+        record::publish(&*backend, &registry, REFRESH_EVERY),
+    )
+    .await
+    {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not publish the jobs' records; will try again (until then `jobsmith enqueue` refuses the jobs it has no record of)");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(waited_ms = record::START_WAIT.as_millis() as u64, "publishing the jobs' records is taking too long; starting without them, will try again");
+            false
+        }
+    };
+    let _publish_task = Task::spawn(record::refresh(
+        Arc::clone(&backend),
+        registry.clone(),
+        published,
+    ));
     let (schedules_stop, schedules_rx) = watch::channel(false);
     let mut schedule_tasks = JoinSet::new();
     for s in scheduled {
@@ -229,6 +336,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let shared = Arc::new(Shared {
         backend: Arc::clone(&backend),
         registry,
+        queues: queues.clone(),
         state: Arc::new(worker.state),
         lease: worker.lease,
         counters: Counters::default(),
@@ -237,17 +345,18 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         settle_tx,
         unsettled: AtomicUsize::new(0),
         settling: Mutex::new(HashMap::new()),
+        past_grace: AtomicBool::new(false),
     });
-    let settler_task = tokio::spawn(settler(Arc::clone(&shared), settle_rx));
-    let heartbeat_task = tokio::spawn(heartbeat::heartbeat(Arc::clone(&shared)));
-    let sampler_task = tokio::spawn(heartbeat::sample_depth(
+    let settler_task = Task::spawn(settler(Arc::clone(&shared), settle_rx));
+    let heartbeat_task = Task::spawn(heartbeat::heartbeat(Arc::clone(&shared)));
+    let sampler_task = Task::spawn(heartbeat::sample_depth(
         Arc::clone(&shared),
         queues.clone(),
         worker.sample_every,
     ));
     #[cfg(feature = "prometheus")]
     let endpoint_task = endpoint
-        .map(|(exporter, listener)| tokio::spawn(super::endpoint::serve(exporter, listener)));
+        .map(|(exporter, listener)| Task::spawn(super::endpoint::serve(exporter, listener)));
 
     let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
     let semaphore = Arc::new(Semaphore::new(worker.concurrency));
@@ -257,9 +366,18 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     } else {
         Duration::from_secs(5)
     };
-    let mut retry_delay = Duration::from_millis(50);
+    let mut retry_delay = Doubling::new(Duration::from_millis(50), Duration::from_secs(10));
+    // Reserves failed in a row, and when the first of them did.
+    let mut failing: Option<(u32, std::time::Instant)> = None;
+    // An error no retry can fix, which ends the run.
+    let mut fatal: Option<Error> = None;
     // Turned by one queue per reserve, so that no queue is always served last.
     let mut order = queues.clone();
+    if let Err(e) = backend.start_reserving(&queues, worker.concurrency).await {
+        tracing::warn!(error = %e.describe(), "could not size what the backend takes in to the worker's concurrency");
+    }
+    // Whether the backend was told to stop taking jobs in (done once, at the stop).
+    let mut stopped_reserving = false;
 
     'reserve: loop {
         while jobs.try_join_next().is_some() {}
@@ -280,34 +398,78 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         if !order.is_empty() {
             order.rotate_left(1);
         }
+        // Never dropped half-way: a reserve may have leased jobs before it
+        // returns, and a lease dropped unsettled is charged an attempt when
+        // it runs out. A stop makes the backend end the reserve early instead.
+        let asked = std::time::Instant::now();
+        let reserve = backend.reserve(&order, permits.len(), worker.lease, wait);
+        tokio::pin!(reserve);
         let reserved = tokio::select! {
-            () = &mut stop => break 'reserve,
-            r = backend.reserve(&order, permits.len(), worker.lease, wait) => r,
+            r = &mut reserve => r,
+            () = &mut stop => {
+                let (r, ()) = tokio::join!(&mut reserve, stop_reserving(&*backend, &queues));
+                stopped_reserving = true;
+                if let Ok(deliveries) = r {
+                    release(&shared, deliveries.into_iter().map(|d| d.lease).collect()).await;
+                }
+                break 'reserve;
+            }
         };
         let deliveries = match reserved {
             Ok(d) => {
-                retry_delay = Duration::from_millis(50);
+                retry_delay.reset();
+                if let Some((failures, since)) = failing.take() {
+                    tracing::info!(
+                        backend = backend.name(),
+                        server = %backend.server(),
+                        failures,
+                        down_ms = asked.duration_since(since).as_millis() as u64,
+                        "reconnected: the backend answers again"
+                    );
+                }
                 d
             }
+            Err(e) if e.is_permanent() => {
+                tracing::error!(
+                    backend = backend.name(),
+                    server = %backend.server(),
+                    error = %e.describe(),
+                    "the backend refuses this worker's configuration, and retrying cannot change that; stopping"
+                );
+                fatal = Some(e);
+                break 'reserve;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = retry_delay.as_millis() as u64, "reserve failed; reconnecting");
-                let jitter =
-                    Duration::from_millis(fastrand::u64(0..=retry_delay.as_millis() as u64 / 2));
+                // The cause names what failed (a call that got no answer
+                // within `call_timeout`, a refused connection): a hung
+                // broker shows here within that bound and the reserve's wait.
+                let (failures, _) = failing.get_or_insert((0, std::time::Instant::now()));
+                *failures += 1;
+                let delay = retry_delay.next_delay();
+                tracing::warn!(
+                    backend = backend.name(),
+                    server = %backend.server(),
+                    error = %e.describe(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "reserve failed; reconnecting"
+                );
                 tokio::select! {
                     () = &mut stop => break 'reserve,
-                    () = tokio::time::sleep(retry_delay + jitter) => {}
+                    () = tokio::time::sleep(delay + retry::jitter(delay)) => {}
                 }
-                retry_delay = (retry_delay * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
         if deliveries.is_empty() {
             if worker.until_idle && jobs.is_empty() && shared.unsettled.load(Ordering::SeqCst) == 0
             {
-                let idle = backend
-                    .stats(&queues)
+                let idle = async { backend.inspect()?.stats(&queues).await }
                     .await
-                    .map(|s| s.iter().all(|q| q.ready + q.scheduled + q.in_flight == 0))
+                    .map(|s| {
+                        // A queue that could not be read is not known to be idle.
+                        s.iter()
+                            .all(|q| q.error.is_none() && q.ready + q.scheduled + q.in_flight == 0)
+                    })
                     .unwrap_or(false);
                 if idle {
                     break 'reserve;
@@ -324,6 +486,12 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         }
     }
 
+    // Nothing more comes in: jobs enqueued or released from here on stay
+    // with the broker for the next worker, and what the backend had taken
+    // in goes back uncounted.
+    if !stopped_reserving {
+        stop_reserving(&*backend, &queues).await;
+    }
     // Stop: no more reserves and no more ticks. A scheduler in the middle of
     // a tick gets a moment to record it.
     schedules_stop.send_replace(true);
@@ -347,6 +515,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     .await
     .is_ok();
     if !finished {
+        shared.past_grace.store(true, Ordering::SeqCst);
         for slot in shared.running_leases().0 {
             shared.cancel(slot);
         }
@@ -354,20 +523,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     }
     // Whatever is still tracked never settled: hand it back, uncounted.
     let (_, leftover) = shared.running_leases();
-    if !leftover.is_empty() {
-        match backend.release(&leftover).await {
-            Ok(statuses) => {
-                for s in statuses {
-                    if s == LeaseStatus::Held {
-                        shared.counters.released.inc();
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release unfinished jobs; they return when their leases run out")
-            }
-        }
-    }
+    release(&shared, leftover).await;
     heartbeat_task.abort();
     sampler_task.abort();
     // Let the settler flush what is queued, within the grace period.
@@ -389,15 +545,19 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     // What the backend keeps back (outcome counts on RabbitMQ and SQS) goes
     // out now, not a second later from a process that is gone by then.
     if let Err(e) = backend.flush().await {
-        tracing::warn!(error = %e, "could not write out the last outcome counts; the queue's processed and failed totals miss them");
+        tracing::warn!(error = %e.describe(), "could not write out the last outcome counts; the queue's processed and failed totals miss them");
     }
     #[cfg(feature = "prometheus")]
-    if let Some(task) = endpoint_task {
+    if let Some(mut task) = endpoint_task {
         // Awaited, so the port is free once `run` returns.
-        task.abort();
-        let _ = task.await;
+        task.0.abort();
+        let _ = (&mut task.0).await;
     }
     let report = report_shared.report();
+    if let Some(e) = fatal {
+        tracing::error!(?report, "worker stopped on an error");
+        return Err(e);
+    }
     tracing::info!(?report, "worker stopped");
     Ok(report)
 }

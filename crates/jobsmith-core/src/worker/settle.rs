@@ -1,11 +1,11 @@
-//! Reporting outcomes to the backend, batched: acks go in one call per batch,
-//! beside the batch's retries, dead letters and expiries.
+//! Reporting outcomes to the backend, batched: each batch in one
+//! [`Backend::settle`](crate::Backend::settle) call, and what failed with a
+//! transient error tried again.
 
 use super::run::Shared;
-use crate::backend::{Lease, LeaseStatus};
+use crate::backend::{self, Lease, LeaseStatus};
 use crate::envelope::Envelope;
-use futures_util::StreamExt;
-use std::borrow::Cow;
+use crate::retry::Doubling;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -17,11 +17,15 @@ pub(super) enum Outcome {
     Ack(&'static str),
     /// Failed; run again at the envelope's `run_at`.
     Retry(Envelope, &'static str),
-    /// Failed for good, with the reason and the job's name (`malformed` for
-    /// a payload that is not an envelope).
-    Dead(String, Cow<'static, str>),
-    /// Its TTL had passed; dropped unrun.
-    Expire(String),
+    /// Failed for good, with the reason and the job's registered name
+    /// (`unregistered` for a name no job has, `malformed` for a payload that
+    /// is not an envelope): a label value from a closed set.
+    Dead(String, &'static str),
+    /// Its TTL had passed; dropped unrun. With the job's registered name,
+    /// or `unregistered`.
+    Expire(&'static str),
+    /// Cancelled at a stop before it finished: back to ready, uncounted.
+    Release,
 }
 
 /// An outcome and the lease to settle it with.
@@ -53,119 +57,114 @@ pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-/// How many retries, dead letters and expiries of one flush go to the backend at once.
-const CONCURRENT_SETTLES: usize = 32;
-
 async fn flush(shared: &Shared, batch: &mut Vec<Settle>) {
-    let mut acks = Vec::new();
-    let mut labels = Vec::new();
-    let mut others = Vec::new();
+    let mut told = Vec::with_capacity(batch.len());
+    let mut outcomes = Vec::with_capacity(batch.len());
     for Settle { lease, outcome, .. } in batch.drain(..) {
-        match outcome {
-            Outcome::Ack(name) => {
-                labels.push((lease.queue.clone(), name));
-                acks.push(lease);
+        let (tell, told_as) = match outcome {
+            Outcome::Ack(name) => (backend::Outcome::Ack(lease), Told::Ack(name)),
+            Outcome::Retry(env, name) => (backend::Outcome::Retry(lease, env), Told::Retry(name)),
+            Outcome::Dead(reason, name) => (
+                backend::Outcome::DeadLetter(lease, reason),
+                Told::Dead(name),
+            ),
+            Outcome::Expire(name) => (backend::Outcome::Expire(lease), Told::Expire(name)),
+            Outcome::Release => (backend::Outcome::Release(lease), Told::Release),
+        };
+        outcomes.push(tell);
+        told.push(told_as);
+    }
+    let statuses = persist(shared, &outcomes).await;
+    for ((outcome, status), told) in outcomes.iter().zip(statuses).zip(told) {
+        let Some(status) = status else { continue };
+        let lease = outcome.lease();
+        let (what, series, counter, name) = match told {
+            Told::Ack(name) => (
+                "ack",
+                "jobsmith_jobs_succeeded_total",
+                &shared.counters.succeeded,
+                name,
+            ),
+            Told::Release => {
+                if shared.count(status, "release", lease) {
+                    shared.counters.released.inc();
+                }
+                continue;
             }
-            other => others.push(settle_one(shared, lease, other)),
+            Told::Retry(name) => (
+                "retry",
+                "jobsmith_jobs_retried_total",
+                &shared.counters.retried,
+                name,
+            ),
+            Told::Dead(name) => (
+                "dead-letter",
+                "jobsmith_jobs_dead_total",
+                &shared.counters.dead,
+                name,
+            ),
+            Told::Expire(name) => (
+                "expire",
+                "jobsmith_jobs_expired_total",
+                &shared.counters.expired,
+                name,
+            ),
+        };
+        if shared.count(status, what, lease) {
+            let queue = shared.queue_label(&lease.queue);
+            metrics::counter!(series, "queue" => queue, "job" => name).increment(1);
+            counter.inc();
         }
-    }
-    // A retry or a dead letter is a confirmed write of its own on some
-    // brokers: the batch's acks do not wait behind them, nor they behind each
-    // other. Outcomes of different leases are independent.
-    let others = futures_util::stream::iter(others)
-        .buffer_unordered(CONCURRENT_SETTLES)
-        .for_each(|()| async {});
-    futures_util::future::join(ack_all(shared, acks, labels), others).await;
-}
-
-async fn ack_all(shared: &Shared, acks: Vec<Lease>, labels: Vec<(String, &'static str)>) {
-    if acks.is_empty() {
-        return;
-    }
-    let statuses = persist(|| shared.backend.ack(&acks)).await;
-    for (status, (queue, name)) in statuses.iter().zip(labels) {
-        if shared.count(*status, "ack") {
-            metrics::counter!("jobsmith_jobs_succeeded_total", "queue" => queue, "job" => name)
-                .increment(1);
-            shared.counters.succeeded.inc();
-        }
-    }
-}
-
-async fn settle_one(shared: &Shared, lease: Lease, outcome: Outcome) {
-    let (status, what, series, counter, name) = match outcome {
-        Outcome::Ack(name) => {
-            let label = (lease.queue.clone(), name);
-            return ack_all(shared, vec![lease], vec![label]).await;
-        }
-        Outcome::Retry(env, name) => (
-            persist(|| shared.backend.retry(&lease, &env)).await,
-            "retry",
-            "jobsmith_jobs_retried_total",
-            &shared.counters.retried,
-            Cow::Borrowed(name),
-        ),
-        Outcome::Dead(reason, name) => (
-            persist(|| shared.backend.dead_letter(&lease, &reason)).await,
-            "dead-letter",
-            "jobsmith_jobs_dead_total",
-            &shared.counters.dead,
-            name,
-        ),
-        Outcome::Expire(name) => (
-            persist(|| shared.backend.expire(&lease)).await,
-            "expire",
-            "jobsmith_jobs_expired_total",
-            &shared.counters.expired,
-            Cow::Owned(name),
-        ),
-    };
-    if shared.count(status, what) {
-        metrics::counter!(series, "queue" => lease.queue, "job" => name).increment(1);
-        counter.inc();
     }
 }
 
-/// Retries an operation through connection errors, with capped exponential backoff.
+/// What was told of a lease, with the job's name for the metric.
+enum Told {
+    Ack(&'static str),
+    Retry(&'static str),
+    Dead(&'static str),
+    Expire(&'static str),
+    Release,
+}
+
+/// Settles `outcomes`, trying again those that failed with a transient
+/// error, with capped exponential backoff, until each is answered.
 ///
-/// A non-transient error is logged and reported as a lost lease: the job's
-/// lease then runs out and it is delivered again, so nothing is lost.
-async fn persist<T, F, Fut>(mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::Result<T>>,
-    T: Lost,
-{
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "could not settle a job; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not settle a job; it will be delivered again when its lease runs out");
-                return T::lost();
+/// Answers, in order, each outcome's status; `None` for one whose error
+/// was not transient, which is logged: the job's lease then runs out and it
+/// is delivered again, so nothing is lost. The first call settles
+/// `outcomes` as they are; only a retry copies the ones that failed.
+async fn persist(shared: &Shared, outcomes: &[backend::Outcome]) -> Vec<Option<LeaseStatus>> {
+    let mut answers = vec![None; outcomes.len()];
+    let mut pending: Vec<usize> = (0..outcomes.len()).collect();
+    let mut delays = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+    while !pending.is_empty() {
+        let results = if pending.len() == outcomes.len() {
+            shared.backend.settle(outcomes).await
+        } else {
+            let again: Vec<_> = pending.iter().map(|&i| outcomes[i].clone()).collect();
+            shared.backend.settle(&again).await
+        };
+        let mut again = Vec::new();
+        let mut transient = None;
+        for (i, result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(status) => answers[i] = Some(status),
+                Err(e) if e.is_transient() => {
+                    transient.get_or_insert(e);
+                    again.push(i);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.describe(), "could not settle a job; it will be delivered again when its lease runs out");
+                }
             }
         }
+        pending = again;
+        if let Some(e) = transient {
+            let delay = delays.next_delay();
+            tracing::warn!(error = %e.describe(), jobs = pending.len(), retry_in_ms = delay.as_millis() as u64, "could not settle jobs; retrying");
+            tokio::time::sleep(delay).await;
+        }
     }
-}
-
-/// What an operation that gave up reports.
-trait Lost {
-    fn lost() -> Self;
-}
-
-impl Lost for LeaseStatus {
-    fn lost() -> Self {
-        LeaseStatus::Lost
-    }
-}
-
-impl Lost for Vec<LeaseStatus> {
-    fn lost() -> Self {
-        Vec::new()
-    }
+    answers
 }

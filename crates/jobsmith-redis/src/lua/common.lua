@@ -30,6 +30,15 @@ local function ready_at(p)
   return tonumber(string.match(p, '^(%d+) '))
 end
 
+-- The registered job name in a stored payload (after its ready-at prefix),
+-- or '' when the payload is not an envelope. Decoded only for jobs dropped
+-- unrun, so the cost stays off the hot path.
+local function job_name(p)
+  local ok, env = pcall(cjson.decode, (string.gsub(p, '^%d+ ', '', 1)))
+  if ok and type(env) == 'table' and type(env.job) == 'string' then return env.job end
+  return ''
+end
+
 -- Deletes every field of the given jobs, in bounded HDELs.
 local function drop_jobs(ids)
   local names = {}
@@ -112,6 +121,32 @@ local function attempt_of(n, u)
   return (tonumber(n or '0') or 0) - (tonumber(u or '0') or 0)
 end
 
+-- When a reserve blocked on this queue is due to look again: the first
+-- scheduled job or lease expiry (ms), as reserve.lua times its wait, or nil.
+local function first_due()
+  local s = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
+  local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
+  local a, b = tonumber(s[2]), tonumber(l[2])
+  if a and b then return math.min(a, b) end
+  return a or b
+end
+
+-- Schedules jobs: `due` holds run_at (ms), id pairs, as ZADD takes them.
+-- Every path into SCHEDULED goes through here. A reserve blocked on this
+-- queue timed its wait by what was due first when it began waiting, so a
+-- job due sooner than that leaves a wake token: the reserve looks again and
+-- times its wait anew.
+local function schedule(due)
+  if #due == 0 then return end
+  local first = first_due()
+  local soonest = tonumber(due[1])
+  for i = 3, #due, 2 do
+    soonest = math.min(soonest, tonumber(due[i]))
+  end
+  each_slice('ZADD', SCHEDULED, due)
+  if not first or soonest < first then wake(1) end
+end
+
 -- Moves at most `limit` due scheduled jobs to ready, and at most `limit`
 -- jobs whose lease ran out back to the head of ready. Returns how many.
 local function settle(now, limit)
@@ -136,7 +171,7 @@ local function settle(now, limit)
       -- A scheduled job whose migration hold ran out waits for its time again.
       local r = ready_at(redis.call('HGET', JOBS, 'p:' .. id) or '') or 0
       if r > now then
-        redis.call('ZADD', SCHEDULED, r, id)
+        schedule({ r, id })
       else
         push_ready(id, prio, true)
         moved = moved + 1

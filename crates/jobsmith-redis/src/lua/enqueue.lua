@@ -56,7 +56,7 @@ for j = 1, #names do
 end
 -- Slices of an even length keep each name with its value.
 each_slice('HSET', JOBS, fields)
-each_slice('ZADD', SCHEDULED, due)
+schedule(due)
 for prio, ids in pairs(ready) do
   local len = 0
   for j = 1, #ids, MAX_UNPACK do

@@ -22,7 +22,7 @@ for i = 1, #ARGV, 7 do
       redis.call('SET', IDEM .. key, id, 'NX')
     end
     if run_at > now then
-      redis.call('ZADD', SCHEDULED, run_at, id)
+      schedule({ ARGV[i + 3], id })
     else
       push_ready(id, prio, false)
       made_ready = made_ready + 1

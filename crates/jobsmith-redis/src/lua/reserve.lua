@@ -3,11 +3,14 @@
 -- ARGV[3] each), then pops by strict priority, FIFO within a priority,
 -- dropping and counting jobs whose TTL has passed. A job's field `n` counts
 -- its reservations; its new value is the lease token.
--- Returns {next_event_in_ms or -1, {id, token, attempt, payload}...}.
+-- Returns {next_event_in_ms or -1, {job name of each job dropped as expired},
+-- {id, token, attempt, payload}...}: the caller counts the dropped jobs in
+-- its metrics, by name.
 local now = clock()
 local max, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 settle(now, limit)
-local out = { -1 }
+local out = { -1, {} }
+local dropped_names = out[2]
 local taken, expired = 0, 0
 local until_ms = now + lease
 local leases = {}
@@ -42,6 +45,7 @@ for _, prio in ipairs(prios) do
           local x = tonumber(f[o + 2] or '0') or 0
           if x > 0 and x <= now then
             dropped[#dropped + 1] = id
+            dropped_names[#dropped_names + 1] = job_name(payload)
             free_key(id, f[o + 3])
             expired = expired + 1
           else
@@ -53,7 +57,7 @@ for _, prio in ipairs(prios) do
             leases[#leases + 1] = until_ms
             leases[#leases + 1] = id
             taken = taken + 1
-            out[taken + 1] = { id, token, attempt_of(token, f[o + 5]), payload }
+            out[taken + 2] = { id, token, attempt_of(token, f[o + 5]), payload }
           end
         end
       end

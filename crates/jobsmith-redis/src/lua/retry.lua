@@ -10,7 +10,7 @@ local r = ARGV[5]
 if run_at <= now then r = int(now) end
 redis.call('HSET', JOBS, 'p:' .. id, r .. ' ' .. payload, 'pr:' .. id, prio, 'x:' .. id, expires)
 if run_at > now then
-  redis.call('ZADD', SCHEDULED, run_at, id)
+  schedule({ ARGV[5], id })
 else
   push_ready(id, prio, false)
   wake(1)

@@ -5,13 +5,8 @@
 pub mod record;
 pub mod server;
 
-use jobsmith_core::testkit::Faults;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use jobsmith_conformance::Faults;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// The Redis the tests use: `JOBSMITH_REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -38,94 +33,8 @@ fn fastrand_u32() -> u32 {
     h.finish() as u32
 }
 
-/// `url` with its host and port replaced by `addr` (credentials, db and query kept).
-pub fn with_addr(url: &str, addr: SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (creds, hostpart) = match rest.rsplit_once('@') {
-        Some((c, h)) => (format!("{c}@"), h),
-        None => (String::new(), rest),
-    };
-    let tail_at = hostpart.find(['/', '?', '#']).unwrap_or(hostpart.len());
-    format!("{scheme}://{creds}{addr}{}", &hostpart[tail_at..])
-}
-
-/// `host:port` of a URL.
-pub fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let end = hostpart.find(['/', '?', '#']).unwrap_or(hostpart.len());
-    let hp = &hostpart[..end];
-    if hp.contains(':') {
-        hp.to_owned()
-    } else {
-        format!("{hp}:6379")
-    }
-}
-
-/// A TCP proxy in front of Redis that can drop every connection and refuse new ones.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    severed: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a proxy port");
-        let addr = listener.local_addr().expect("proxy address");
-        let severed = Arc::new(AtomicBool::new(false));
-        let (cut, _) = watch::channel(0u64);
-        let (flag, tx) = (Arc::clone(&severed), cut.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if flag.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let mut rx = tx.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            addr,
-            severed,
-            cut,
-            task,
-        }
-    }
-
-    pub fn sever(&self) {
-        self.severed.store(true, Ordering::SeqCst);
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    pub fn restore(&self) {
-        self.severed.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The TCP proxy the tests put in front of Redis, to cut or freeze it.
+pub use jobsmith_conformance::Proxy;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
@@ -253,8 +162,42 @@ impl Faults for RedisFaults {
     async fn restore(&self) {
         self.proxy.restore();
     }
+    async fn freeze(&self) -> Option<String> {
+        self.proxy.freeze();
+        Some("a proxy in front of Redis stopped forwarding".into())
+    }
+    async fn thaw(&self) {
+        self.proxy.thaw();
+    }
     async fn push_raw(&self, queue: &str, raw: &[u8]) {
         push_raw(&self.url, &self.prefix, queue, raw).await;
+    }
+    /// A string written over the queue's lease set, as a stray client or a
+    /// hand-typed command could: every script that reads it fails with
+    /// WRONGTYPE. The jobs stay in place.
+    async fn break_queue(&self, queue: &str) -> Option<String> {
+        let key = format!("{{{}:{queue}}}:leases", self.prefix);
+        self.command(redis::cmd("SET").arg(&key).arg("not a lease set"))
+            .await;
+        Some(format!("a string written into `{key}`"))
+    }
+    async fn repair_queue(&self, queue: &str) {
+        let key = format!("{{{}:{queue}}}:leases", self.prefix);
+        self.command(redis::cmd("DEL").arg(&key)).await;
+    }
+}
+
+impl RedisFaults {
+    /// Runs `cmd` on the real server, straight, not through the proxy.
+    async fn command(&self, cmd: &redis::Cmd) {
+        let client = redis::Client::open(self.url.as_str()).expect("redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        cmd.query_async::<redis::Value>(&mut conn)
+            .await
+            .expect("a command of the fault");
     }
 }
 

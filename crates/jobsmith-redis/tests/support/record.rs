@@ -63,6 +63,8 @@ pub static RECORD_JOB: JobDef = JobDef {
         ..JobOptions::DEFAULT
     },
     run: run_record,
+    params: &[],
+    shapes: Vec::new,
 };
 
 fn run_record(

@@ -9,12 +9,23 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     aof: bool,
+    /// The password the server asks for (`--requirepass`), if any.
+    password: Option<String>,
     child: Option<Child>,
 }
 
 impl Server {
     /// Starts one on a free port; with `aof`, every write is fsynced to an append-only file.
     pub async fn start(aof: bool) -> Server {
+        Self::start_with(aof, None).await
+    }
+
+    /// Starts one that asks for `password` (`--requirepass`).
+    pub async fn with_password(password: &str) -> Server {
+        Self::start_with(false, Some(password.to_owned())).await
+    }
+
+    async fn start_with(aof: bool, password: Option<String>) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -26,15 +37,49 @@ impl Server {
             port,
             dir,
             aof,
+            password,
             child: None,
         };
         s.spawn().await;
         s
     }
 
-    /// The URL of this server.
+    /// The URL of this server, with its password if it asks for one.
     pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => self.bare_url(),
+        }
+    }
+
+    /// The URL of this server without a password.
+    pub fn bare_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Changes the password the server asks for, and drops every client
+    /// connected with the old one (Redis keeps those logged in otherwise).
+    pub async fn change_password(&mut self, password: &str) {
+        let client = redis::Client::open(self.url()).expect("redis URL");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect with the old password");
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .exec_async(&mut c)
+            .await
+            .expect("CONFIG SET requirepass");
+        self.password = Some(password.to_owned());
+        // Every normal client, this one included: the server closes them.
+        let _ = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .exec_async(&mut c)
+            .await;
     }
 
     async fn spawn(&mut self) {
@@ -47,6 +92,11 @@ impl Server {
             .arg("")
             .arg("--dir")
             .arg(&self.dir)
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|pw| ["--requirepass", pw.as_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.aof {

@@ -2,15 +2,12 @@
 //! can cut the connection, and the faults the conformance suite uses.
 #![allow(dead_code, unreachable_pub)]
 
-use aws_sdk_sqs::types::MessageAttributeValue;
-use jobsmith_core::testkit::Faults;
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, QueueAttributeName};
+use jobsmith_conformance::Faults;
 use jobsmith_core::Settings;
 use jobsmith_sqs::{SqsBackend, SqsConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 /// The SQS endpoint: `JOBSMITH_SQS_ENDPOINT`, or moto on 127.0.0.1:5000.
 pub fn endpoint() -> String {
@@ -39,60 +36,8 @@ pub async fn backend(settings: Settings, via: Option<&str>) -> SqsBackend {
         .expect("the SQS endpoint is reachable")
 }
 
-/// A TCP proxy in front of the endpoint that can drop every connection.
-#[derive(Debug)]
-pub struct Proxy {
-    pub addr: std::net::SocketAddr,
-    severed: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let severed = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (s, c) = (Arc::clone(&severed), Arc::clone(&conns));
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if s.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                let mut conns = c.lock().expect("lock");
-                conns.retain(|h| !h.is_finished());
-                conns.push(task.abort_handle());
-            }
-        });
-        Self {
-            addr,
-            severed,
-            conns,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn sever(&self) {
-        self.severed.store(true, Ordering::SeqCst);
-        for h in self.conns.lock().expect("lock").drain(..) {
-            h.abort();
-        }
-    }
-
-    pub fn restore(&self) {
-        self.severed.store(false, Ordering::SeqCst);
-    }
-}
+/// The TCP proxy the tests put in front of the endpoint, to cut or freeze it.
+pub use jobsmith_conformance::Proxy;
 
 /// The host:port of an http:// endpoint.
 pub fn host_port(endpoint: &str) -> String {
@@ -126,11 +71,32 @@ pub async fn push_raw(backend: &SqsBackend, queue: &str, raw: &[u8]) {
     req.send().await.expect("raw send");
 }
 
-/// The conformance suite's faults: a proxy to cut, and raw sends.
+/// The conformance suite's faults: a proxy to cut, raw sends, and a queue
+/// deleted behind the backend's back.
 #[derive(Debug)]
 pub struct SqsFaults {
     pub proxy: Proxy,
     pub direct: SqsBackend,
+    /// Per broken queue: its level-0 SQS queue as it was, and the messages set aside.
+    pub broken: Mutex<std::collections::HashMap<String, Deleted>>,
+}
+
+/// An SQS queue deleted by [`SqsFaults::break_queue`], to create again.
+#[derive(Debug)]
+pub struct Deleted {
+    name: String,
+    attributes: Vec<(QueueAttributeName, String)>,
+    messages: Vec<Message>,
+}
+
+impl SqsFaults {
+    pub fn new(proxy: Proxy, direct: SqsBackend) -> Self {
+        Self {
+            proxy,
+            direct,
+            broken: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -141,7 +107,111 @@ impl Faults for SqsFaults {
     async fn restore(&self) {
         self.proxy.restore();
     }
+    async fn freeze(&self) -> Option<String> {
+        self.proxy.freeze();
+        Some("a proxy in front of the SQS endpoint stopped forwarding".into())
+    }
+    async fn thaw(&self) {
+        self.proxy.thaw();
+    }
     async fn push_raw(&self, queue: &str, raw: &[u8]) {
         push_raw(&self.direct, queue, raw).await;
+    }
+    /// What an operator can do to one queue: its level-0 SQS queue (which
+    /// holds its jobs of priority 0) is emptied into memory and deleted.
+    /// The backend has its URL and finds the queue gone.
+    async fn break_queue(&self, queue: &str) -> Option<String> {
+        let client = self.direct.client();
+        let url = self.direct.queue_url(queue).await.expect("queue URL");
+        let name = url
+            .rsplit('/')
+            .next()
+            .expect("a URL ends in a name")
+            .to_owned();
+        let kept = [
+            QueueAttributeName::RedrivePolicy,
+            QueueAttributeName::MessageRetentionPeriod,
+        ];
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .set_attribute_names(Some(kept.to_vec()))
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut messages = Vec::new();
+        loop {
+            let got = client
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .visibility_timeout(600)
+                .send()
+                .await
+                .expect("ReceiveMessage")
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                break;
+            }
+            messages.extend(got);
+        }
+        client
+            .delete_queue()
+            .queue_url(&url)
+            .send()
+            .await
+            .expect("DeleteQueue");
+        let how = format!(
+            "SQS queue `{name}` deleted, its {} messages set aside",
+            messages.len()
+        );
+        self.lock().insert(
+            queue.to_owned(),
+            Deleted {
+                name,
+                attributes,
+                messages,
+            },
+        );
+        Some(how)
+    }
+    /// Creates the SQS queue again as it was (unless the backend already
+    /// did) and sends the messages set aside back into it.
+    async fn repair_queue(&self, queue: &str) {
+        let Some(deleted) = self.lock().remove(queue) else {
+            return;
+        };
+        let client = self.direct.client();
+        let url = client
+            .create_queue()
+            .queue_name(&deleted.name)
+            .set_attributes(Some(deleted.attributes.into_iter().collect()))
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("a created queue has a URL");
+        for m in deleted.messages {
+            client
+                .send_message()
+                .queue_url(&url)
+                .set_message_body(m.body)
+                .set_message_attributes(m.message_attributes)
+                .send()
+                .await
+                .expect("SendMessage");
+        }
+    }
+}
+
+impl SqsFaults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Deleted>> {
+        self.broken.lock().expect("not poisoned")
     }
 }

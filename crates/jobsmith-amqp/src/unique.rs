@@ -1,0 +1,224 @@
+//! Idempotency keys, kept in RabbitMQ itself so that they hold across processes.
+//!
+//! A key of queue `q` is two queues. `p.q.key.<hash>` is declared with
+//! `x-max-length: 1` and `x-overflow: reject-publish`: publishing the job id
+//! into it is an atomic "take the key if free" (the broker nacks the publish
+//! when the key is taken), and it holds the id while the job is queued or
+//! running. The hold queue is never read: a message being read (unacked)
+//! does not count towards `x-max-length`, so a read would let a racing
+//! publish take the key a second time. The holder's id is therefore also
+//! written to `p.q.owner.<hash>` (`x-max-length: 1`, newest kept), which
+//! enqueues that find the key taken read instead. When the job completes, its
+//! id goes into `p.q.done.<hash>` with a per-message TTL of `unique_for`, and
+//! the owner and hold queues are deleted, in that order. Enqueue checks the
+//! done queue before and after taking the hold, so a completion racing an
+//! enqueue is seen by one check or the other.
+
+use crate::error::from_lapin;
+use crate::inner::Inner;
+use crate::link::Link;
+use crate::message::{self, Confirmed, Outgoing};
+use jobsmith_core::{Error, JobId, Result};
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use std::sync::Arc;
+
+/// Whether an enqueue took the key.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// The key was free and now belongs to the new job.
+    Taken,
+    /// The key belongs to this job, queued, running or completed.
+    Existing(JobId),
+}
+
+pub(crate) fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404)
+}
+
+/// A job id for a key queue, persistent.
+fn id_message(queue: String, id: &JobId) -> Outgoing {
+    message::to_queue(queue, id.as_str().as_bytes().to_vec())
+}
+
+/// What a request on a key queue found: `None` when the queue is missing,
+/// which closes the channel, so it is reopened.
+async fn found<T>(link: &Link, ch: &mut Channel, answer: lapin::Result<T>) -> Result<Option<T>> {
+    match answer {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if is_not_found(&e) => {
+            *ch = link.reopen_admin().await?;
+            Ok(None)
+        }
+        Err(e) => Err(from_lapin(e)),
+    }
+}
+
+/// The id a key queue holds, leaving it there; `None` when the queue is
+/// missing or empty.
+async fn peek(link: &Link, ch: &mut Channel, queue: &str) -> Result<Option<JobId>> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await;
+    match found(link, ch, declared).await? {
+        Some(q) if q.message_count() > 0 => {}
+        _ => return Ok(None),
+    }
+    let got = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await;
+    let Some(Some(m)) = found(link, ch, got).await? else {
+        return Ok(None);
+    };
+    let id = JobId(String::from_utf8_lossy(&m.delivery.data).into_owned());
+    ch.basic_nack(
+        m.delivery.delivery_tag,
+        BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        },
+    )
+    .await
+    .map_err(from_lapin)?;
+    Ok(Some(id))
+}
+
+impl Inner {
+    /// Takes `key` of queue `q` for job `id`, or names the job that has it.
+    pub(crate) async fn claim_key(
+        self: &Arc<Self>,
+        link: &Link,
+        q: &str,
+        key: &str,
+        id: &JobId,
+    ) -> Result<Claim> {
+        let hold = self.names.hold(q, key);
+        let owner = self.names.owner(q, key);
+        let done = self.names.done(q, key);
+        let mut ch = link.admin().await?;
+        for _ in 0..40 {
+            if let Some(existing) = peek(link, &mut ch, &done).await? {
+                return Ok(Claim::Existing(existing));
+            }
+            declare(&ch, &hold, self.topology().hold_args()).await?;
+            let outcome =
+                message::publish_all(&ch, vec![id_message(hold.clone(), id)], true).await?;
+            match outcome.first() {
+                Some(Confirmed::Ack) => {
+                    if let Some(existing) = peek(link, &mut ch, &done).await? {
+                        // It completed while we took the hold: give the hold back.
+                        delete(&ch, hold).await?;
+                        return Ok(Claim::Existing(existing));
+                    }
+                    self.name_owner(&ch, q, key, id).await?;
+                    return Ok(Claim::Taken);
+                }
+                Some(Confirmed::Nack) => {
+                    if let Some(existing) = peek(link, &mut ch, &owner).await? {
+                        return Ok(Claim::Existing(existing));
+                    }
+                    // Freed in between, or the holder has not named itself
+                    // yet: look again shortly.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                // The hold queue was deleted in between: declare it again.
+                Some(Confirmed::Unroutable) | None => {}
+            }
+        }
+        Err(Error::Backend(format!(
+            "idempotency key `{key}` is too contended to take"
+        )))
+    }
+
+    /// The job holding `key` of queue `q`, read without taking anything: the
+    /// completed job the done queue remembers, else the holder the owner
+    /// queue names (a hold is taken before its owner is named, so a key
+    /// taken this very moment may not show yet).
+    pub(crate) async fn key_holder(
+        &self,
+        link: &Link,
+        q: &str,
+        key: &str,
+    ) -> Result<Option<JobId>> {
+        let mut ch = link.admin().await?;
+        if let Some(done) = peek(link, &mut ch, &self.names.done(q, key)).await? {
+            return Ok(Some(done));
+        }
+        peek(link, &mut ch, &self.names.owner(q, key)).await
+    }
+
+    /// The job holding `key` completed: remember it for `unique_for`, then free the hold.
+    pub(crate) async fn complete_key(
+        &self,
+        link: &Link,
+        q: &str,
+        key: &str,
+        id: &JobId,
+    ) -> Result<()> {
+        let done = self.names.done(q, key);
+        let ch = link.admin().await?;
+        declare(&ch, &done, self.topology().done_args()).await?;
+        let mut msg = id_message(done, id);
+        msg.props = msg
+            .props
+            .with_expiration(message::expiration(self.cfg.settings.unique_for));
+        message::publish_confirmed(&ch, vec![msg]).await?;
+        delete(&ch, self.names.owner(q, key)).await?;
+        delete(&ch, self.names.hold(q, key)).await
+    }
+
+    /// The job holding `key` died or expired: the key is free again.
+    pub(crate) async fn free_key(&self, link: &Link, q: &str, key: &str) -> Result<()> {
+        let ch = link.admin().await?;
+        delete(&ch, self.names.owner(q, key)).await?;
+        delete(&ch, self.names.hold(q, key)).await
+    }
+
+    /// A dead job is requeued: it takes its key again, whoever had it.
+    pub(crate) async fn retake_key(
+        &self,
+        link: &Link,
+        q: &str,
+        key: &str,
+        id: &JobId,
+    ) -> Result<()> {
+        let hold = self.names.hold(q, key);
+        let ch = link.admin().await?;
+        declare(&ch, &hold, self.topology().hold_args()).await?;
+        ch.queue_purge(hold.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .map_err(from_lapin)?;
+        message::publish_all(&ch, vec![id_message(hold, id)], true).await?;
+        self.name_owner(&ch, q, key, id).await
+    }
+
+    /// Names `id` as the holder of `key`, for enqueues that find it taken.
+    async fn name_owner(&self, ch: &Channel, q: &str, key: &str, id: &JobId) -> Result<()> {
+        let owner = self.names.owner(q, key);
+        declare(ch, &owner, self.topology().owner_args()).await?;
+        message::publish_confirmed(ch, vec![id_message(owner, id)]).await
+    }
+}
+
+/// Declares a durable key queue.
+async fn declare(ch: &Channel, queue: &str, args: FieldTable) -> Result<()> {
+    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(from_lapin)?;
+    Ok(())
+}
+
+/// Deletes a key queue, and the id in it.
+async fn delete(ch: &Channel, queue: String) -> Result<()> {
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .map_err(from_lapin)?;
+    Ok(())
+}

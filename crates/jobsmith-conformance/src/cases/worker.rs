@@ -1,0 +1,497 @@
+//! Whole workers ([`App`] and its worker) end to end: reconnecting,
+//! retrying and dead-lettering, stopping, crashing, and sharing a backend.
+
+use super::common::{dead_of, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
+use crate::{Factory, Harness, NoopCounter};
+use jobsmith_core::{App, Backend, Envelope, SettleExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A worker rides out a dropped connection with backoff and finishes every job.
+pub async fn worker_reconnects_and_finishes_every_job(factory: Factory) {
+    let h = fresh(factory).await;
+    let jobs = 300;
+    // A reservation whose reply the cut connection swallowed still counts an
+    // attempt (a lost delivery always does): give the jobs a retry policy, as
+    // real jobs have, so such a job runs on its next delivery.
+    let with_retries = |n| {
+        let mut e = job("default", n);
+        e.max_attempts = 5;
+        e
+    };
+    h.backend
+        .enqueue((0..jobs).map(with_retries).collect())
+        .await
+        .expect("enqueue");
+    let counter = NoopCounter::default();
+    let app = App::from_backend(Arc::clone(&h.backend));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .lease(h.short_lease.max(Duration::from_secs(2)))
+        .concurrency(8)
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let run = tokio::spawn(worker.run_report());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.faults.sever().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.faults.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter_value(&counter) < jobs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(());
+    let report = run.await.expect("worker task").expect("worker runs");
+    assert!(
+        counter_value(&counter) >= jobs,
+        "every job ran at least once after the reconnect: {} of {jobs}",
+        counter_value(&counter)
+    );
+    let s = stats(&*h.backend, "default").await;
+    assert_eq!(
+        (s.ready, s.in_flight, s.dead),
+        (0, 0, 0),
+        "nothing is left behind; report {report:?}"
+    );
+}
+
+fn counter_value(c: &NoopCounter) -> u64 {
+    c.get()
+}
+
+/// The worker retries a failing job with its backoff, and dead-letters it after its last attempt.
+pub async fn worker_retries_then_dead_letters(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    let make = |fail_times: u32, n: u64| {
+        Envelope::with_args(
+            "conformance_noop",
+            "default",
+            &json!({"fail_times": fail_times, "n": n}),
+        )
+        .map(|mut e| {
+            e.max_attempts = 3;
+            e
+        })
+    };
+    let ok_late = make(2, 1).expect("json");
+    let doomed = make(5, 2).expect("json");
+    let doomed_id = doomed.id.clone();
+    b.enqueue(vec![ok_late, doomed]).await.expect("enqueue");
+    h.faults.push_raw("default", b"garbage").await;
+    let mut unknown = job("default", 3);
+    unknown.job = "no_such_job".into();
+    let unknown_id = enqueue(b, unknown).await;
+    let counter = NoopCounter::default();
+    let report = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .until_idle()
+        .run_report()
+        .await
+        .expect("worker runs");
+    assert_eq!(
+        counter.get(),
+        1,
+        "the job that fails twice succeeds on its third attempt"
+    );
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(
+        report.retried, 4,
+        "two retries each for the two failing jobs"
+    );
+    assert_eq!(
+        report.dead, 3,
+        "the doomed job, the garbage and the unknown job are dead"
+    );
+    let doomed = dead_of(b)
+        .dead_get("default", &doomed_id)
+        .await
+        .expect("get")
+        .expect("doomed job is dead");
+    assert!(
+        doomed.reason.contains("attempt 3 of 3"),
+        "reason names the attempts: {}",
+        doomed.reason
+    );
+    let unknown = dead_of(b)
+        .dead_get("default", &unknown_id)
+        .await
+        .expect("get")
+        .expect("unknown job is dead");
+    assert!(
+        unknown.reason.contains("no_such_job"),
+        "reason names the unknown job: {}",
+        unknown.reason
+    );
+    let all = dead_of(b).dead_list("default", 0, 10).await.expect("list");
+    assert!(
+        all.iter().any(|d| d.raw == b"garbage"),
+        "garbage is dead-lettered as it was"
+    );
+}
+
+/// Garbage bytes and a valid envelope naming an unknown job, written straight
+/// into the queue by a foreign producer, reach the dead-letter queue with
+/// their reasons; the worker carries on and runs the next job.
+pub async fn worker_dead_letters_bad_input_and_carries_on(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    let garbage: &[u8] = b"\xff\xfe{{ not an envelope";
+    h.faults.push_raw("default", garbage).await;
+    let unknown = Envelope::with_args("no_such_job", "default", &json!({"x": 1})).expect("json");
+    h.faults.push_raw("default", &unknown.to_bytes()).await;
+    enqueue(b, job("default", 7)).await;
+    let counter = NoopCounter::default();
+    let report = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .until_idle()
+        .run_report()
+        .await
+        .expect("the worker carries on");
+    assert_eq!(counter.get(), 1, "the normal job ran after the bad ones");
+    assert_eq!((report.dead, report.succeeded), (2, 1), "{report:?}");
+    let dead = dead_of(b).dead_list("default", 0, 10).await.expect("list");
+    assert_eq!(dead.len(), 2, "both bad payloads are dead: {dead:?}");
+    let g = dead
+        .iter()
+        .find(|d| d.raw == garbage)
+        .expect("the garbage is kept byte for byte");
+    assert!(!g.reason.is_empty(), "the garbage's reason is given");
+    let u = dead
+        .iter()
+        .find(|d| d.envelope().is_some_and(|e| e.job == "no_such_job"))
+        .expect("the unknown job is dead, still an envelope");
+    assert!(
+        u.reason.contains("no_such_job"),
+        "reason names the job: {}",
+        u.reason
+    );
+}
+
+/// An envelope of a format version this build does not know (`v: 99`,
+/// written by a newer or foreign producer) is never run: it is delivered as
+/// a payload that cannot be read, and the worker dead-letters it with a
+/// reason naming the version, its bytes kept as they were (a reader of
+/// version 1 would drop what it does not understand), and carries on.
+pub async fn worker_dead_letters_an_unknown_envelope_version(factory: Factory) {
+    let h = fresh(factory).await;
+    let b = &*h.backend;
+    let mut future = serde_json::to_value(job("default", 1)).expect("an envelope is JSON");
+    future["v"] = json!(99);
+    future["shiny_new_field"] = json!({"only": "version 99 knows this"});
+    let raw = serde_json::to_vec(&future).expect("JSON");
+    h.faults.push_raw("default", &raw).await;
+    enqueue(b, job("default", 2)).await;
+    let counter = NoopCounter::default();
+    let report = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .until_idle()
+        .run_report()
+        .await
+        .expect("the worker carries on");
+    assert_eq!(
+        counter.started(),
+        [2].into(),
+        "only the version 1 job ran; the version 99 one never started"
+    );
+    assert_eq!((report.dead, report.succeeded), (1, 1), "{report:?}");
+    let dead = dead_of(b).dead_list("default", 0, 10).await.expect("list");
+    assert_eq!(dead.len(), 1, "the version 99 envelope is dead: {dead:?}");
+    assert_eq!(dead[0].raw, raw, "its bytes are kept as they were");
+    assert!(
+        dead[0].reason.contains("version 99"),
+        "the reason names the version: {}",
+        dead[0].reason
+    );
+    assert_eq!(
+        dead_of(b)
+            .dead_requeue("default", &[dead[0].id.clone()])
+            .await
+            .expect("requeue"),
+        0,
+        "a version this build cannot read is not requeued by it"
+    );
+}
+
+/// Waits up to 10 s for `counter` to have seen `n` starts.
+async fn until_started(counter: &NoopCounter, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.started().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the worker started {} of {n} jobs within 10 s",
+            counter.started().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reserves and acks `n` jobs of `queue` on `b`, a few at a time (a peer
+/// holds little unacknowledged), and returns their envelopes as delivered;
+/// `why` is the assertion that each reserve (up to 5 s) finds one.
+async fn run_out(b: &dyn Backend, queue: &str, n: usize, why: &str) -> Vec<Envelope> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let more = b
+            .reserve(&qs(queue), n - got.len(), LONG, Duration::from_secs(5))
+            .await
+            .expect("reserve");
+        assert!(!more.is_empty(), "{why} ({} of {n} came)", got.len());
+        let leases: Vec<_> = more.iter().map(|d| d.lease.clone()).collect();
+        b.ack(&leases).await.expect("ack");
+        got.extend(more.iter().map(|d| env_of(d).clone()));
+    }
+    got
+}
+
+/// The suite's job `n`, sleeping `sleep_ms` when it runs.
+fn sleeping_job(queue: &str, n: u64, sleep_ms: u64) -> Envelope {
+    Envelope::with_args(
+        "conformance_noop",
+        queue,
+        &json!({"fail_times": 0, "sleep_ms": sleep_ms, "n": n}),
+    )
+    .expect("plain JSON serializes")
+}
+
+/// A graceful stop (every deploy) charges no attempt: not to the job that
+/// runs past the grace period and is released, not to the jobs buffered
+/// behind it (all slots busy), not to jobs enqueued while the worker stops
+/// (a slot free, its reserve waiting). Another process then gets every one
+/// of them as attempt 1, at once, even after the stopped one's connection
+/// goes away as it would at exit.
+pub async fn worker_stop_charges_no_attempt(factory: Factory) {
+    for concurrency in [1, 2] {
+        let h = fresh(factory).await;
+        stop_charges_no_attempt(&h, &format!("stop{concurrency}"), concurrency).await;
+    }
+}
+
+async fn stop_charges_no_attempt(h: &Harness, queue: &str, concurrency: usize) {
+    let b = &*h.backend;
+    b.enqueue(
+        (0..6)
+            .map(|n| sleeping_job(queue, n, if n == 0 { 10_000 } else { 0 }))
+            .collect(),
+    )
+    .await
+    .expect("enqueue");
+    let counter = NoopCounter::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues([queue])
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(concurrency)
+        .grace_period(Duration::from_millis(800))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let run = tokio::spawn(worker.run_report());
+    // With one slot, job 0 holds it and the rest wait behind; with two, the
+    // rest run and the free slot's reserve waits for more.
+    let started = if concurrency == 1 { 1 } else { 6 };
+    until_started(&counter, started).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.enqueue((6..9).map(|n| sleeping_job(queue, n, 0)).collect())
+        .await
+        .expect("enqueue during the stop");
+    let report = run.await.expect("worker task").expect("worker runs");
+    assert!(
+        counter.started().len() == started && report.released >= 1,
+        "concurrency {concurrency}: the worker started {started} jobs, and released job 0 \
+         when the grace period ran out: {report:?}"
+    );
+    // The stopped process exits: its connection closes.
+    h.faults.kill().await;
+    let peer = (h.peer)().await;
+    let left = 9 - (started - 1);
+    let got = run_out(
+        &*peer,
+        queue,
+        left,
+        "a job the stopped worker held or never took is ready at once for another process",
+    )
+    .await;
+    let mut charged: Vec<(u64, u32)> = got
+        .iter()
+        .filter(|e| e.attempt != 1)
+        .map(|e| (n_of(e), e.attempt))
+        .collect();
+    charged.sort_unstable();
+    assert!(
+        charged.is_empty(),
+        "concurrency {concurrency}: a graceful stop charged an attempt to jobs (n, attempt now) \
+         {charged:?}; job 0 was released at the stop, the others never started"
+    );
+}
+
+/// What a stopping worker's backend takes in after the stop (a receive
+/// already on its way to the broker brings a job enqueued meanwhile) is
+/// handed back as it comes, not once the worker's last wait on another
+/// queue is over: another process gets it within two seconds of its
+/// enqueue, as attempt 1, while the stopping worker still waits.
+pub async fn worker_stop_hands_back_at_once_what_it_takes_in(factory: Factory) {
+    let h = fresh(factory).await;
+    let (first, second) = ("handback1", "handback2");
+    let counter = NoopCounter::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues([first, second])
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(1)
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let run = tokio::spawn(worker.run_report());
+    // The worker's reserve is waiting on both queues.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let enqueued = Instant::now();
+    enqueue(&*h.backend, sleeping_job(first, 1, 0)).await;
+    // Time for a receive still open at the stop to bring the job in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let peer = (h.peer)().await;
+    let got = peer
+        .reserve(&qs(first), 1, LONG, Duration::from_secs(5))
+        .await
+        .expect("reserve");
+    let waited = enqueued.elapsed();
+    assert!(
+        got.len() == 1 && waited <= HANDED_BACK,
+        "a job enqueued while a worker stops reaches another process within {HANDED_BACK:?}: \
+         it came after {waited:?} ({} of 1)",
+        got.len()
+    );
+    assert_eq!(
+        env_of(&got[0]).attempt,
+        1,
+        "the stopping worker never started it"
+    );
+    peer.ack(&[got[0].lease.clone()]).await.expect("ack");
+    let report = run.await.expect("worker task").expect("worker runs");
+    assert!(
+        counter.started().is_empty(),
+        "a stopping worker starts nothing: {report:?}"
+    );
+}
+
+/// How soon after its enqueue a job that a stopping worker's backend took in
+/// reaches another process ([`worker_stop_hands_back_at_once_what_it_takes_in`]).
+const HANDED_BACK: Duration = Duration::from_secs(2);
+
+/// A worker that dies (kill -9) charges an attempt at most to the jobs it
+/// could have been running: its concurrency, however many jobs its backend
+/// took in ahead. Every job comes back to another process.
+pub async fn worker_crash_charges_at_most_its_concurrency(factory: Factory) {
+    let h = fresh(factory).await;
+    let jobs = 20;
+    let concurrency = 2;
+    h.backend
+        .enqueue((0..jobs).map(|n| sleeping_job("default", n, 500)).collect())
+        .await
+        .expect("enqueue");
+    let counter = NoopCounter::default();
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(concurrency)
+        .lease(h.short_lease)
+        .stop_on(std::future::pending());
+    let run = tokio::spawn(worker.run_report());
+    until_started(&counter, concurrency).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The process dies: nothing of it runs on, its connection goes.
+    run.abort();
+    let _ = run.await;
+    h.faults.kill().await;
+    let started = counter.started();
+    let done = counter.get();
+    let peer = (h.peer)().await;
+    let left = usize::try_from(jobs - done).expect("small");
+    let got = run_out(
+        &*peer,
+        "default",
+        left,
+        "every job not completed comes back to another process once its lease runs out",
+    )
+    .await;
+    let charged_unstarted: Vec<(u64, u32)> = got
+        .iter()
+        .filter(|e| e.attempt > 1 && !started.contains(&n_of(e)))
+        .map(|e| (n_of(e), e.attempt))
+        .collect();
+    assert!(
+        charged_unstarted.len() <= concurrency,
+        "a dead worker of concurrency {concurrency} charged an attempt to {} jobs that never \
+         started (n, attempt now): {charged_unstarted:?}",
+        charged_unstarted.len()
+    );
+}
+
+/// Two workers of one process, on one backend and different queues: one's
+/// backlog never holds up the other's jobs, however what the backend takes
+/// in ahead is sized to what the workers run.
+pub async fn workers_sharing_a_backend_do_not_starve_each_other(factory: Factory) {
+    let h = fresh(factory).await;
+    h.backend
+        .enqueue((0..40).map(|n| sleeping_job("busy", n, 300)).collect())
+        .await
+        .expect("enqueue the backlog");
+    let counter = NoopCounter::default();
+    let app = App::from_backend(Arc::clone(&h.backend));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = |queue: &str| {
+        let mut stop = stop_rx.clone();
+        app.worker()
+            .queues([queue])
+            .registry(crate::noop_registry())
+            .state(counter.clone())
+            .concurrency(2)
+            .stop_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+    };
+    let busy = tokio::spawn(worker("busy").run_report());
+    // The busy worker's slots are taken and its backlog waits.
+    until_started(&counter, 2).await;
+    let other = tokio::spawn(worker("other").run_report());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    h.backend
+        .enqueue((100..103).map(|n| sleeping_job("other", n, 0)).collect())
+        .await
+        .expect("enqueue");
+    let deadline = sent + Duration::from_secs(3);
+    let mine = |c: &NoopCounter| c.started().iter().filter(|n| **n >= 100).count();
+    while mine(&counter) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (started, waited) = (mine(&counter), sent.elapsed());
+    let _ = stop_tx.send(true);
+    let _ = busy.await;
+    let _ = other.await;
+    assert_eq!(
+        started, 3,
+        "the idle worker started {started} of its 3 jobs in {waited:?} while the other worker \
+         of its process had a backlog: one worker's jobs must not wait for another's"
+    );
+}
