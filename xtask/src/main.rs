@@ -1,16 +1,20 @@
 //! Project automation, in Rust: `cargo xtask <command>`.
 //!
 //! - `services`: start Redis, RabbitMQ and moto (SQS) if they are not running.
-//! - `test`: `services`, then the whole test suite (the README's test command).
-//! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+//! - `test`: install what is missing (Debian packages, moto, cargo-nextest),
+//!   `services`, then the whole test suite (the README's test command).
+//! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, the docs with
+//!   `-D warnings`, a verified `cargo package`, then `test` (what `.ci/run` runs).
 //! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown]`: the benchmark.
 //! - `soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S]
-//!   [--restart-broker-every S] [--failure-rate F] [--seed S]`: kill workers
-//!   under load, then check job by job that nothing was lost (docs/reliability.md).
+//!   [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]`:
+//!   kill and restart workers under load, then check job by job that nothing
+//!   was lost, charged unrun or started late (docs/reliability.md).
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod services;
+mod setup;
 mod soak;
 
 use std::process::{Command, ExitCode};
@@ -19,7 +23,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("services") => services::ensure_all(),
-        Some("test") => services::ensure_all().and_then(|()| test()),
+        Some("test") => setup::ensure_tools()
+            .and_then(|()| services::ensure_all())
+            .and_then(|()| test()),
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
@@ -36,7 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
+const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
@@ -55,12 +61,61 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Our crates' packages that `cargo package` has unpacked before, removed.
+///
+/// `cargo package --workspace` verifies each package against the packages of
+/// the crates it depends on, through a registry of its own in the target dir.
+/// Cargo unpacks those into `$CARGO_HOME/registry/src/<registry>/<name>-<version>`
+/// and reuses what is there: as the version stays 0.1.0 between commits, a
+/// second run on the same machine verified against the first run's sources
+/// (CI failed so, on a signature that had changed since).
+fn forget_unpacked_packages() -> Result<(), String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.flatten() {
+            let Ok(entries) = std::fs::read_dir(registry.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !name.to_string_lossy().starts_with("jobsmith") {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The whole suite: doctests, then every other test with nextest, all features on.
 fn test() -> Result<(), String> {
     run(cargo().args(["test", "--doc", "--workspace", "--all-features"]))?;
     // The facade without backend features: the errors that name a missing
     // feature, and the macro's UI snapshots (trybuild rebuilds what it links).
     run(cargo().args(["nextest", "run", "--package", "jobsmith"]))?;
+    // Redis TLS without `tls-insecure`: a `#insecure` URL is refused, naming it.
+    run(cargo().args([
+        "nextest",
+        "run",
+        "--package",
+        "jobsmith-redis",
+        "--features",
+        "tls",
+        "insecure",
+    ]))?;
     run(cargo().args([
         "nextest",
         "run",
@@ -71,23 +126,27 @@ fn test() -> Result<(), String> {
     ci_soaks()
 }
 
-/// A short soak per backend, with workers killed as they run (docs/reliability.md):
-/// 20,000 jobs each on memory, Redis, RabbitMQ and SQS (moto). Every backend
-/// runs even when one fails.
+/// A short soak per backend, with workers killed as they run and restarted
+/// gracefully, one at a time, as a rolling deploy does (docs/reliability.md):
+/// 20,000 jobs each on memory, Redis and RabbitMQ, 10,000 on SQS (moto).
+/// Every backend runs even when one fails.
 fn ci_soaks() -> Result<(), String> {
     let mut failed = Vec::new();
-    for (backend, jobs, kill_every) in [
-        ("memory", "20000", "4"),
-        ("redis", "20000", "4"),
-        ("amqp", "20000", "4"),
-        // moto runs the soak at about 65 jobs/s (Redis: over 1,000), so 20,000
-        // jobs take about 6 minutes. A kill every 20 s is still one per ~1,300
-        // jobs, about 4 times as often per job as Redis and memory get, and
-        // about 15 kills a run. A kill every 4 s would kill each worker within
+    for (backend, jobs, kill_every, restart_every) in [
+        ("memory", "20000", "4", "5"),
+        ("redis", "20000", "4", "5"),
+        ("amqp", "20000", "4", "5"),
+        // moto runs the soak at about 35 jobs/s on a loaded machine (Redis:
+        // over 500), so 10,000 jobs take about 5 minutes (20,000 took 10).
+        // A kill every 20 s is still one per ~700 jobs, several times as
+        // often per job as Redis and memory get, and about 15 kills a run.
+        // A kill every 4 s would kill each worker within
         // ~12 s of its start, less than one 16 s lease: the run halves its
         // rate, and a job whose deliveries all land on workers killed before
         // their ack reaches moto runs out of attempts and is dead-lettered.
-        ("sqs", "20000", "20"),
+        // A graceful restart every 15 s costs no lease, and gives each
+        // worker about 45 s between restarts.
+        ("sqs", "10000", "20", "15"),
     ] {
         let result = run(cargo()
             .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
@@ -101,6 +160,8 @@ fn ci_soaks() -> Result<(), String> {
                 "3",
                 "--kill-every",
                 kill_every,
+                "--restart-every",
+                restart_every,
             ]));
         if let Err(e) = result {
             eprintln!("xtask: soak on {backend} failed: {e}");
@@ -125,6 +186,25 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
+    run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--no-deps",
+        "--all-features",
+        "--workspace",
+    ]))?;
+    forget_unpacked_packages()?;
+    run(cargo().args([
+        "package",
+        "--workspace",
+        "--allow-dirty",
+        "--exclude",
+        "jobsmith-examples",
+        "--exclude",
+        "jobsmith-tests",
+        "--exclude",
+        "xtask",
+    ]))?;
+    setup::ensure_tools()?;
     services::ensure_all()?;
     test()
 }
