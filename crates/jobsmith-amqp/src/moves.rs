@@ -25,23 +25,22 @@ use crate::link::Link;
 use crate::message::{self, Outgoing, DIED_AT};
 use crate::names::LEVELS;
 use futures_util::future::try_join_all;
-use jobsmith_core::lock::LockExt;
+use jobsmith_core::holds::Holds;
 use jobsmith_core::{
     DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, Result, Timestamp,
 };
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::Channel;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// What one backend keeps about migrations.
 #[derive(Default)]
 pub(crate) struct Moves {
-    taken: Mutex<HashMap<String, Taken>>,
-    seq: AtomicU64,
+    taken: Arc<Holds<Taken>>,
     /// The ledger's ids, once read; the lock serialises imports in this process.
     ledger: tokio::sync::Mutex<Option<HashSet<JobId>>>,
 }
@@ -98,7 +97,7 @@ fn with_ledger(msg: &mut Outgoing, ledger: &str) {
 
 impl Moves {
     pub(crate) async fn take(
-        self: &Arc<Self>,
+        &self,
         inner: &Arc<Inner>,
         queue: &str,
         max: usize,
@@ -135,22 +134,14 @@ impl Moves {
                         .as_ref()
                         .map_or_else(JobId::new, |id| JobId::from(id.as_str())),
                 };
-                let token = format!(
-                    "take-{}-{}",
-                    inner.instance,
-                    self.seq.fetch_add(1, Ordering::SeqCst)
-                );
                 group.left.fetch_add(1, Ordering::SeqCst);
-                self.taken.lock_unpoisoned().insert(
-                    token.clone(),
-                    Taken {
-                        group: Arc::clone(&group),
-                        tag: d.delivery_tag,
-                        queue: queue.to_owned(),
-                        priority: d.properties.priority().unwrap_or(0),
-                        payload: payload.clone(),
-                    },
-                );
+                let token = self.taken.hold(Taken {
+                    group: Arc::clone(&group),
+                    tag: d.delivery_tag,
+                    queue: queue.to_owned(),
+                    priority: d.properties.priority().unwrap_or(0),
+                    payload: payload.clone(),
+                });
                 tokens.push(token.clone());
                 out.push(Delivery {
                     lease: Lease {
@@ -168,12 +159,9 @@ impl Moves {
             let _ = ch.close(200, "nothing to take".into()).await;
             return Ok(out);
         }
-        let moves = Arc::downgrade(self);
         let weak = Arc::downgrade(inner);
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            give_back(moves, weak, tokens).await;
-        });
+        self.taken
+            .give_back_after(hold, tokens, move |left| give_back(weak, left));
         Ok(out)
     }
 
@@ -184,7 +172,7 @@ impl Moves {
     ) -> Result<Vec<LeaseStatus>> {
         let mut out = Vec::with_capacity(leases.len());
         for lease in leases {
-            let Some(t) = self.taken.lock_unpoisoned().remove(&lease.token) else {
+            let Some(t) = self.taken.release(&lease.token) else {
                 out.push(LeaseStatus::Lost);
                 continue;
             };
@@ -360,15 +348,12 @@ impl Moves {
 /// A hold ran out: each job still held goes back as a fresh copy, then the
 /// original is acked; if the copy cannot be published, the original is left
 /// for the broker to requeue when the channel closes.
-async fn give_back(moves: Weak<Moves>, inner: Weak<Inner>, tokens: Vec<String>) {
-    let (Some(moves), Some(inner)) = (moves.upgrade(), inner.upgrade()) else {
+async fn give_back(inner: Weak<Inner>, left: Vec<Taken>) {
+    let Some(inner) = inner.upgrade() else {
         return;
     };
     let now = Timestamp::now();
-    for token in tokens {
-        let Some(t) = moves.taken.lock_unpoisoned().remove(&token) else {
-            continue;
-        };
+    for t in left {
         let copy = match &t.payload {
             Ok(env) => message::job(&inner.names, env, now),
             Err(m) => message::raw(&inner.names, &t.queue, m.raw.clone(), t.priority),

@@ -27,6 +27,8 @@ mod envelope;
 mod error;
 #[doc(hidden)]
 pub mod hash;
+#[doc(hidden)]
+pub mod holds;
 mod interrupt;
 mod job;
 #[doc(hidden)]

@@ -4,11 +4,9 @@
 use crate::calls::{self, Send};
 use crate::codec::{self, Outgoing, IMPORT};
 use crate::inner::{delay_for, receive_count, Inner};
-use jobsmith_core::lock::LockExt;
+use jobsmith_core::holds::Holds;
 use jobsmith_core::{Delivery, Envelope, JobId, Lease, LeaseStatus, Malformed, Result, Timestamp};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How much longer than the hold a taken message stays hidden, so that the
@@ -18,8 +16,7 @@ const MARGIN_SECS: u64 = 30;
 /// What one backend keeps about what it holds for migrations.
 #[derive(Default)]
 pub(crate) struct Moves {
-    taken: Mutex<HashMap<String, Taken>>,
-    seq: AtomicU64,
+    taken: Arc<Holds<Taken>>,
 }
 
 struct Taken {
@@ -32,7 +29,7 @@ struct Taken {
 
 impl Moves {
     pub(crate) async fn take(
-        self: &Arc<Self>,
+        &self,
         inner: &Arc<Inner>,
         queue: &str,
         max: usize,
@@ -83,22 +80,13 @@ impl Moves {
                         Ok(env) => env.id.clone(),
                         Err(_) => JobId::from(m.message_id().unwrap_or_default()),
                     };
-                    let token = format!(
-                        "take-{}-{:08x}",
-                        self.seq.fetch_add(1, Ordering::SeqCst),
-                        fastrand::u32(..)
-                    );
-                    self.taken.lock_unpoisoned().insert(
-                        token.clone(),
-                        Taken {
-                            url: url.clone(),
-                            receipt,
-                            queue: queue.to_owned(),
-                            payload: payload.clone(),
-                            token: codec::attribute(m.message_attributes(), IMPORT)
-                                .map(str::to_owned),
-                        },
-                    );
+                    let token = self.taken.hold(Taken {
+                        url: url.clone(),
+                        receipt,
+                        queue: queue.to_owned(),
+                        payload: payload.clone(),
+                        token: codec::attribute(m.message_attributes(), IMPORT).map(str::to_owned),
+                    });
                     tokens.push(token.clone());
                     out.push(Delivery {
                         lease: Lease {
@@ -116,21 +104,16 @@ impl Moves {
                 }
             }
         }
-        if !tokens.is_empty() {
-            let moves = Arc::downgrade(self);
-            let weak = Arc::downgrade(inner);
-            tokio::spawn(async move {
-                tokio::time::sleep(hold).await;
-                give_back(moves, weak, tokens).await;
-            });
-        }
+        let weak = Arc::downgrade(inner);
+        self.taken
+            .give_back_after(hold, tokens, move |left| give_back(weak, left));
         Ok(out)
     }
 
     pub(crate) async fn remove(&self, inner: &Inner, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let mut out = Vec::with_capacity(leases.len());
         for lease in leases {
-            let Some(t) = self.taken.lock_unpoisoned().remove(&lease.token) else {
+            let Some(t) = self.taken.release(&lease.token) else {
                 out.push(LeaseStatus::Lost);
                 continue;
             };
@@ -151,14 +134,11 @@ impl Moves {
 }
 
 /// A hold ran out: each job still held is sent again, then the original deleted.
-async fn give_back(moves: Weak<Moves>, inner: Weak<Inner>, tokens: Vec<String>) {
-    let (Some(moves), Some(inner)) = (moves.upgrade(), inner.upgrade()) else {
+async fn give_back(inner: Weak<Inner>, left: Vec<Taken>) {
+    let Some(inner) = inner.upgrade() else {
         return;
     };
-    for token in tokens {
-        let Some(t) = moves.taken.lock_unpoisoned().remove(&token) else {
-            continue;
-        };
+    for t in left {
         let (mut out, delay, id) = match &t.payload {
             Ok(env) => (
                 Outgoing::text(String::from_utf8(env.to_bytes()).unwrap_or_default()),
