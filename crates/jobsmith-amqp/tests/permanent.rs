@@ -6,7 +6,7 @@
 mod support;
 
 use jobsmith_amqp::AmqpBackend;
-use jobsmith_conformance::noop_registry;
+use jobsmith_conformance::{errors, noop_registry};
 use jobsmith_core::{App, Error};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -15,35 +15,12 @@ use std::time::{Duration, Instant};
 /// How long a worker may take to give up on a permanent error.
 const GIVE_UP: Duration = Duration::from_secs(15);
 
-/// The error, with its causes, as an operator reads it.
-fn described(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// `e` is the error of a configuration to fix: permanent, saying what to
-/// change (`fix`) and never printing `secret`.
+/// change (`fix`) and never printing the password `secret`. The user name
+/// is shown (`guest:***@`), and the test broker's password is its user
+/// name, so what must not appear is the password after the `:`.
 fn assert_says_what_to_fix(e: &Error, fix: &str, secret: &str) {
-    let text = described(e);
-    assert!(
-        e.is_permanent() && !e.is_transient(),
-        "a retry cannot fix this, yet it is not a permanent error: {text}"
-    );
-    assert!(
-        e.to_string().contains(fix),
-        "the error does not say to fix the {fix}: {e}"
-    );
-    // The user name is shown (`guest:***@`); the password never follows a `:`.
-    assert!(
-        !text.contains(&format!(":{secret}@")) && !text.contains(&format!(":{secret} ")),
-        "the error prints the password: {text}"
-    );
+    errors::assert_says_what_to_fix(e, fix, &[&format!(":{secret}@"), &format!(":{secret} ")]);
 }
 
 /// The test broker's URL split as `(scheme, user, password, host:port)`.

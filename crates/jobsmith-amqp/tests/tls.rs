@@ -10,6 +10,7 @@
 mod support;
 
 use jobsmith_amqp::{AmqpBackend, AmqpConfig};
+use jobsmith_conformance::errors;
 use jobsmith_conformance::tls::{temp_dir, TlsRabbit};
 use jobsmith_core::{Backend, Envelope, Error, LeaseStatus};
 use jobsmith_core::{Inspect, SettleExt};
@@ -26,18 +27,6 @@ async fn connect(url: &str) -> jobsmith_core::Result<AmqpBackend> {
         .unwrap_or_else(|_| panic!("connecting to {url} hung for {PROMPT:?}"));
     eprintln!("connect to {url}: {:?}", started.elapsed());
     res
-}
-
-/// An error and all its causes, `: `-separated.
-fn chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[tokio::test]
@@ -72,7 +61,7 @@ async fn a_ca_that_did_not_sign_the_broker_is_refused_promptly() {
         let e = connect(&url)
             .await
             .expect_err("an unknown issuer is refused");
-        let text = chain(&e);
+        let text = errors::chain(&e);
         assert!(
             text.to_lowercase().contains("certificate"),
             "the error names the certificate problem: {text}"

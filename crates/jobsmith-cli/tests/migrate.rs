@@ -11,8 +11,8 @@ use jobsmith_core::{JobId, LeaseStatus, MemoryBackend, Settings, Timestamp};
 use serde_json::Value;
 use std::time::Duration;
 use support::{
-    amqp_url, check_moved, connect, fails, migrate_killed_after, ok, redis_url, seed, sqs_url,
-    take_all,
+    amqp_url, check_moved, connect, fails, migrate_killed_after, ok, queue_stats, redis_url, seed,
+    sqs_url, take_all,
 };
 
 /// memory → Redis, in-process (a memory backend lives in one process): the
@@ -34,14 +34,7 @@ async fn memory_to_redis_interrupted_then_resumed() {
     };
     let err = migrate(&source, dest, &opts, |_| {}).await.unwrap_err();
     assert!(matches!(err, Error::Fault(n) if n >= 35), "{err}");
-    let mid = dest
-        .inspect()
-        .expect("the backend has it")
-        .stats(&["mail".into()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let mid = queue_stats(dest, "mail").await;
     assert!(
         mid.ready + mid.scheduled + mid.dead >= 35,
         "the first run copied jobs: {mid:?}"
@@ -148,15 +141,7 @@ async fn rabbitmq_to_sqs_killed_then_resumed() {
         Timestamp::now() < due,
         "the move finished before the scheduled jobs came due"
     );
-    let left = dest
-        .backend()
-        .inspect()
-        .expect("the backend has it")
-        .stats(&["mail".into()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let left = queue_stats(&**dest.backend(), "mail").await;
     assert_eq!(
         left.scheduled, 15,
         "the scheduled jobs wait in SQS: {left:?}"
@@ -208,14 +193,7 @@ async fn in_flight_jobs_stay_in_the_source() {
         (Some(19), Some(5), Some(3), Some(1)),
         "{report}"
     );
-    let left = src
-        .inspect()
-        .expect("the backend has it")
-        .stats(&["mail".to_owned()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let left = queue_stats(src, "mail").await;
     assert_eq!(
         (left.ready, left.scheduled, left.in_flight, left.dead),
         (0, 0, 1, 0),
@@ -281,14 +259,7 @@ async fn only_the_queues_named_move() {
     check_moved(src, dst, "mail", &mail).await;
 
     // images is where it was, every job of it.
-    let kept = src
-        .inspect()
-        .expect("the backend has it")
-        .stats(&["images".to_owned()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let kept = queue_stats(src, "images").await;
     assert_eq!(
         (kept.ready, kept.scheduled, kept.in_flight, kept.dead),
         (9, 3, 0, 2),
@@ -341,14 +312,7 @@ async fn a_migration_onto_its_own_source_is_refused_and_changes_nothing() {
         let b = &**app.backend();
         let due = Timestamp::now().plus(Duration::from_secs(3600));
         seed(b, "mail", 10, 5, 1, due).await;
-        let before = b
-            .inspect()
-            .expect("the backend has it")
-            .stats(&["mail".into()])
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let before = queue_stats(b, "mail").await;
         for dry in [false, true] {
             let mut args = vec!["migrate", "--from", &from, "--to", &to];
             if dry {
@@ -360,14 +324,7 @@ async fn a_migration_onto_its_own_source_is_refused_and_changes_nothing() {
                 "{from} → {to}: says why: {err}"
             );
         }
-        let after = b
-            .inspect()
-            .expect("the backend has it")
-            .stats(&["mail".into()])
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let after = queue_stats(b, "mail").await;
         assert_eq!(
             (after.ready, after.scheduled, after.dead),
             (before.ready, before.scheduled, before.dead),
@@ -386,14 +343,7 @@ async fn a_migration_into_memory_is_refused() {
     seed(b, "mail", 3, 0, 0, Timestamp::now()).await;
     let err = fails(&["migrate", "--from", &from, "--to", "memory://"]);
     assert!(err.contains("memory://"), "{err}");
-    let after = b
-        .inspect()
-        .expect("the backend has it")
-        .stats(&["mail".into()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let after = queue_stats(b, "mail").await;
     assert_eq!(after.ready, 3, "the jobs are still in the source");
 }
 

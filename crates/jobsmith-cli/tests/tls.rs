@@ -6,9 +6,8 @@
 
 mod support;
 
-use jobsmith_conformance::tls::TlsRabbit;
+use jobsmith_conformance::tls::{TlsRabbit, TlsRedis};
 use serde_json::Value;
-use support::tls_redis::TlsRedis;
 use support::{fails, ok};
 
 /// `enqueue` then `stats` over `url`: one ready job in queue `tls`.

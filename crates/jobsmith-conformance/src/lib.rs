@@ -30,6 +30,7 @@
 //! [`Migrate`](jobsmith_core::Migrate)), then faults and whole workers.
 
 pub mod cases;
+pub mod errors;
 mod logs;
 mod proxy;
 pub mod recorder;

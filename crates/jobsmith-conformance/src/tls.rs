@@ -7,7 +7,8 @@
 //! data, logs, configuration, plugins file (empty: no management plugin
 //! competing for port 15672) and Erlang cookie (a private `HOME`), all under
 //! one temporary directory that is removed when the guard drops, also when
-//! the test fails. The AMQP backend's tests and the CLI's use it.
+//! the test fails. The AMQP backend's tests and the CLI's use it. And a
+//! `redis-server` of the test's own that speaks only TLS ([`TlsRedis`]).
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -155,6 +156,97 @@ impl Certs {
     /// The path of one of the files, as a string for a URL.
     pub fn file(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+}
+
+/// A `redis-server` of the test's own that speaks only TLS, on a free port,
+/// with a certificate for 127.0.0.1 and localhost signed by [`Certs`]'
+/// `ca.pem`. Killed, and its directory removed, when dropped. The Redis
+/// backend's TLS tests and the CLI's use it.
+#[derive(Debug)]
+pub struct TlsRedis {
+    /// The TLS port.
+    pub port: u16,
+    /// `ca.pem` (signed the server), `other-ca.pem` (did not).
+    pub certs: Certs,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TlsRedis {
+    /// Starts one and waits until its TLS port listens, failing the test
+    /// with the server's error output if it exits first.
+    pub fn start() -> TlsRedis {
+        let dir = temp_dir("redis-tls");
+        // The guard exists before anything can fail, so the directory is always removed.
+        let mut server = TlsRedis {
+            port: free_port(),
+            certs: Certs { dir: dir.clone() },
+            dir,
+            child: None,
+        };
+        server.certs = Certs::make(&server.dir);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .arg("--tls-port")
+            .arg(server.port.to_string())
+            .arg("--tls-cert-file")
+            .arg(server.dir.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(server.dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(server.dir.join("ca.pem"))
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&server.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("redis-server is on PATH");
+        let child = server.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !listening(server.port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("redis-server exited ({status}); is it built with TLS? {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on TLS port {}",
+                server.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `rediss://127.0.0.1:<port>?prefix=<fresh>`, then `extra` (`&k=v` or `#insecure`).
+    pub fn url(&self, extra: &str) -> String {
+        format!(
+            "rediss://127.0.0.1:{}?prefix=jstls{:012x}{extra}",
+            self.port,
+            fastrand::u64(..) >> 16
+        )
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

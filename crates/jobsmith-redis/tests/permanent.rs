@@ -8,7 +8,7 @@
 
 mod support;
 
-use jobsmith_conformance::{noop_registry, Logs};
+use jobsmith_conformance::{errors, noop_registry, Logs};
 use jobsmith_core::{App, Error};
 use jobsmith_redis::RedisBackend;
 use std::time::{Duration, Instant};
@@ -17,37 +17,13 @@ use support::server::Server;
 /// How long a worker may take to give up on a permanent error.
 const GIVE_UP: Duration = Duration::from_secs(15);
 
-/// The error, with its causes, as an operator reads it.
-fn described(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// `e` is the error of a configuration to fix: permanent, saying what to
 /// change (`fix`), naming the server and never printing `secret`.
 fn assert_says_what_to_fix(e: &Error, fix: &str, server: &str, secret: &str) {
-    let text = described(e);
-    assert!(
-        e.is_permanent() && !e.is_transient(),
-        "a retry cannot fix this, yet it is not a permanent error: {text}"
-    );
-    assert!(
-        e.to_string().contains(fix),
-        "the error does not say to fix the {fix}: {e}"
-    );
+    errors::assert_says_what_to_fix(e, fix, &[secret]);
     assert!(
         e.to_string().contains(server),
         "the error does not name the server {server}: {e}"
-    );
-    assert!(
-        !text.contains(secret),
-        "the error prints the password: {text}"
     );
 }
 

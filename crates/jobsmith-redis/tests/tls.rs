@@ -1,6 +1,6 @@
-//! `rediss://` against a real TLS Redis: each test makes a throwaway CA and a
-//! server certificate for 127.0.0.1 with the `openssl` command, and starts a
-//! `redis-server` of its own that speaks only TLS, on a free port.
+//! `rediss://` against a real TLS Redis: each test starts a `redis-server` of
+//! its own that speaks only TLS, on a free port, with a throwaway CA
+//! ([`TlsRedis`]).
 //!
 //! A round trip with `tls_ca=` trusting that CA; a CA that did not sign the
 //! server's certificate (and the system roots) refused promptly, naming the
@@ -8,214 +8,15 @@
 //! and refused at connect, naming that feature, without it.
 #![cfg(feature = "tls")]
 
-mod support;
-
+use jobsmith_conformance::errors;
+use jobsmith_conformance::tls::TlsRedis;
 use jobsmith_core::{Backend, Envelope, Error, LeaseStatus};
 use jobsmith_core::{Inspect, SettleExt};
 use jobsmith_redis::{RedisBackend, RedisConfig};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::fresh_prefix;
 
 /// Longest a connection attempt may take, success or failure, before the test calls it a hang.
 const PROMPT: Duration = Duration::from_secs(15);
-
-/// Runs `openssl` with `args` in `dir`, failing the test with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the `openssl` command is on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Makes a self-signed CA: `<name>.pem` and `<name>.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    let (pem, key, subj) = (
-        format!("{name}.pem"),
-        format!("{name}.key"),
-        format!("/CN=jobsmith test {name}"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A private `redis-server` that speaks only TLS, with a certificate for
-/// 127.0.0.1 and localhost signed by `ca.pem`; killed, and its files removed, when dropped.
-struct TlsServer {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl TlsServer {
-    fn start() -> TlsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir =
-            std::env::temp_dir().join(format!("jobsmith-redis-tls-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        // The guard exists before anything can fail, so the directory is always removed.
-        let mut server = TlsServer {
-            port,
-            dir,
-            child: None,
-        };
-        let dir = server.dir.clone();
-        make_ca(&dir, "ca");
-        make_ca(&dir, "other-ca");
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-             basicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n",
-        )
-        .expect("write server.ext");
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg("0")
-            .arg("--tls-port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--tls-cert-file")
-            .arg(dir.join("server.pem"))
-            .arg("--tls-key-file")
-            .arg(dir.join("server.key"))
-            .arg("--tls-ca-cert-file")
-            .arg(dir.join("ca.pem"))
-            .arg("--tls-auth-clients")
-            .arg("no")
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("redis-server is on PATH");
-        server.child = Some(child);
-        server.wait_listening();
-        server
-    }
-
-    /// Waits until the TLS port accepts connections, failing if the server exits first.
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let child = self.child.as_mut().expect("started");
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                panic!("redis-server exited ({status}); is it built with TLS? {err}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on TLS port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// `rediss://127.0.0.1:<port>?prefix=<fresh>`, then `extra` (`&k=v` or `#insecure`).
-    fn url(&self, extra: &str) -> String {
-        format!(
-            "rediss://127.0.0.1:{}?prefix={}{extra}",
-            self.port,
-            fresh_prefix()
-        )
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Connects, or fails the test if neither success nor failure comes promptly.
 async fn connect(url: &str) -> jobsmith_core::Result<RedisBackend> {
@@ -225,18 +26,6 @@ async fn connect(url: &str) -> jobsmith_core::Result<RedisBackend> {
         .unwrap_or_else(|_| panic!("connecting to {url} hung for {PROMPT:?}"));
     eprintln!("connect to {url}: {:?}", started.elapsed());
     res
-}
-
-/// An error and all its causes, `: `-separated.
-fn chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Enqueue, a blocking reserve woken by an enqueue, ack and stats, all over TLS.
@@ -296,24 +85,24 @@ async fn round_trip(b: &RedisBackend) {
 
 #[tokio::test]
 async fn trusting_the_servers_ca_gives_a_round_trip() {
-    let server = TlsServer::start();
-    let url = server.url(&format!("&tls_ca={}", server.file("ca.pem")));
+    let server = TlsRedis::start();
+    let url = server.url(&format!("&tls_ca={}", server.certs.file("ca.pem")));
     let b = connect(&url).await.expect("connect over TLS");
     round_trip(&b).await;
 }
 
 #[tokio::test]
 async fn a_ca_that_did_not_sign_the_server_is_refused_promptly() {
-    let server = TlsServer::start();
+    let server = TlsRedis::start();
     for extra in [
-        format!("&tls_ca={}", server.file("other-ca.pem")),
+        format!("&tls_ca={}", server.certs.file("other-ca.pem")),
         String::new(),
     ] {
         let url = server.url(&extra);
         let e = connect(&url)
             .await
             .expect_err("an unknown issuer is refused");
-        let text = chain(&e);
+        let text = errors::chain(&e);
         assert!(
             text.to_lowercase().contains("certificate"),
             "the error names the certificate problem: {text}"
@@ -325,7 +114,7 @@ async fn a_ca_that_did_not_sign_the_server_is_refused_promptly() {
 #[cfg(feature = "tls-insecure")]
 #[tokio::test]
 async fn insecure_connects_without_verification() {
-    let server = TlsServer::start();
+    let server = TlsRedis::start();
     let b = connect(&server.url("#insecure"))
         .await
         .expect("connect with #insecure");
@@ -337,8 +126,8 @@ async fn insecure_connects_without_verification() {
 #[cfg(not(feature = "tls-insecure"))]
 #[tokio::test]
 async fn insecure_without_its_feature_is_refused_at_connect() {
-    let server = TlsServer::start();
-    let url = server.url(&format!("&tls_ca={}#insecure", server.file("ca.pem")));
+    let server = TlsRedis::start();
+    let url = server.url(&format!("&tls_ca={}#insecure", server.certs.file("ca.pem")));
     let e = connect(&url).await.expect_err("no tls-insecure feature");
     assert!(matches!(e, Error::Config(_)), "{e:?}");
     let text = e.to_string();

@@ -2,14 +2,12 @@
 //! binary, seeding a backend and reading every job back.
 #![allow(dead_code, unreachable_pub)]
 
-use jobsmith_core::{Backend, DeadJob, Envelope, JobId, Timestamp};
+use jobsmith_core::{Backend, DeadJob, Envelope, JobId, QueueStats, Timestamp};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-pub mod tls_redis;
 
 pub fn redis_url() -> String {
     let base =
@@ -168,6 +166,13 @@ pub async fn seed(
             .expect("seed dead");
     }
     s
+}
+
+/// The stats of one queue.
+pub async fn queue_stats(b: &dyn Backend, queue: &str) -> QueueStats {
+    let inspect = b.inspect().expect("the backend has stats");
+    let mut stats = inspect.stats(&[queue.to_owned()]).await.expect("stats");
+    stats.pop().expect("one row per queue asked for")
 }
 
 /// Every waiting job of `queue`, taken (held an hour) page by page; each
