@@ -3,6 +3,7 @@
 //! - `services`: start Redis, RabbitMQ and moto (SQS) if they are not running.
 //! - `test`: install what is missing (Debian packages, moto, cargo-nextest),
 //!   `services`, then the whole test suite (the README's test command).
+//! - `package`: a verified `cargo package` of every publishable crate.
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, the docs with
 //!   `-D warnings`, a verified `cargo package`, then `test` (what `.ci/run` runs).
 //! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown]`: the benchmark.
@@ -17,6 +18,7 @@ mod services;
 mod setup;
 mod soak;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
             .and_then(|()| services::ensure_all())
             .and_then(|()| test()),
         Some("ci") => ci(),
+        Some("package") => package(),
         Some("bench") => bench::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
         // A soak's worker process, started by `soak`.
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <services | test | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
+const USAGE: &str = "usage: cargo xtask <services | test | package | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
@@ -61,40 +64,69 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Our crates' packages that `cargo package` has unpacked before, removed.
+/// Every crate meant for crates.io packaged, and built from its package
+/// alone: a library that reads a file outside its package (`#[path]`,
+/// `include_str!`) fails here.
+fn package() -> Result<(), String> {
+    forget_unpacked_packages()?;
+    run(cargo().args([
+        "package",
+        "--workspace",
+        "--allow-dirty",
+        "--exclude",
+        "jobsmith-examples",
+        "--exclude",
+        "jobsmith-tests",
+        "--exclude",
+        "xtask",
+    ]))
+}
+
+/// What `cargo package` built from our crates' packages before, removed.
 ///
 /// `cargo package --workspace` verifies each package against the packages of
-/// the crates it depends on, through a registry of its own in the target dir.
-/// Cargo unpacks those into `$CARGO_HOME/registry/src/<registry>/<name>-<version>`
-/// and reuses what is there: as the version stays 0.1.0 between commits, a
-/// second run on the same machine verified against the first run's sources
-/// (CI failed so, on a signature that had changed since).
+/// the crates it depends on, through a registry of its own in the target
+/// dir. Cargo treats registry packages as immutable: it unpacks them once
+/// into `$CARGO_HOME/registry/src/<registry>/<name>-<version>`, and reuses
+/// what it compiled from them in the target dir without looking at the
+/// sources again. As our version stays 0.1.0 between commits, a second run
+/// on the same machine verified against the first run's jobsmith-core (CI
+/// failed so, on a signature that had changed since). So both the unpacked
+/// sources and every artifact of our crates in the target dir go; a clean
+/// clone rebuilds our crates anyway, so this costs CI nothing.
 fn forget_unpacked_packages() -> Result<(), String> {
     let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
         .ok_or("neither CARGO_HOME nor HOME is set")?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let mut dirs = Vec::new();
     for kind in ["src", "cache"] {
-        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+        if let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) {
+            dirs.extend(registries.flatten().map(|r| r.path()));
+        }
+    }
+    for kind in [".fingerprint", "deps", "build"] {
+        dirs.push(target.join("debug").join(kind));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        for registry in registries.flatten() {
-            let Ok(entries) = std::fs::read_dir(registry.path()) else {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("jobsmith") || name.starts_with("libjobsmith")) {
                 continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if !name.to_string_lossy().starts_with("jobsmith") {
-                    continue;
-                }
-                let path = entry.path();
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
             }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
         }
     }
     Ok(())
@@ -192,18 +224,7 @@ fn ci() -> Result<(), String> {
         "--all-features",
         "--workspace",
     ]))?;
-    forget_unpacked_packages()?;
-    run(cargo().args([
-        "package",
-        "--workspace",
-        "--allow-dirty",
-        "--exclude",
-        "jobsmith-examples",
-        "--exclude",
-        "jobsmith-tests",
-        "--exclude",
-        "xtask",
-    ]))?;
+    package()?;
     setup::ensure_tools()?;
     services::ensure_all()?;
     test()
