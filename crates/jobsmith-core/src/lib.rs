@@ -25,6 +25,7 @@ mod context;
 mod enqueue;
 mod envelope;
 mod error;
+mod failure;
 #[doc(hidden)]
 pub mod hash;
 mod interrupt;
@@ -60,10 +61,11 @@ pub use context::{FromContext, JobContext, State, StateMap};
 pub use enqueue::{in_hours, in_minutes, in_seconds, Enqueue, When};
 pub use envelope::{Envelope, JobId, ENVELOPE_VERSION};
 pub use error::{Error, Result};
+pub use failure::{Failure, IntoFailure, ResultExt};
 pub use interrupt::Interrupt;
 pub use job::{
-    Backoff, BoxFuture, CronOptions, Failure, IntoFailure, IntoJobResult, Jitter, Job, JobArg,
-    JobDef, JobOptions, Param, ResultExt, RunFn,
+    Backoff, BoxFuture, CronOptions, IntoJobResult, Jitter, Job, JobArg, JobDef, JobOptions, Param,
+    RunFn,
 };
 pub use jobsmith_grammar::parse_duration;
 pub use memory::MemoryBackend;
