@@ -227,7 +227,8 @@ pub fn legacy_unique_key(job: &str, args: &RawValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobDef, JobOptions};
+    use crate::job::JobDef;
+    use crate::options::JobOptions;
 
     static CHARGE: JobDef = JobDef {
         name: "charge",

@@ -20,6 +20,7 @@
 mod app;
 mod args;
 mod backend;
+mod backoff;
 mod bounds;
 mod context;
 mod enqueue;
@@ -33,6 +34,7 @@ mod job;
 #[doc(hidden)]
 pub mod lock;
 mod memory;
+mod options;
 mod printable;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -56,6 +58,7 @@ pub use backend::{
     LeaseStatus, Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind,
     SettleExt,
 };
+pub use backoff::{Backoff, Jitter};
 pub use bounds::{check_queue_name, MAX_AHEAD, MAX_ATTEMPTS, MAX_QUEUE_NAME};
 pub use context::{FromContext, JobContext, State, StateMap};
 pub use enqueue::{in_hours, in_minutes, in_seconds, Enqueue, When};
@@ -63,12 +66,10 @@ pub use envelope::{Envelope, JobId, ENVELOPE_VERSION};
 pub use error::{Error, Result};
 pub use failure::{Failure, IntoFailure, ResultExt};
 pub use interrupt::Interrupt;
-pub use job::{
-    Backoff, BoxFuture, CronOptions, IntoJobResult, Jitter, Job, JobArg, JobDef, JobOptions, Param,
-    RunFn,
-};
+pub use job::{BoxFuture, IntoJobResult, Job, JobArg, JobDef, Param, RunFn};
 pub use jobsmith_grammar::parse_duration;
 pub use memory::MemoryBackend;
+pub use options::{CronOptions, JobOptions, Missed};
 pub use printable::{printable, printable_lines, Printable};
 pub use queue_errors::QueueErrors;
 pub use record::{
@@ -76,7 +77,7 @@ pub use record::{
     REFRESH_EVERY,
 };
 pub use registry::{Registration, Registry};
-pub use schedule::{schedules, Cron, Missed, ScheduleInfo};
+pub use schedule::{schedules, Cron, ScheduleInfo};
 pub use shape::{shape_of, Misfit, Shape};
 pub use tally::{flush_periodically, Outcomes, Tally, FLUSH_EVERY};
 pub use time::Timestamp;

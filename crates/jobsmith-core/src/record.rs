@@ -15,8 +15,9 @@
 //! stop, the next refresh of a new one settles the record.
 
 use crate::backend::Backend;
+use crate::backoff::{Backoff, Jitter};
 use crate::error::{Error, Result};
-use crate::job::{Backoff, Jitter, JobDef};
+use crate::job::JobDef;
 use crate::registry::Registry;
 use crate::shape::{Misfit, Shape};
 use crate::time::Timestamp;
@@ -451,7 +452,8 @@ fn backoff_text(b: &Backoff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobOptions, Param};
+    use crate::job::Param;
+    use crate::options::JobOptions;
     use crate::shape::shape_of;
     use serde_json::json;
 
