@@ -54,9 +54,8 @@ mod worker;
 
 pub use app::{split_scheme, App};
 pub use backend::{
-    count_expired, settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease,
-    LeaseStatus, Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind,
-    SettleExt,
+    settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease, LeaseStatus,
+    Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind, SettleExt,
 };
 pub use backoff::{Backoff, Jitter};
 pub use bounds::{check_queue_name, MAX_AHEAD, MAX_ATTEMPTS, MAX_QUEUE_NAME};
@@ -76,7 +75,7 @@ pub use record::{
     published_job, published_jobs, ArgsMisfit, JobRecord, ParamRecord, Publisher, RECORD_FORMAT,
     REFRESH_EVERY,
 };
-pub use registry::{Registration, Registry};
+pub use registry::{count_expired, Registration, Registry};
 pub use schedule::{schedules, Cron, ScheduleInfo};
 pub use shape::{shape_of, Misfit, Shape};
 pub use tally::{flush_periodically, Outcomes, Tally, FLUSH_EVERY};
