@@ -2,16 +2,17 @@
 //! ranges) and checks that the function can be a job. Every problem is an
 //! error on the offending token that says how to fix it.
 //!
-//! `options.rs` checks the options; `function.rs` checks the function and
-//! builds the job's model, with `types.rs` walking its argument and return
-//! types. What needs both the options and the function is here.
+//! `options.rs` checks the options with the grammar the runtime reads them
+//! with; `function.rs` checks the function and builds the job's model, with
+//! `types.rs` walking its argument and return types. What needs both the
+//! options and the function is here.
 
 mod function;
 mod options;
 mod types;
 
 pub(crate) use function::{function, Checked, Job};
-pub(crate) use options::{options, Backoff, Options};
+pub(crate) use options::{options, Options};
 
 use crate::Errors;
 

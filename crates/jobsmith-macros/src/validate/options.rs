@@ -1,10 +1,13 @@
-//! The attribute's options, checked: strings given their meaning (durations,
-//! backoff, cron), numbers held to their ranges. A malformed option is an
-//! error on its value that says what to write, and is left at the runtime's
-//! default.
+//! The attribute's options, checked: strings given their meaning with the
+//! grammar the runtime reads them with (`jobsmith_grammar`), numbers held to
+//! their ranges. A malformed option is an error on its value that says what
+//! to write, and is left at the runtime's default.
 
 use crate::parse::{Int, RawOptions, Slot};
 use crate::Errors;
+use jobsmith_grammar::{parse_backoff, parse_cron, parse_duration, parse_missed, parse_zone};
+use jobsmith_grammar::{Backoff, Missed};
+use std::time::Duration;
 use syn::LitStr;
 
 /// The largest `retries` accepted.
@@ -17,8 +20,8 @@ pub(crate) struct Options {
     pub(crate) priority: Option<i32>,
     pub(crate) retries: Option<u32>,
     pub(crate) backoff: Option<Backoff>,
-    pub(crate) ttl: Option<u64>,
-    pub(crate) timeout: Option<u64>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     pub(crate) unique: Option<bool>,
     /// A periodic schedule.
     pub(crate) cron: Option<Cron>,
@@ -30,20 +33,7 @@ pub(crate) struct Options {
 pub(crate) struct Cron {
     pub(crate) expr: String,
     pub(crate) tz: String,
-    /// `true` for `missed = "catch_up"`.
-    pub(crate) catch_up: bool,
-}
-
-/// A backoff, with durations in milliseconds.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Backoff {
-    Exponential {
-        base: u64,
-        max: u64,
-        full_jitter: bool,
-    },
-    Fixed(u64),
-    None,
+    pub(crate) missed: Missed,
 }
 
 /// Checks the options, in the order they were written. A malformed option
@@ -67,7 +57,7 @@ pub(crate) fn options(mut raw: RawOptions, errors: &mut Errors) -> Options {
         priority: check(&mut raw.priority, errors, |p, e| priority(&p, e)),
         retries: check(&mut raw.retries, errors, |r, e| retries(&r, e)),
         backoff: check(&mut raw.backoff, errors, |b, e| {
-            backoff(&b.value())
+            parse_backoff(&b.value())
                 .map_err(|message| e.push(syn::Error::new(b.span(), message)))
                 .ok()
         }),
@@ -110,12 +100,12 @@ fn cron(raw: &mut RawOptions, errors: &mut Errors) -> Option<Cron> {
         return None;
     }
     let (position, lit) = expr?;
-    if let Err(message) = jobsmith_grammar::parse_cron(&lit.value()) {
+    if let Err(message) = parse_cron(&lit.value()) {
         file(position, syn::Error::new(lit.span(), message), errors);
         ok = false;
     }
     let zone = match &tz {
-        Some((position, z)) => match jobsmith_grammar::parse_zone(&z.value()) {
+        Some((position, z)) => match parse_zone(&z.value()) {
             Ok(_) => z.value(),
             Err(message) => {
                 file(*position, syn::Error::new(z.span(), message), errors);
@@ -125,26 +115,27 @@ fn cron(raw: &mut RawOptions, errors: &mut Errors) -> Option<Cron> {
         },
         None => "UTC".to_owned(),
     };
-    let catch_up = match &missed {
-        Some((position, m)) => match m.value().as_str() {
-            "skip" => false,
-            "catch_up" => true,
-            other => {
+    let missed = match &missed {
+        Some((position, m)) => match parse_missed(&m.value()) {
+            Ok(policy) => policy,
+            // Worded for the attribute, with the option as it is written.
+            Err(_) => {
                 let message = format!(
-                    "`{other}` is not a missed-tick policy: write `missed = \"skip\"` (the default) or `missed = \"catch_up\"`"
+                    "`{}` is not a missed-tick policy: write `missed = \"skip\"` (the default) or `missed = \"catch_up\"`",
+                    m.value()
                 );
                 file(*position, syn::Error::new(m.span(), message), errors);
                 ok = false;
-                false
+                Missed::Skip
             }
         },
-        None => false,
+        None => Missed::Skip,
     };
     errors.position = saved;
     ok.then(|| Cron {
         expr: lit.value(),
         tz: zone,
-        catch_up,
+        missed,
     })
 }
 
@@ -188,170 +179,17 @@ fn retries(r: &Int, errors: &mut Errors) -> Option<u32> {
     }
 }
 
-fn positive_duration(d: &LitStr, key: &str, errors: &mut Errors) -> Option<u64> {
-    let result = millis(&d.value()).and_then(|ms| {
-        if ms == 0 {
+fn positive_duration(d: &LitStr, key: &str, errors: &mut Errors) -> Option<Duration> {
+    let result = parse_duration(&d.value()).and_then(|duration| {
+        if duration.is_zero() {
             Err(format!(
                 "a zero `{key}` would make every job fail: remove `{key}` to have none"
             ))
         } else {
-            Ok(ms)
+            Ok(duration)
         }
     });
     result
         .map_err(|e| errors.push(syn::Error::new(d.span(), e)))
         .ok()
-}
-
-/// A duration in milliseconds, parsed exactly as the runtime parses durations.
-fn millis(text: &str) -> Result<u64, String> {
-    let d = jobsmith_grammar::parse_duration(text)?;
-    u64::try_from(d.as_millis()).map_err(|_| format!("`{text}` is too large a duration"))
-}
-
-/// Parses `"exponential(1s)"`, `"exponential(1s, max = 10m, jitter = none)"`,
-/// `"fixed(30s)"` or `"none"`.
-pub(crate) fn backoff(text: &str) -> Result<Backoff, String> {
-    let hint = "write \"exponential(1s)\", \"exponential(1s, max = 10m, jitter = none)\", \
-                \"fixed(30s)\" or \"none\"";
-    let text = text.trim();
-    if text == "none" {
-        return Ok(Backoff::None);
-    }
-    let Some((kind, rest)) = text.split_once('(') else {
-        return Err(format!("`{text}` is not a backoff: {hint}"));
-    };
-    let Some(inner) = rest.trim_end().strip_suffix(')') else {
-        return Err(format!("`{text}` is missing its closing `)`: {hint}"));
-    };
-    let mut parts = inner.split(',').map(str::trim);
-    let first = parts.next().unwrap_or_default();
-    match kind.trim() {
-        "fixed" => {
-            let delay = millis(first).map_err(|e| format!("in backoff `{text}`: {e}"))?;
-            match parts.next() {
-                None => Ok(Backoff::Fixed(delay)),
-                Some(extra) => Err(format!(
-                    "`fixed` takes only a delay, not `{extra}`: write \"fixed(30s)\""
-                )),
-            }
-        }
-        "exponential" => {
-            let base = millis(first).map_err(|e| format!("in backoff `{text}`: {e}"))?;
-            if base == 0 {
-                return Err(format!(
-                    "the first delay of `{text}` is zero, so every delay is: \
-                     write \"none\" to retry at once, or a delay such as \"exponential(1s)\""
-                ));
-            }
-            let mut max = None;
-            let mut jitter = None;
-            for part in parts {
-                let Some((key, value)) = part.split_once('=') else {
-                    return Err(format!(
-                        "`{part}` in `{text}` is not an option: write `max = 10m` or `jitter = none`"
-                    ));
-                };
-                let (key, value) = (key.trim(), value.trim());
-                match key {
-                    "max" if max.is_none() => {
-                        max = Some(millis(value).map_err(|e| format!("in backoff `{text}`: {e}"))?);
-                    }
-                    "jitter" if jitter.is_none() => {
-                        jitter = Some(match value {
-                            "full" => true,
-                            "none" => false,
-                            other => {
-                                return Err(format!(
-                                    "`{other}` is not a jitter: write `jitter = full` or `jitter = none`"
-                                ))
-                            }
-                        });
-                    }
-                    "max" | "jitter" => {
-                        return Err(format!("duplicate `{key}` in `{text}`; remove one"));
-                    }
-                    other => {
-                        return Err(format!(
-                        "unknown backoff option `{other}` in `{text}`; expected `max` or `jitter`"
-                    ))
-                    }
-                }
-            }
-            let max = max.unwrap_or(3_600_000);
-            if max < base {
-                return Err(format!(
-                    "in backoff `{text}`, `max` is less than the first delay: raise `max` or lower the first delay"
-                ));
-            }
-            Ok(Backoff::Exponential {
-                base,
-                max,
-                full_jitter: jitter.unwrap_or(true),
-            })
-        }
-        other => Err(format!("`{other}` is not a kind of backoff: {hint}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{backoff, Backoff};
-
-    #[test]
-    fn backoff_forms() {
-        assert_eq!(backoff("none"), Ok(Backoff::None));
-        assert_eq!(backoff("fixed(30s)"), Ok(Backoff::Fixed(30_000)));
-        assert_eq!(
-            backoff("exponential(1s)"),
-            Ok(Backoff::Exponential {
-                base: 1000,
-                max: 3_600_000,
-                full_jitter: true
-            })
-        );
-        assert_eq!(
-            backoff(" exponential( 500ms , max = 10m, jitter = none ) "),
-            Ok(Backoff::Exponential {
-                base: 500,
-                max: 600_000,
-                full_jitter: false
-            })
-        );
-        assert_eq!(
-            backoff("exponential(1s, jitter = full, max = 1h)"),
-            Ok(Backoff::Exponential {
-                base: 1000,
-                max: 3_600_000,
-                full_jitter: true
-            })
-        );
-    }
-
-    #[test]
-    fn backoff_errors_say_what_to_write() {
-        for bad in [
-            "",
-            "linear(1s)",
-            "exponential",
-            "exponential(1s",
-            "exponential(1 parsec)",
-            "exponential(0s)",
-            "exponential(1m, max = 1s)",
-            "exponential(1s, max = 1m, max = 2m)",
-            "exponential(1s, jitter = some)",
-            "exponential(1s, cap = 1m)",
-            "exponential(1s, 1m)",
-            "fixed(30s, 1m)",
-            "fixed()",
-        ] {
-            let err = backoff(bad).expect_err(bad);
-            assert!(
-                ["write", "remove", "expected", "raise"]
-                    .iter()
-                    .any(|w| err.contains(w)),
-                "{bad}: {err}"
-            );
-        }
-    }
 }
