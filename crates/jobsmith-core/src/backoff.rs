@@ -1,15 +1,11 @@
 //! [`Backoff`]: the delay before a failed job is tried again.
+//!
+//! `backoff = ".."` is parsed by the grammar crate (`jobsmith_grammar`),
+//! whose own `Backoff` is the text's model; this one is what a job carries
+//! and what the worker waits by.
 
+use jobsmith_grammar as grammar;
 use std::time::Duration;
-
-/// How to randomise a backoff delay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Jitter {
-    /// "Full jitter": a uniformly random delay between zero and the computed delay.
-    Full,
-    /// Exactly the computed delay.
-    None,
-}
 
 /// The delay before a failed job is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,5 +51,50 @@ impl Backoff {
                 }
             }
         }
+    }
+
+    /// The backoff as `backoff = ".."` writes it: its `Display` is the text
+    /// of a job's published record.
+    pub(crate) fn syntax(self) -> grammar::Backoff {
+        match self {
+            Backoff::Exponential { base, max, jitter } => grammar::Backoff::Exponential {
+                base,
+                max,
+                jitter: match jitter {
+                    Jitter::Full => grammar::Jitter::Full,
+                    Jitter::None => grammar::Jitter::None,
+                },
+            },
+            Backoff::Fixed(d) => grammar::Backoff::Fixed(d),
+            Backoff::None => grammar::Backoff::None,
+        }
+    }
+}
+
+/// How to randomise a backoff delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jitter {
+    /// "Full jitter": a uniformly random delay between zero and the computed delay.
+    Full,
+    /// Exactly the computed delay.
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_what_the_attribute_leaves_out() {
+        // `#[job(backoff = "exponential(1s)")]` means the default: the
+        // grammar's defaults for `max` and `jitter` are the runtime's.
+        assert_eq!(
+            grammar::parse_backoff("exponential(1s)"),
+            Ok(Backoff::DEFAULT.syntax())
+        );
+        assert_eq!(
+            Backoff::DEFAULT.syntax().to_string(),
+            "exponential(1s, max = 1h, jitter = full)"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use jobsmith_grammar as grammar;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -66,6 +67,9 @@ impl Default for JobOptions {
 }
 
 /// What a schedule does about ticks that passed while no worker was running.
+///
+/// Stored (in a schedule's state) and parsed as the attribute writes it,
+/// `"skip"` or `"catch_up"`: the words are the grammar crate's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
@@ -79,9 +83,14 @@ pub enum Missed {
 impl Missed {
     /// The policy's name as the attribute writes it: `"skip"` or `"catch_up"`.
     pub fn as_str(self) -> &'static str {
+        self.syntax().as_str()
+    }
+
+    /// The policy as `missed = ".."` writes it.
+    fn syntax(self) -> grammar::Missed {
         match self {
-            Missed::Skip => "skip",
-            Missed::CatchUp => "catch_up",
+            Missed::Skip => grammar::Missed::Skip,
+            Missed::CatchUp => grammar::Missed::CatchUp,
         }
     }
 }
@@ -96,12 +105,9 @@ impl FromStr for Missed {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "skip" => Ok(Missed::Skip),
-            "catch_up" => Ok(Missed::CatchUp),
-            other => Err(Error::Schedule(format!(
-                "`{other}` is not a missed-tick policy: write `skip` or `catch_up`"
-            ))),
+        match grammar::parse_missed(s).map_err(Error::Schedule)? {
+            grammar::Missed::Skip => Ok(Missed::Skip),
+            grammar::Missed::CatchUp => Ok(Missed::CatchUp),
         }
     }
 }
@@ -111,8 +117,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missed_reads_as_the_attribute_writes_it() {
-        assert!("sometimes".parse::<Missed>().is_err());
-        assert_eq!("catch_up".parse::<Missed>().ok(), Some(Missed::CatchUp));
+    fn missed_reads_and_is_stored_as_the_attribute_writes_it() {
+        for policy in [Missed::Skip, Missed::CatchUp] {
+            assert_eq!(policy.as_str().parse::<Missed>().ok(), Some(policy));
+            assert_eq!(
+                serde_json::to_value(policy).ok(),
+                Some(serde_json::Value::from(policy.as_str())),
+                "the stored form is the written one"
+            );
+        }
+        let e = "sometimes".parse::<Missed>().expect_err("no such policy");
+        assert!(
+            matches!(&e, Error::Schedule(m)
+                if m == "`sometimes` is not a missed-tick policy: write `skip` or `catch_up`"),
+            "{e:?}"
+        );
     }
 }
