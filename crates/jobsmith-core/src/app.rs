@@ -1,14 +1,19 @@
 //! [`App`]: a handle on one backend, for enqueueing and for starting workers.
+//!
+//! An [`Enqueue`] is built in `enqueue.rs` and sent from here (`.on(&app)`,
+//! `.await` on the default app). [`App::worker`] is in `worker/`, which
+//! builds on the app: nothing here needs the worker.
 
 use crate::backend::{Backend, QueueStats, Settings};
 use crate::enqueue::Enqueue;
 use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
+use crate::job::BoxFuture;
 use crate::lock::RwLockExt;
 use crate::memory::MemoryBackend;
-use crate::worker::Worker;
 use futures_util::{StreamExt, TryStreamExt};
 use std::fmt;
+use std::future::IntoFuture;
 use std::sync::{Arc, RwLock};
 
 /// A handle on one backend. Cheap to clone; share it across the application.
@@ -160,10 +165,26 @@ impl App {
         let queues = inspect.queues().await?;
         inspect.stats(&queues).await
     }
+}
 
-    /// A worker on this app, to configure and run.
-    pub fn worker(&self) -> Worker {
-        Worker::new(self.clone())
+impl Enqueue {
+    /// Enqueues on `app`, returning the job's id (the existing job's id when
+    /// its idempotency key was already taken).
+    pub async fn on(self, app: &App) -> Result<JobId> {
+        app.enqueue(self).await
+    }
+}
+
+impl IntoFuture for Enqueue {
+    type Output = Result<JobId>;
+    type IntoFuture = BoxFuture<'static, Result<JobId>>;
+
+    /// Enqueues on the default app (see [`App::set_default`]).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let app = App::default_app().ok_or(Error::NoDefaultApp)?;
+            app.enqueue(self).await
+        })
     }
 }
 

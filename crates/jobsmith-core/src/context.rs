@@ -2,7 +2,7 @@
 
 use crate::backend::{Backend, Lease};
 use crate::envelope::JobId;
-use crate::job::Failure;
+use crate::failure::Failure;
 use crate::time::Timestamp;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

@@ -1,12 +1,12 @@
-//! Typed enqueue calls: what `job.delay(..)` and `job.schedule(..)` return.
+//! Typed enqueue calls: what `job.delay(..)` and `job.schedule(..)` return,
+//! and the envelope each writes. Sending one (`.on(&app)`, `.await`) is the
+//! app's part, in `app.rs`.
 
-use crate::app::App;
-use crate::envelope::{Envelope, JobId};
-use crate::error::{Error, Result};
-use crate::job::{BoxFuture, JobDef};
+use crate::envelope::Envelope;
+use crate::error::Result;
+use crate::job::JobDef;
 use crate::time::Timestamp;
 use serde_json::value::RawValue;
-use std::future::IntoFuture;
 use std::time::{Duration, SystemTime};
 
 /// When a scheduled job runs: an instant, or a delay from now.
@@ -77,7 +77,7 @@ pub struct Enqueue {
 impl Enqueue {
     /// An enqueue of `def` with `args`, as `#[job]` generates. Arguments that
     /// JSON cannot carry (a NaN or an infinite float) make the enqueue fail
-    /// with [`Error::NonFiniteArgument`].
+    /// with [`Error::NonFiniteArgument`](crate::Error::NonFiniteArgument).
     pub fn new<A: serde::Serialize + ?Sized>(def: &'static JobDef, args: &A) -> Self {
         Self {
             def,
@@ -146,7 +146,7 @@ impl Enqueue {
 
     /// The envelope this enqueue writes and, when its key is derived from
     /// the arguments (`unique`), the key the versions before SHA-256 derived
-    /// for them, which [`App::enqueue`] looks up before writing.
+    /// for them, which [`App::enqueue`](crate::App::enqueue) looks up before writing.
     pub(crate) fn prepare(self) -> Result<(Envelope, Option<String>)> {
         let opts = &self.def.options;
         let args = self.args?;
@@ -172,25 +172,6 @@ impl Enqueue {
         env.trace = crate::trace::current_traceparent();
         env.check_bounds()?;
         Ok((env, legacy))
-    }
-
-    /// Enqueues on `app`, returning the job's id (the existing job's id when
-    /// its idempotency key was already taken).
-    pub async fn on(self, app: &App) -> Result<JobId> {
-        app.enqueue(self).await
-    }
-}
-
-impl IntoFuture for Enqueue {
-    type Output = Result<JobId>;
-    type IntoFuture = BoxFuture<'static, Result<JobId>>;
-
-    /// Enqueues on the default app (see [`App::set_default`]).
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let app = App::default_app().ok_or(Error::NoDefaultApp)?;
-            app.enqueue(self).await
-        })
     }
 }
 
@@ -227,7 +208,8 @@ pub fn legacy_unique_key(job: &str, args: &RawValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobDef, JobOptions};
+    use crate::job::JobDef;
+    use crate::options::JobOptions;
 
     static CHARGE: JobDef = JobDef {
         name: "charge",

@@ -1,12 +1,13 @@
-//! What `#[job]` generates against: job definitions, options and outcomes.
+//! What `#[job]` generates against: a job's definition, its runner, and the
+//! bounds on its arguments and its result. Its options are in `options.rs`.
 
 use crate::context::JobContext;
+use crate::failure::{Failure, IntoFailure};
+use crate::options::JobOptions;
 use crate::shape::Shape;
 use serde_json::value::RawValue;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 /// A boxed, sendable future, as job runners return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -46,180 +47,6 @@ pub struct Param {
     pub rust_type: &'static str,
 }
 
-/// A job's options, from `#[job(...)]`; per-call overrides go on the [`Enqueue`](crate::Enqueue).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobOptions {
-    /// The queue the job goes on. Default `"default"`.
-    pub queue: &'static str,
-    /// Priority: higher runs first. Default 0.
-    pub priority: i32,
-    /// How many times a failed job is tried again. Default 3.
-    pub retries: u32,
-    /// The delay between attempts.
-    pub backoff: Backoff,
-    /// After this long from enqueue, the job is never run. Default none.
-    pub ttl: Option<Duration>,
-    /// One attempt fails after this long. Default none.
-    pub timeout: Option<Duration>,
-    /// Whether a job with equal arguments that is queued or completed is not enqueued again.
-    pub unique: bool,
-    /// A periodic schedule, from `#[job(cron = "...")]`: every worker enqueues
-    /// the job once per tick. Default none.
-    pub cron: Option<CronOptions>,
-}
-
-/// A job's periodic schedule, as `#[job(cron = "...", tz = "...", missed = "...")]` writes it.
-///
-/// The macro checks the expression and the zone at compile time with the same
-/// parser the worker uses, so a registered schedule always parses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CronOptions {
-    /// The cron expression, with seconds: `"0 */5 * * * *"`.
-    pub expr: &'static str,
-    /// The IANA zone the expression is read in, such as `"Europe/Paris"`. Default `"UTC"`.
-    pub tz: &'static str,
-    /// What happens to ticks when no worker was running.
-    pub missed: crate::Missed,
-}
-
-impl JobOptions {
-    /// The defaults: queue `"default"`, priority 0, 3 retries, exponential backoff
-    /// from 1 s doubling to at most 1 h with full jitter, no TTL, no timeout, not unique,
-    /// no schedule.
-    pub const DEFAULT: JobOptions = JobOptions {
-        queue: "default",
-        priority: 0,
-        retries: 3,
-        backoff: Backoff::DEFAULT,
-        ttl: None,
-        timeout: None,
-        unique: false,
-        cron: None,
-    };
-}
-
-impl Default for JobOptions {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-/// How to randomise a backoff delay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Jitter {
-    /// "Full jitter": a uniformly random delay between zero and the computed delay.
-    Full,
-    /// Exactly the computed delay.
-    None,
-}
-
-/// The delay before a failed job is tried again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backoff {
-    /// `base * 2^(attempt - 1)`, at most `max`.
-    Exponential {
-        /// The first delay.
-        base: Duration,
-        /// The largest delay.
-        max: Duration,
-        /// Randomisation.
-        jitter: Jitter,
-    },
-    /// The same delay every time.
-    Fixed(Duration),
-    /// Retry at once.
-    None,
-}
-
-impl Backoff {
-    /// Exponential from 1 s, doubling, at most 1 h, with full jitter.
-    pub const DEFAULT: Backoff = Backoff::Exponential {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(3600),
-        jitter: Jitter::Full,
-    };
-
-    /// The delay after failed attempt number `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        match *self {
-            Backoff::None => Duration::ZERO,
-            Backoff::Fixed(d) => d,
-            Backoff::Exponential { base, max, jitter } => {
-                let shift = attempt.saturating_sub(1).min(62);
-                let factor = 1u64 << shift;
-                let ms = u64::try_from(base.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .saturating_mul(factor);
-                let capped = ms.min(u64::try_from(max.as_millis()).unwrap_or(u64::MAX));
-                match jitter {
-                    Jitter::None => Duration::from_millis(capped),
-                    Jitter::Full => Duration::from_millis(fastrand::u64(0..=capped)),
-                }
-            }
-        }
-    }
-}
-
-/// Why a job attempt failed, and whether it may be tried again.
-///
-/// Any error that implements `Display` becomes a retryable `Failure` when a
-/// job returns it. To skip the remaining retries, return
-/// `Failure::permanent(e)` or use [`ResultExt::permanent`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    message: String,
-    permanent: bool,
-}
-
-impl Failure {
-    /// A failure that may be retried.
-    pub fn retryable(message: impl fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            permanent: false,
-        }
-    }
-
-    /// A failure that must not be retried: the job goes to the dead-letter queue at once.
-    pub fn permanent(message: impl fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            permanent: true,
-        }
-    }
-
-    /// Whether the retries are skipped.
-    pub fn is_permanent(&self) -> bool {
-        self.permanent
-    }
-
-    /// The error message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// Turns a job's error into a [`Failure`]; implemented for every `Display` type.
-pub trait IntoFailure {
-    /// The failure; permanent only when `self` is a permanent [`Failure`].
-    fn into_failure(self) -> Failure;
-}
-
-impl<E: fmt::Display + 'static> IntoFailure for E {
-    fn into_failure(self) -> Failure {
-        match (&self as &dyn std::any::Any).downcast_ref::<Failure>() {
-            Some(f) => f.clone(),
-            None => Failure::retryable(self),
-        }
-    }
-}
-
 /// What a job function may return: `()`, or a `Result` whose error is `Display`.
 #[diagnostic::on_unimplemented(
     message = "a job must return `()` or `Result<T, E>` where `E: Display`",
@@ -239,18 +66,6 @@ impl IntoJobResult for () {
 impl<T, E: IntoFailure> IntoJobResult for Result<T, E> {
     fn into_job_result(self) -> Result<(), Failure> {
         self.map(|_| ()).map_err(IntoFailure::into_failure)
-    }
-}
-
-/// Marks errors as permanent: `client.fetch(url).await.permanent()?`.
-pub trait ResultExt<T> {
-    /// The error, if any, as a permanent [`Failure`] that skips the retries.
-    fn permanent(self) -> Result<T, Failure>;
-}
-
-impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
-    fn permanent(self) -> Result<T, Failure> {
-        self.map_err(Failure::permanent)
     }
 }
 

@@ -20,11 +20,13 @@
 mod app;
 mod args;
 mod backend;
+mod backoff;
 mod bounds;
 mod context;
 mod enqueue;
 mod envelope;
 mod error;
+mod failure;
 #[doc(hidden)]
 pub mod hash;
 #[doc(hidden)]
@@ -34,6 +36,7 @@ mod job;
 #[doc(hidden)]
 pub mod lock;
 mod memory;
+mod options;
 mod printable;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -53,30 +56,29 @@ mod worker;
 
 pub use app::{split_scheme, App};
 pub use backend::{
-    count_expired, settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease,
-    LeaseStatus, Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind,
-    SettleExt,
+    settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease, LeaseStatus,
+    Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind, SettleExt,
 };
+pub use backoff::{Backoff, Jitter};
 pub use bounds::{check_queue_name, MAX_AHEAD, MAX_ATTEMPTS, MAX_QUEUE_NAME};
 pub use context::{FromContext, JobContext, State, StateMap};
 pub use enqueue::{in_hours, in_minutes, in_seconds, Enqueue, When};
 pub use envelope::{Envelope, JobId, ENVELOPE_VERSION};
 pub use error::{Error, Result};
+pub use failure::{Failure, IntoFailure, ResultExt};
 pub use interrupt::Interrupt;
-pub use job::{
-    Backoff, BoxFuture, CronOptions, Failure, IntoFailure, IntoJobResult, Jitter, Job, JobArg,
-    JobDef, JobOptions, Param, ResultExt, RunFn,
-};
+pub use job::{BoxFuture, IntoJobResult, Job, JobArg, JobDef, Param, RunFn};
 pub use jobsmith_grammar::parse_duration;
 pub use memory::MemoryBackend;
+pub use options::{CronOptions, JobOptions, Missed};
 pub use printable::{printable, printable_lines, Printable};
 pub use queue_errors::QueueErrors;
 pub use record::{
     published_job, published_jobs, ArgsMisfit, JobRecord, ParamRecord, Publisher, RECORD_FORMAT,
     REFRESH_EVERY,
 };
-pub use registry::{Registration, Registry};
-pub use schedule::{schedules, Cron, Missed, ScheduleInfo};
+pub use registry::{count_expired, Registration, Registry};
+pub use schedule::{schedules, Cron, ScheduleInfo};
 pub use shape::{shape_of, Misfit, Shape};
 pub use tally::{flush_periodically, Outcomes, Tally, FLUSH_EVERY};
 pub use time::Timestamp;

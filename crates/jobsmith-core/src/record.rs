@@ -16,10 +16,11 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::job::{Backoff, Jitter, JobDef};
+use crate::job::JobDef;
 use crate::registry::Registry;
 use crate::shape::{Misfit, Shape};
 use crate::time::Timestamp;
+use jobsmith_grammar::format_duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -202,9 +203,9 @@ impl JobRecord {
             priority: o.priority,
             retries: o.retries,
             max_attempts: o.retries.saturating_add(1),
-            backoff: backoff_text(&o.backoff),
-            ttl: o.ttl.map(duration_text),
-            timeout: o.timeout.map(duration_text),
+            backoff: o.backoff.syntax().to_string(),
+            ttl: o.ttl.map(format_duration),
+            timeout: o.timeout.map(format_duration),
             unique: o.unique,
             cron: o.cron.map(|c| c.expr.to_owned()),
             params,
@@ -417,41 +418,12 @@ fn read_quietly(bytes: &[u8]) -> Option<JobRecord> {
 }
 
 /// `d` in the attribute syntax: the largest unit that divides it.
-fn duration_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= size && ms % size == 0 {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
-
-fn backoff_text(b: &Backoff) -> String {
-    match *b {
-        Backoff::None => "none".to_owned(),
-        Backoff::Fixed(d) => format!("fixed({})", duration_text(d)),
-        Backoff::Exponential { base, max, jitter } => format!(
-            "exponential({}, max = {}, jitter = {})",
-            duration_text(base),
-            duration_text(max),
-            match jitter {
-                Jitter::Full => "full",
-                Jitter::None => "none",
-            }
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobOptions, Param};
+    use crate::backoff::Backoff;
+    use crate::job::Param;
+    use crate::options::JobOptions;
     use crate::shape::shape_of;
     use serde_json::json;
 
@@ -516,10 +488,6 @@ mod tests {
         later["format"] = json!(2);
         let e = read("job:charge", &serde_json::to_vec(&later).unwrap()).unwrap_err();
         assert!(e.to_string().contains("format 2"), "{e}");
-        assert_eq!(
-            backoff_text(&Backoff::DEFAULT),
-            "exponential(1s, max = 1h, jitter = full)"
-        );
     }
 
     #[test]

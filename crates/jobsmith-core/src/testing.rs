@@ -8,7 +8,7 @@ use crate::context::{JobContext, StateMap};
 use crate::enqueue::Enqueue;
 use crate::envelope::Envelope;
 use crate::error::Result;
-use crate::job::Failure;
+use crate::failure::Failure;
 use crate::memory::MemoryBackend;
 use crate::registry::Registry;
 use crate::worker::WorkerReport;

@@ -1,7 +1,9 @@
 //! Human durations: `"500ms"`, `"30s"`, `"10m"`, `"2h"`, `"7d"`, and sums such as `"1h30m"`.
 //!
 //! The same parser checks `#[job(ttl = "...")]` when the user's crate compiles
-//! and parses durations in backend URLs, so the two can never disagree.
+//! and parses durations in backend URLs, so the two can never disagree; the
+//! runtime writes durations for people (a job's published record) with
+//! [`format_duration`], which this parser reads back.
 
 use std::time::Duration;
 
@@ -55,9 +57,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in the largest unit
+/// that divides it: `"7d"`, `"90s"`, `"1500ms"`. Parts of a millisecond are
+/// dropped.
+///
+/// ```
+/// use jobsmith_grammar::format_duration;
+/// use std::time::Duration;
+///
+/// assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
+/// assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+/// ```
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{format_duration, parse_duration};
     use std::time::Duration;
 
     #[test]
@@ -74,6 +102,25 @@ mod tests {
     fn rejects_malformed() {
         for bad in ["", "30", "7 parsecs", "s", "10y", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn formats_in_the_largest_unit_and_reads_back() {
+        for (ms, text) in [
+            (0, "0ms"),
+            (999, "999ms"),
+            (1000, "1s"),
+            (1500, "1500ms"),
+            (90_000, "90s"),
+            (600_000, "10m"),
+            (7_200_000, "2h"),
+            (5_400_000, "90m"),
+            (7 * 86_400_000, "7d"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d), "{text}");
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The grammar of [jobsmith](https://docs.rs/jobsmith)'s option values:
-//! human durations, cron expressions and IANA time-zone names.
+//! human durations, backoffs, cron expressions, IANA time-zone names and
+//! missed-tick policies.
 //!
-//! The `#[job]` macro checks `ttl = ".."`, `cron = ".."` and `tz = ".."` with
-//! these parsers when the user's crate compiles, and the runtime parses the
-//! same text with them at run time (backend URLs, `Cron::new`), so the two
-//! can never disagree. Applications use them through `jobsmith`; this crate
-//! is versioned in lockstep with `jobsmith-core` and `jobsmith-macros`.
+//! The `#[job]` macro checks `ttl = ".."`, `backoff = ".."`, `cron = ".."`,
+//! `tz = ".."` and `missed = ".."` with these parsers when the user's crate
+//! compiles, and the runtime parses the same text with them at run time
+//! (backend URLs, `Cron::new`, `Missed::from_str`) and writes it with them
+//! (a job's published record), so the two can never disagree. Applications
+//! use them through `jobsmith`; this crate is versioned in lockstep with
+//! `jobsmith-core` and `jobsmith-macros`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -13,10 +16,17 @@
 //! assert_eq!(jobsmith_grammar::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
 //! assert!(jobsmith_grammar::parse_cron("*/5 * * * *").is_err()); // the seconds are missing
 //! assert!(jobsmith_grammar::parse_zone("Europe/Paris").is_ok());
+//! assert_eq!(
+//!     jobsmith_grammar::parse_backoff("fixed(30s)"),
+//!     Ok(jobsmith_grammar::Backoff::Fixed(Duration::from_secs(30)))
+//! );
+//! assert_eq!(jobsmith_grammar::parse_missed("catch_up"), Ok(jobsmith_grammar::Missed::CatchUp));
 //! ```
 
+mod backoff;
 mod duration;
 mod schedule;
 
-pub use crate::duration::parse_duration;
-pub use crate::schedule::{parse_cron, parse_zone};
+pub use crate::backoff::{parse_backoff, Backoff, Jitter};
+pub use crate::duration::{format_duration, parse_duration};
+pub use crate::schedule::{parse_cron, parse_missed, parse_zone, Missed};

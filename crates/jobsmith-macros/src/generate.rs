@@ -4,9 +4,11 @@
 //! the standard library through `::core`, so it works whatever the user has
 //! in scope. The function body is re-emitted as tokens, never re-parsed.
 
-use crate::validate::{Backoff, Job, Options};
+use crate::validate::{Job, Options};
+use jobsmith_grammar::{Backoff, Jitter, Missed};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use std::time::Duration;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Ident};
@@ -258,7 +260,11 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
 
 /// The `JobOptions` constant: the options given, the runtime's defaults for the rest.
 fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
-    let duration = |ms: u64| quote!(::core::time::Duration::from_millis(#ms));
+    let duration = |d: Duration| {
+        // Whole milliseconds, as many as fit in a `u64`: all that `parse_duration` returns.
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        quote!(::core::time::Duration::from_millis(#ms))
+    };
     let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
     let mut fields = Vec::new();
     if let Some(queue) = &opts.queue {
@@ -273,20 +279,15 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
     if let Some(backoff) = &opts.backoff {
         let value = match backoff {
             Backoff::None => quote!(#p::Backoff::None),
-            Backoff::Fixed(ms) => {
-                let d = duration(*ms);
+            Backoff::Fixed(d) => {
+                let d = duration(*d);
                 quote!(#p::Backoff::Fixed(#d))
             }
-            Backoff::Exponential {
-                base,
-                max,
-                full_jitter,
-            } => {
+            Backoff::Exponential { base, max, jitter } => {
                 let (base, max) = (duration(*base), duration(*max));
-                let jitter = if *full_jitter {
-                    quote!(Full)
-                } else {
-                    quote!(None)
+                let jitter = match jitter {
+                    Jitter::Full => quote!(Full),
+                    Jitter::None => quote!(None),
                 };
                 quote!(#p::Backoff::Exponential { base: #base, max: #max, jitter: #p::Jitter::#jitter })
             }
@@ -306,10 +307,9 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
     }
     if let Some(cron) = &opts.cron {
         let (expr, tz) = (&cron.expr, &cron.tz);
-        let missed = if cron.catch_up {
-            quote!(CatchUp)
-        } else {
-            quote!(Skip)
+        let missed = match cron.missed {
+            Missed::Skip => quote!(Skip),
+            Missed::CatchUp => quote!(CatchUp),
         };
         let value =
             some(quote!(#p::CronOptions { expr: #expr, tz: #tz, missed: #p::Missed::#missed }));

@@ -4,9 +4,10 @@
 //! describes every option; the code this crate generates names only
 //! `::jobsmith::__private` and `::core`.
 //!
-//! The expansion is a pipeline of four steps, one file each: `parse` the
-//! options and the function, `validate` them, then `generate` the job or,
-//! when there were errors, emit a `fallback` next to them.
+//! The expansion is a pipeline of four steps, one module each: `parse` the
+//! options and the function, `validate` them (the options with the grammar
+//! the runtime uses, `jobsmith_grammar`), then `generate` the job or, when
+//! there were errors, emit a `fallback` next to them.
 
 mod fallback;
 mod generate;

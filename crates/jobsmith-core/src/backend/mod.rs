@@ -43,26 +43,6 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
-/// The `job` label of a job whose name is not registered in the process
-/// that counts it.
-pub(crate) const UNREGISTERED: &str = "unregistered";
-
-/// Counts one job of `queue` that a backend dropped unrun because its TTL
-/// had passed, in `jobsmith_jobs_expired_total{queue, job}`: the series the
-/// worker counts the jobs it expires itself in (through [`Outcome::Expire`],
-/// which therefore does not call this). A backend calls it for each job it
-/// drops on its own, at reserve or when it finds one, with the envelope's
-/// `job`; a name not registered in this process is labelled `unregistered`,
-/// so that foreign payloads cannot grow the series without bound.
-pub fn count_expired(queue: &str, job: &str) {
-    let job = crate::registry::Registry::global()
-        .ok()
-        .and_then(|r| r.registered_name(job))
-        .unwrap_or(UNREGISTERED);
-    metrics::counter!("jobsmith_jobs_expired_total", "queue" => queue.to_owned(), "job" => job)
-        .increment(1);
-}
-
 /// A payload in a queue that is not a valid envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Malformed {

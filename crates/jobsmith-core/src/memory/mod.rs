@@ -458,7 +458,7 @@ impl Backend for MemoryBackend {
                 }
             }
             for (queue, job) in expired {
-                crate::backend::count_expired(&queue, &job);
+                crate::registry::count_expired(&queue, &job);
             }
             let now = tokio::time::Instant::now();
             if !out.is_empty() || now >= deadline {

@@ -1,54 +1,12 @@
 //! [`Cron`]: a parsed cron expression in a named time zone.
 
 use crate::error::{Error, Result};
+use crate::options::Missed;
 use crate::time::Timestamp;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use jobsmith_grammar::{parse_cron, parse_zone};
-use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
-
-/// What a schedule does about ticks that passed while no worker was running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Missed {
-    /// Fire nothing for them; the schedule goes on from the next tick. The default.
-    #[default]
-    Skip,
-    /// Enqueue the job once, for the most recent missed tick, when a worker starts.
-    CatchUp,
-}
-
-impl Missed {
-    /// The policy's name as the attribute writes it: `"skip"` or `"catch_up"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Missed::Skip => "skip",
-            Missed::CatchUp => "catch_up",
-        }
-    }
-}
-
-impl fmt::Display for Missed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Missed {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "skip" => Ok(Missed::Skip),
-            "catch_up" => Ok(Missed::CatchUp),
-            other => Err(Error::Schedule(format!(
-                "`{other}` is not a missed-tick policy: write `skip` or `catch_up`"
-            ))),
-        }
-    }
-}
 
 /// A cron expression with seconds, read in a named IANA time zone, and its
 /// missed-tick policy.
@@ -201,7 +159,5 @@ mod tests {
             .expect_err("unknown zone")
             .to_string();
         assert!(e.contains("IANA"), "{e}");
-        assert!("sometimes".parse::<Missed>().is_err());
-        assert_eq!("catch_up".parse::<Missed>().ok(), Some(Missed::CatchUp));
     }
 }

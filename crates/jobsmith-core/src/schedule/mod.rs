@@ -13,11 +13,12 @@
 mod expr;
 pub(crate) mod scheduler;
 
-pub use self::expr::{Cron, Missed};
+pub use self::expr::Cron;
 
 use crate::app::App;
 use crate::envelope::JobId;
 use crate::error::Result;
+use crate::options::Missed;
 use crate::registry::Registry;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};

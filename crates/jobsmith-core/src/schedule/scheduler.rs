@@ -1,11 +1,12 @@
 //! The scheduler task: one per schedule in every worker, sleeping until the
 //! next tick and enqueueing the job for it under the tick's idempotency key.
 
-use super::{tick_key, Cron, Missed, ScheduleInfo, META_PREFIX};
+use super::{tick_key, Cron, ScheduleInfo, META_PREFIX};
 use crate::backend::Backend;
 use crate::enqueue::Enqueue;
 use crate::envelope::{Envelope, JobId};
 use crate::error::{Error, Result};
+use crate::options::Missed;
 use crate::registry::Registry;
 use crate::retry::Doubling;
 use crate::time::Timestamp;

@@ -6,7 +6,8 @@ use super::settle::{Outcome, Settle};
 use crate::backend::{Delivery, Lease, Malformed};
 use crate::context::JobContext;
 use crate::envelope::Envelope;
-use crate::job::{Failure, JobDef};
+use crate::failure::Failure;
+use crate::job::JobDef;
 use crate::printable::printable;
 use crate::time::Timestamp;
 use std::sync::atomic::Ordering;
@@ -56,13 +57,13 @@ async fn decide(
     let now = Timestamp::now();
     if env.is_expired(now) {
         let name = shared.registry.registered_name(&env.job);
-        return Outcome::Expire(name.unwrap_or(crate::backend::UNREGISTERED));
+        return Outcome::Expire(name.unwrap_or(crate::registry::UNREGISTERED));
     }
     let def = match shared.registry.get(&env.job) {
         Ok(def) => def,
         Err(e) => {
             tracing::error!(queue = %printable(&lease.queue), id = %printable(env.id.as_str()), job = %printable(&env.job), "dead-lettering a job of unknown name");
-            return Outcome::Dead(e.to_string(), crate::backend::UNREGISTERED);
+            return Outcome::Dead(e.to_string(), crate::registry::UNREGISTERED);
         }
     };
     if env.attempt > env.max_attempts {

@@ -75,8 +75,15 @@ pub struct WorkerReport {
     pub lost_leases: u64,
 }
 
+impl App {
+    /// A worker on this app, to configure and run.
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
+}
+
 impl Worker {
-    pub(crate) fn new(app: App) -> Self {
+    fn new(app: App) -> Self {
         Self {
             app,
             queues: None,
