@@ -40,13 +40,13 @@ pub struct AmqpBackend {
 }
 
 impl AmqpBackend {
-    /// Connects to the broker an `amqp://` or `amqps://` URL names.
+    /// Connects to the broker an `amqp://` or `amqps://` URL names; see [`AmqpConfig`].
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(AmqpConfig::from_url(url)?).await
+        Self::connect_with(AmqpConfig::from_url(url)?).await
     }
 
     /// Connects with a configuration read beforehand.
-    pub async fn with_config(cfg: AmqpConfig) -> Result<Self> {
+    pub async fn connect_with(cfg: AmqpConfig) -> Result<Self> {
         let inner = Arc::new(Inner::new(cfg));
         inner.link().await?;
         tokio::spawn(supervise(Arc::downgrade(&inner), Arc::clone(&inner.lost)));
