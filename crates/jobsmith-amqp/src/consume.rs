@@ -37,11 +37,7 @@ const RUN: usize = 256;
 /// without asking; `None` for a lost connection, which is not remembered.
 fn refusal(e: &Error) -> Option<Error> {
     match e {
-        Error::Backend(why) => Some(Error::Backend(why.clone())),
-        Error::Misconfigured { problem, fix } => Some(Error::Misconfigured {
-            problem: problem.clone(),
-            fix: fix.clone(),
-        }),
+        Error::Backend { .. } | Error::Misconfigured { .. } => Some(e.same_kind()),
         _ => None,
     }
 }
@@ -76,7 +72,7 @@ impl Inner {
                 match topology.declare_queue(&admin, q, !version_2).await? {
                     Declared::Ready(n) => n,
                     Declared::OtherVersion => {
-                        return Err(jobsmith_core::Error::Backend(format!(
+                        return Err(jobsmith_core::Error::backend(format!(
                             "the broker refused work queue {} as classic queue version 1 and 2",
                             self.names.work(q)
                         )))

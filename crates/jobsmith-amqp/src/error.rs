@@ -19,7 +19,7 @@ pub(crate) fn from_lapin(e: lapin::Error) -> Error {
             if is_connection_level(amqp) {
                 Error::connection(e)
             } else {
-                Error::Backend(format!("broker refused: {amqp}"))
+                Error::backend_caused(format!("broker refused: {amqp}"), e)
             }
         }
         ErrorKind::MissingHeartbeatError => disconnected(
@@ -88,4 +88,25 @@ pub(crate) fn disconnected(why: &str) -> Error {
         std::io::ErrorKind::NotConnected,
         format!("not connected to RabbitMQ: {why}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::AMQPError;
+
+    #[test]
+    fn a_refusal_gives_the_lapin_error_as_its_source() {
+        let refused = AMQPError::from_id(404, "NOT_FOUND - no queue 'q'".into()).expect("404");
+        let e = from_lapin(lapin::Error::from(ErrorKind::ProtocolError(refused)));
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the lapin error is kept");
+        let lapin = source
+            .downcast_ref::<lapin::Error>()
+            .expect("the lapin error itself");
+        assert!(
+            matches!(lapin.kind(), ErrorKind::ProtocolError(p) if p.get_id() == 404),
+            "{lapin:?}"
+        );
+    }
 }

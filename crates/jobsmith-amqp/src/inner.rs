@@ -131,7 +131,7 @@ impl Inner {
         if let Err(e) = &attempt {
             let mut failures = self.failures.lock_unpoisoned();
             failures.0 += 1;
-            failures.1 = with_causes(e);
+            failures.1 = e.describe();
         }
         attempt
     }
@@ -197,18 +197,6 @@ impl Inner {
     pub(crate) fn is_unavailable(&self) -> bool {
         self.unavailable.load(Ordering::SeqCst)
     }
-}
-
-/// `e` and its causes, joined by `: `.
-fn with_causes(e: &jobsmith_core::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Keeps a link up: when it dies, reconnects with capped, jittered

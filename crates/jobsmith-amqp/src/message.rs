@@ -216,12 +216,11 @@ pub(crate) async fn publish_confirmed(ch: &Channel, msgs: Vec<Outgoing>) -> Resu
         match c {
             Confirmed::Ack => {}
             Confirmed::Unroutable => {
-                return Err(Error::Backend(
-                    "the broker could route a message to no queue: was the topology deleted?"
-                        .into(),
+                return Err(Error::backend(
+                    "the broker could route a message to no queue: was the topology deleted?",
                 ))
             }
-            Confirmed::Nack => return Err(Error::Backend("the broker refused a message".into())),
+            Confirmed::Nack => return Err(Error::backend("the broker refused a message")),
         }
     }
     Ok(())

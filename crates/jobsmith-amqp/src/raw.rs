@@ -105,7 +105,7 @@ pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)
         let mut got = 0;
         while got < n {
             let Some(d) = consumer.next().await else {
-                return Err(Error::Backend("the raw consumer was cancelled".into()));
+                return Err(Error::backend("the raw consumer was cancelled"));
             };
             let d = d.map_err(from_lapin)?;
             d.ack(BasicAckOptions::default())
@@ -126,9 +126,7 @@ pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)
 fn confirmed(c: Option<lapin::Result<Confirmation>>) -> Result<()> {
     match c {
         Some(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) | None => Ok(()),
-        Some(Ok(Confirmation::Nack(_))) => {
-            Err(Error::Backend("the broker refused a message".into()))
-        }
+        Some(Ok(Confirmation::Nack(_))) => Err(Error::backend("the broker refused a message")),
         Some(Err(e)) => Err(from_lapin(e)),
     }
 }

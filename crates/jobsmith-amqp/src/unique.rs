@@ -132,7 +132,7 @@ impl Inner {
                 Some(Confirmed::Unroutable) | None => {}
             }
         }
-        Err(Error::Backend(format!(
+        Err(Error::backend(format!(
             "idempotency key `{key}` is too contended to take"
         )))
     }

@@ -304,7 +304,7 @@ where
             check_fault(opts, copied, fault).await?;
             let deleted = from.dead_letters()?.dead_delete(q, &ids).await?;
             if deleted == 0 {
-                return Err(Error::Backend(jobsmith::Error::Backend(format!(
+                return Err(Error::Backend(jobsmith::Error::backend(format!(
                     "the source listed dead jobs of `{q}` but deleted none of them; nothing more is moved from this queue"
                 ))));
             }

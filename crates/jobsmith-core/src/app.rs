@@ -101,7 +101,7 @@ impl App {
         metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
         ids.into_iter()
             .next()
-            .ok_or_else(|| Error::Backend("enqueue returned no id".into()))
+            .ok_or_else(|| Error::backend("enqueue returned no id"))
     }
 
     /// Enqueues many jobs in as few round trips as the backend allows.
@@ -143,7 +143,7 @@ impl App {
         held.into_iter()
             .map(|h| {
                 h.or_else(|| ids.next())
-                    .ok_or_else(|| Error::Backend("enqueue returned too few ids".into()))
+                    .ok_or_else(|| Error::backend("enqueue returned too few ids"))
             })
             .collect()
     }

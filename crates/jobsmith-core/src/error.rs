@@ -12,9 +12,17 @@ pub enum Error {
     /// The connection to the broker failed or was lost; the operation may be retried.
     #[error("connection to the backend failed")]
     Connection(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The broker answered with an error.
-    #[error("backend error: {0}")]
-    Backend(String),
+    /// The broker answered with an error, or with an answer the backend
+    /// cannot read. Build it with [`Error::backend`] or, when another error
+    /// is the cause, [`Error::backend_caused`].
+    #[error("backend error: {message}")]
+    Backend {
+        /// What went wrong, in the backend's words.
+        message: String,
+        /// The error this one comes from, when there is one (the client's).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A job's arguments or envelope could not be serialized.
     #[error("could not serialize the job")]
     Serialize(#[source] serde_json::Error),
@@ -125,8 +133,9 @@ pub enum Error {
 
 impl Error {
     /// An error of the same kind (transient, permanent or neither) and
-    /// message, for each further lease of a batch that failed as one.
-    pub(crate) fn same_kind(&self) -> Self {
+    /// message, to give a failure again: for each further lease of a batch
+    /// that failed as one, or a refusal remembered. Causes are kept as text.
+    pub fn same_kind(&self) -> Self {
         match self {
             Self::Timeout(d) => Self::Timeout(*d),
             Self::Config(m) => Self::Config(m.clone()),
@@ -135,8 +144,34 @@ impl Error {
                 problem: problem.clone(),
                 fix: fix.clone(),
             },
+            Self::Backend { message, source } => Self::Backend {
+                message: message.clone(),
+                source: source.as_deref().map(|s| with_causes(s).into()),
+            },
             e if e.is_transient() => Self::Connection(e.describe().into()),
-            e => Self::Backend(e.describe()),
+            e => Self::backend(e.describe()),
+        }
+    }
+
+    /// A [`Error::Backend`] with no underlying error: an answer the backend
+    /// cannot read, or a refusal it has only as text.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Backend`] caused by `cause` (the client's error), which
+    /// [`std::error::Error::source`] gives back. `message` may quote the
+    /// cause: [`Error::describe`] does not repeat what it already says.
+    pub fn backend_caused(
+        message: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            message: message.into(),
+            source: Some(cause.into()),
         }
     }
 
@@ -180,12 +215,55 @@ pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e.source();
     while let Some(c) = cause {
         let said = c.to_string();
-        // Some errors repeat their source in their own message: say it once.
-        if !text.ends_with(&said) {
+        // Some errors quote their source, or its whole chain, in their own
+        // message: say each thing once.
+        if !text.contains(&said) {
             text.push_str(": ");
             text.push_str(&said);
         }
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_backend_error_keeps_its_cause() {
+        let io = std::io::Error::other("pipe burst");
+        let e = Error::backend_caused(format!("disk: {io}"), io);
+        assert_eq!(e.to_string(), "backend error: disk: pipe burst");
+        let cause = e.source().expect("the cause is kept");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::Other);
+        assert_eq!(e.describe(), "backend error: disk: pipe burst", "said once");
+        let plain = Error::backend("short reply");
+        assert_eq!(plain.to_string(), "backend error: short reply");
+        assert!(plain.source().is_none());
+    }
+
+    #[test]
+    fn a_copy_keeps_the_message_and_the_cause_as_text() {
+        let e = Error::backend_caused("refused", std::io::Error::other("queue is gone"));
+        let copy = e.same_kind();
+        assert_eq!(copy.to_string(), "backend error: refused");
+        assert_eq!(copy.describe(), e.describe());
+        assert!(!copy.is_transient() && !copy.is_permanent());
+    }
+
+    #[test]
+    fn a_cause_already_quoted_whole_is_not_repeated() {
+        let inner = std::io::Error::other("no route");
+        let outer = Error::connection(inner);
+        let e = Error::backend_caused(format!("sqs Send: {}", with_causes(&outer)), outer);
+        assert_eq!(
+            e.describe(),
+            "backend error: sqs Send: connection to the backend failed: no route"
+        );
+    }
 }

@@ -118,7 +118,7 @@ mod tests {
     }
 
     fn refused() -> Error {
-        Error::Backend("WRONGTYPE".into())
+        Error::backend("WRONGTYPE")
     }
 
     fn down() -> Error {

@@ -261,9 +261,7 @@ impl RedisBackend {
             let (Some(id), Some(token), Some(attempt), Some(payload)) =
                 (f.next(), f.next(), f.next(), f.next())
             else {
-                return Err(Error::Backend(
-                    "redis: reserve returned a short entry".into(),
-                ));
+                return Err(Error::backend("redis: reserve returned a short entry"));
             };
             let id = JobId(reply::string(id, "job id")?);
             let token = reply::string(token, "lease token")?;
@@ -317,7 +315,7 @@ impl RedisBackend {
                 calls.push(async move {
                     let flags = reply::flags(self.run(&inv).await?, what)?;
                     if flags.len() != chunk.len() {
-                        return Err(Error::Backend(format!(
+                        return Err(Error::backend(format!(
                             "redis: {what} answered {} of {} leases",
                             flags.len(),
                             chunk.len()
@@ -431,7 +429,7 @@ impl Backend for RedisBackend {
                     while let (Some(pos), Some(owner)) = (it.next(), it.next()) {
                         let pos = usize::try_from(reply::int(&pos, "enqueue")?).unwrap_or(0);
                         let Some(&i) = pos.checked_sub(1).and_then(|p| chunk.get(p)) else {
-                            return Err(Error::Backend(format!(
+                            return Err(Error::backend(format!(
                                 "redis: enqueue answered position {pos} of {}",
                                 chunk.len()
                             )));

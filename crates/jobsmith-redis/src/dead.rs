@@ -28,7 +28,7 @@ fn dead_job(queue: &str, item: Value) -> Result<DeadJob> {
     let (Some(id), Some(payload), Some(attempt), Some(reason), Some(died)) =
         (f.next(), f.next(), f.next(), f.next(), f.next())
     else {
-        return Err(Error::Backend("redis: a dead job entry is short".into()));
+        return Err(Error::backend("redis: a dead job entry is short"));
     };
     let id = JobId(reply::string(id, "job id")?);
     let mut raw = stored_payload(reply::bytes(payload, "payload")?);

@@ -28,7 +28,7 @@ pub(crate) fn from_redis(e: RedisError) -> Error {
     if transient {
         Error::connection(e)
     } else {
-        Error::Backend(format!("redis: {e}"))
+        Error::backend_caused(format!("redis: {e}"), e)
     }
 }
 
@@ -97,5 +97,24 @@ impl std::fmt::Display for NoAnswer {
 impl std::error::Error for NoAnswer {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_gives_the_redis_error_as_its_source() {
+        let e = from_redis(RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "not a list",
+        )));
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the redis error is kept");
+        let redis = source
+            .downcast_ref::<RedisError>()
+            .expect("the redis error itself");
+        assert_eq!(redis.kind(), ErrorKind::UnexpectedReturnType);
     }
 }

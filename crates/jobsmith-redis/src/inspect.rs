@@ -15,10 +15,10 @@ impl RedisBackend {
         inv.arg(SETTLE_LIMIT);
         let v = reply::array(self.run_again(&inv).await?, "stats")?;
         let n = |i: usize| -> Result<i64> {
-            v.get(i).map_or(
-                Err(Error::Backend("redis: stats reply is short".into())),
-                |x| reply::int(x, "stats"),
-            )
+            v.get(i)
+                .map_or(Err(Error::backend("redis: stats reply is short")), |x| {
+                    reply::int(x, "stats")
+                })
         };
         let count = |i: usize| n(i).map(|x| u64::try_from(x).unwrap_or(0));
         Ok({

@@ -50,7 +50,7 @@ impl Migrate for RedisBackend {
                 let (Some(id), Some(token), Some(attempt), Some(payload)) =
                     (f.next(), f.next(), f.next(), f.next())
                 else {
-                    return Err(Error::Backend("redis: take returned a short entry".into()));
+                    return Err(Error::backend("redis: take returned a short entry"));
                 };
                 let id = JobId(reply::string(id, "job id")?);
                 let token = reply::string(token, "hold token")?;

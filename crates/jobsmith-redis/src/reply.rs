@@ -4,7 +4,7 @@ use jobsmith_core::{Error, Result};
 use redis::Value;
 
 fn bad(what: &str, v: &Value) -> Error {
-    Error::Backend(format!("redis: unexpected script reply for {what}: {v:?}"))
+    Error::backend(format!("redis: unexpected script reply for {what}: {v:?}"))
 }
 
 /// The items of an array reply.
@@ -43,7 +43,7 @@ pub(crate) fn bytes(v: Value, what: &str) -> Result<Vec<u8>> {
 /// A bulk string reply as text.
 pub(crate) fn string(v: Value, what: &str) -> Result<String> {
     String::from_utf8(bytes(v, what)?)
-        .map_err(|e| Error::Backend(format!("redis: {what} is not UTF-8: {e}")))
+        .map_err(|e| Error::backend_caused(format!("redis: {what} is not UTF-8: {e}"), e))
 }
 
 /// One held/lost flag per item.

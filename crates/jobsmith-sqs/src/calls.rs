@@ -58,7 +58,7 @@ fn batches(sends: &[Send], budget: usize) -> Vec<Range<usize>> {
 }
 
 fn build_error(e: BuildError) -> Error {
-    Error::Backend(format!("sqs: {e}"))
+    Error::backend_caused(format!("sqs: {e}"), e)
 }
 
 /// Sends `sends` to `url` in order, one batch call after another.
@@ -102,7 +102,7 @@ pub(crate) async fn send(
             .await
             .map_err(|e| from_sdk("SendMessageBatch", e))?;
         if let Some(f) = out.failed().first() {
-            return Err(Error::Backend(format!(
+            return Err(Error::backend(format!(
                 "sqs SendMessageBatch: {} of {} messages refused: {}: {}",
                 out.failed().len(),
                 count,

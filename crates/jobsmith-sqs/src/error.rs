@@ -82,7 +82,7 @@ where
         Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
         None => DisplayErrorContext(&e).to_string(),
     };
-    Error::Backend(format!("{service} {op}: {detail}"))
+    Error::backend_caused(format!("{service} {op}: {detail}"), e)
 }
 
 /// Error codes of SQS and DynamoDB that refuse the credentials or what they

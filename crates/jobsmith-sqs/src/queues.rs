@@ -224,7 +224,7 @@ impl Queues {
         out.attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
             .cloned()
-            .ok_or_else(|| jobsmith_core::Error::Backend(format!("sqs: queue {url} has no ARN")))
+            .ok_or_else(|| jobsmith_core::Error::backend(format!("sqs: queue {url} has no ARN")))
     }
 
     /// The URL of `queue`'s queue for `role`, which is created when missing.
@@ -256,7 +256,7 @@ impl Queues {
         let out = req.send().await.map_err(|e| from_sdk("CreateQueue", e))?;
         tracing::info!(queue = %name, "created SQS queue");
         out.queue_url().map(str::to_owned).ok_or_else(|| {
-            jobsmith_core::Error::Backend(format!("sqs: CreateQueue {name} gave no URL"))
+            jobsmith_core::Error::backend(format!("sqs: CreateQueue {name} gave no URL"))
         })
     }
 }

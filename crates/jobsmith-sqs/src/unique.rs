@@ -102,7 +102,7 @@ impl Keys {
             .collect();
         self.free_all(&taken).await;
         let err = results.into_iter().find_map(Result::err);
-        Err(err.unwrap_or_else(|| Error::Backend("dynamodb PutItem failed".into())))
+        Err(err.unwrap_or_else(|| Error::backend("dynamodb PutItem failed")))
     }
 
     /// Holds `key` for job `id`; or, when another job holds it, that job's id.
@@ -145,7 +145,7 @@ impl Keys {
                 None => {}
             }
         }
-        Err(Error::Backend(format!(
+        Err(Error::backend(format!(
             "dynamodb PutItem: key `{key}` of queue `{queue}` kept changing hands"
         )))
     }
@@ -294,11 +294,12 @@ impl Keys {
             .wait(TABLE_WAIT)
             .await
             .map_err(|e| {
-                Error::Backend(format!(
+                let message = format!(
                     "dynamodb key table `{}` did not become active: {}",
                     self.table,
                     DisplayErrorContext(&e)
-                ))
+                );
+                Error::backend_caused(message, e)
             })?;
         Ok(())
     }
@@ -306,7 +307,7 @@ impl Keys {
     /// Creates the table and turns its TTL on; when another process is
     /// creating it at the same time, waits for that one instead.
     async fn create_table(&self) -> Result<()> {
-        let build = |e: BuildError| Error::Backend(format!("dynamodb: {e}"));
+        let build = |e: BuildError| Error::backend_caused(format!("dynamodb: {e}"), e);
         let created = self
             .client
             .create_table()
@@ -459,7 +460,7 @@ impl Keys {
     /// nothing was counted yet (no item, or no table, which is not created
     /// for a read).
     pub(crate) async fn read_counts(&self, queues: &[String]) -> Result<Vec<Outcomes>> {
-        let build = |e: BuildError| Error::Backend(format!("dynamodb: {e}"));
+        let build = |e: BuildError| Error::backend_caused(format!("dynamodb: {e}"), e);
         let mut wanted: Vec<String> = queues.iter().map(|q| counts_key(q)).collect();
         // A key may be asked for once per request.
         wanted.sort();
@@ -517,7 +518,7 @@ impl Keys {
                     .unwrap_or_default();
             }
             if !keys.is_empty() {
-                return Err(Error::Backend(format!(
+                return Err(Error::backend(format!(
                     "dynamodb BatchGetItem left {} counter items of table `{}` unread after {BATCH_GET_TRIES} tries",
                     keys.len(),
                     self.table

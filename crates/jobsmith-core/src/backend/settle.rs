@@ -131,7 +131,7 @@ pub async fn settle_by_kind<B: SettleByKind + ?Sized>(
         out[i] = Some(r);
     }
     out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Backend("no answer for this lease".into()))))
+        .map(|r| r.unwrap_or_else(|| Err(Error::backend("no answer for this lease"))))
         .collect()
 }
 
@@ -143,7 +143,7 @@ fn per_lease(answer: Result<Vec<LeaseStatus>>, n: usize) -> Vec<Result<LeaseStat
         Ok(statuses) => {
             let mut out: Vec<_> = statuses.into_iter().take(n).map(Ok).collect();
             while out.len() < n {
-                out.push(Err(Error::Backend(format!(
+                out.push(Err(Error::backend(format!(
                     "the backend answered for {} of {n} leases",
                     out.len()
                 ))));
@@ -215,5 +215,5 @@ fn one(answers: Vec<Result<LeaseStatus>>) -> Result<LeaseStatus> {
     answers
         .into_iter()
         .next()
-        .unwrap_or_else(|| Err(Error::Backend("no answer for the lease".into())))
+        .unwrap_or_else(|| Err(Error::backend("no answer for the lease")))
 }

@@ -256,7 +256,7 @@ async fn fire(backend: &dyn Backend, s: &Scheduled, key: &str, tick: Timestamp) 
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| Error::Backend("enqueue returned no id".into()))?;
+        .ok_or_else(|| Error::backend("enqueue returned no id"))?;
     metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(1);
     tracing::debug!(schedule = %s.name, tick = %super::expr::rfc3339(tick), job.id = %id, "tick enqueued");
     // Read the state again: on a slow backend another worker may have fired
