@@ -197,7 +197,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     for backend in &opts.backends {
         let jobs = opts.jobs.unwrap_or_else(|| default_jobs(backend));
         let url = url_for(backend)?;
-        eprintln!("bench: {backend}: {jobs} jobs at {url}");
+        eprintln!(
+            "bench: {backend}: {jobs} jobs at {}",
+            jobsmith::redact_url(&url)
+        );
         match rt.block_on(bench_one(backend, &url, jobs)) {
             Ok(f) => all.push(f),
             Err(e) => return Err(format!("{backend}: {e}")),

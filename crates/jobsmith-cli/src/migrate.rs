@@ -151,7 +151,8 @@ pub(crate) async fn command(
     for (flag, url) in [("--from", &args.from), ("--to", &args.to)] {
         if url.trim_start().to_ascii_lowercase().starts_with("memory:") {
             return Err(Error::Usage(format!(
-                "{flag} {url}: a memory backend lives only inside one process, so this command would start with it empty{}; migrate between servers, or call `jobsmith_cli::migrate` in the process that holds the memory backend",
+                "{flag} {}: a memory backend lives only inside one process, so this command would start with it empty{}; migrate between servers, or call `jobsmith_cli::migrate` in the process that holds the memory backend",
+                jobsmith_core::redact_url(url),
                 if flag == "--to" { " and take every job it moved with it when it exits" } else { "" }
             )));
         }
