@@ -111,3 +111,160 @@ fn values_are_percent_decoded() {
         .expect("valid");
     assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
 }
+
+/// The characters a password may hold that a URL reserves: each must be
+/// percent-encoded, and none may ever be shown.
+const RESERVED: [char; 6] = ['/', '@', '?', '#', '%', ':'];
+
+/// The URLs of every scheme that hold `password`, and whether the scheme
+/// takes credentials (sqs:// and memory:// refuse them).
+fn with_password(password: &str) -> [(String, bool); 6] {
+    [
+        (format!("redis://user:{password}@127.0.0.1:6379/0"), true),
+        (format!("rediss://:{password}@127.0.0.1:6380"), true),
+        (format!("amqp://user:{password}@127.0.0.1:5672/%2f"), true),
+        (format!("amqps://user:{password}@[::1]:5671/%2f"), true),
+        (format!("sqs://user:{password}@us-east-1/app"), false),
+        (format!("memory://user:{password}@localhost"), false),
+    ]
+}
+
+/// The text of a parse of `url` that may show: its error, or the config's `Debug`.
+fn shown(url: &str) -> Result<String, String> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        "memory" => App::connect_memory(url).map(|a| format!("{a:?}")),
+        "redis" | "rediss" => RedisConfig::from_url(url).map(|c| format!("{c:?}")),
+        "amqp" | "amqps" => AmqpConfig::from_url(url).map(|c| format!("{c:?}")),
+        "sqs" => SqsConfig::from_url(url).map(|c| format!("{c:?}")),
+        other => panic!("no parser for {other}"),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Whether `e` is only that the TLS feature of this build is off.
+fn tls_is_off(e: &str) -> bool {
+    e.contains("needs TLS support")
+}
+
+#[test]
+fn a_percent_encoded_reserved_character_in_a_password_is_read_and_never_shown() {
+    for c in RESERVED {
+        let password = format!("SECRETHEAD%{:02X}SECRETTAIL", c as u32);
+        for (url, takes_credentials) in with_password(&password) {
+            let parsed = jobsmith_core::BackendUrl::parse(&url).expect(&url);
+            assert_eq!(
+                parsed.password(),
+                Some(format!("SECRETHEAD{c}SECRETTAIL").as_str()),
+                "{url}"
+            );
+            let text = match shown(&url) {
+                Ok(debug) => {
+                    assert!(takes_credentials, "{url} is refused: {debug}");
+                    debug
+                }
+                Err(e) => {
+                    assert!(!takes_credentials || tls_is_off(&e), "{url}: {e}");
+                    e
+                }
+            };
+            for text in [text, jobsmith_core::redact_url(&url), parsed.redacted()] {
+                assert!(
+                    !text.contains("SECRETHEAD") && !text.contains("SECRETTAIL"),
+                    "{url} shows its password: {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_raw_reserved_character_in_a_password_is_read_as_meant_or_refused_unseen() {
+    for c in RESERVED {
+        let password = format!("SECRETHEAD{c}SECRETTAIL");
+        for (url, takes_credentials) in with_password(&password) {
+            match jobsmith_core::BackendUrl::parse(&url) {
+                // `@`, `%` and `:` are unambiguous where they stand.
+                Ok(parsed) => {
+                    assert!(['@', '%', ':'].contains(&c), "{url} parses");
+                    assert_eq!(parsed.password(), Some(password.as_str()), "{url}");
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("percent-encode"), "{url}: {e}");
+                }
+            }
+            let result = shown(&url);
+            if !takes_credentials || ['/', '?', '#'].contains(&c) {
+                assert!(result.is_err(), "{url} is refused");
+            }
+            let text = result.unwrap_or_else(|e| e);
+            for text in [text, jobsmith_core::redact_url(&url)] {
+                assert!(
+                    !text.contains("SECRETHEAD") && !text.contains("SECRETTAIL"),
+                    "{url} shows its password: {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_url_the_url_crate_rejects_says_what_to_fix() {
+    for url in [
+        "redis://user:SECRET/TAIL@127.0.0.1:6379/0",
+        "redis://127.0.0.1:notaport",
+        "rediss://[::1:6380",
+        "amqp://user:SECRET?TAIL@127.0.0.1:5672/%2f",
+        "amqps://user:SECRET#TAIL@127.0.0.1:5671/%2f",
+        "sqs://us-east-1:99999999",
+        "memory://:5",
+    ] {
+        let err = match url.split("://").next() {
+            Some("memory") => App::connect_memory(url).map(|_| ()),
+            Some("redis" | "rediss") => RedisConfig::from_url(url).map(|_| ()),
+            Some("amqp" | "amqps") => AmqpConfig::from_url(url).map(|_| ()),
+            _ => SqsConfig::from_url(url).map(|_| ()),
+        }
+        .expect_err(url);
+        assert!(
+            matches!(err, jobsmith_core::Error::Config(_)),
+            "{url}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("is not a valid URL") && text.contains("percent-encode"),
+            "{url}: {text}"
+        );
+        assert!(
+            !text.contains("SECRET") && !text.contains("TAIL"),
+            "{url}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_percent_encoded_setting_value_is_decoded_and_a_plus_is_kept() {
+    for base in BASES {
+        let url = format!("{base}?dead_max_age=1%68");
+        assert_eq!(parse(&url), Ok(()), "{url}: `1%68` is `1h`");
+    }
+    let c = RedisConfig::from_url("redis://h?prefix=a%26b%3Dc%23d").expect("valid");
+    assert_eq!(c.prefix, "a&b=c#d");
+    let c = RedisConfig::from_url("redis://h?prefix=a+b").expect("valid");
+    assert_eq!(c.prefix, "a+b", "a `+` is no space");
+    let c = SqsConfig::from_url("sqs://us-east-1?keys_table=a%2Eb").expect("valid");
+    assert_eq!(c.keys_table.as_deref(), Some("a.b"));
+}
+
+#[test]
+fn ipv6_hosts_are_read_and_shown_in_brackets() {
+    let c = RedisConfig::from_url("redis://me:pw@[::1]:6379/0?prefix=p").expect("valid");
+    assert!(
+        format!("{c:?}").contains("redis://me:***@[::1]:6379/0"),
+        "{c:?}"
+    );
+    let c = AmqpConfig::from_url("amqp://me:pw@[::1]:5672/%2f").expect("valid");
+    assert_eq!(c.redacted(), "amqp://me:***@[::1]:5672/%2f");
+    assert!(SqsConfig::from_url("sqs://[::1]/app").is_err(), "no region");
+}

@@ -1,6 +1,6 @@
 //! [`AmqpConfig`]: what an `amqp://` or `amqps://` URL says.
 
-use jobsmith_core::{parse_duration, redact_url, split_scheme, Error, Result, Settings, UrlQuery};
+use jobsmith_core::{parse_duration, redact_url, BackendUrl, Error, Result, Settings};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct AmqpConfig {
     /// The connection part of the URL, with jobsmith's own query keys removed.
     pub(crate) server: String,
+    /// Whether the URL sets the client's `heartbeat` itself.
+    sets_heartbeat: bool,
     /// Every queue and exchange jobsmith declares starts with this and a dot.
     pub prefix: String,
     /// Declare work, dead-letter and expired queues as quorum queues (no priorities on 3.10).
@@ -88,7 +90,8 @@ pub struct AmqpConfig {
 impl AmqpConfig {
     /// Reads an `amqp://` or `amqps://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (scheme, rest) = split_scheme(url)?;
+        let url = BackendUrl::parse(url)?;
+        let scheme = url.scheme();
         if scheme != "amqp" && scheme != "amqps" {
             return Err(Error::Config(format!(
                 "`{scheme}://` is not an AMQP URL: write `amqp://user:pass@host:5672/%2f`"
@@ -99,20 +102,20 @@ impl AmqpConfig {
                 "`amqps://` needs TLS support: enable the `tls` feature of jobsmith-amqp".into(),
             ));
         }
-        if rest.contains('#') {
+        if url.fragment().is_some() {
             return Err(Error::Config(format!(
                 "`{}`: an AMQP URL has no fragment (`#…`); percent-encode a `#` in a password as `%23`",
-                redact_url(url)
+                url.redacted()
             )));
         }
-        let query = UrlQuery::parse(rest)?;
-        query.refuse_unknown(scheme, &[KEYS, CLIENT_KEYS, Settings::KEYS])?;
-        let settings = Settings::from_query(query.iter())?;
+        url.refuse_unknown(&[KEYS, CLIENT_KEYS, Settings::KEYS])?;
+        let settings = Settings::from_query(url.query().iter())?;
         let bad = |k: &str, v: &str, why: String| {
             Error::Config(format!("bad URL setting `{k}={v}`: {why}"))
         };
         let mut cfg = Self {
             server: String::new(),
+            sets_heartbeat: false,
             prefix: DEFAULT_PREFIX.to_owned(),
             quorum: false,
             queue_version: 1,
@@ -123,7 +126,7 @@ impl AmqpConfig {
             tls_ca: None,
         };
         let mut passthrough = Vec::new();
-        for (k, v) in query.iter() {
+        for (k, v) in url.query().iter() {
             match k {
                 "prefix" => {
                     if v.is_empty() || v.contains('*') || v.contains('#') {
@@ -176,16 +179,12 @@ impl AmqpConfig {
                     ));
                 }
                 "tls_ca" => cfg.tls_ca = Some(PathBuf::from(v)),
-                _ if CLIENT_KEYS.contains(&k) => passthrough.push(format!("{k}={v}")),
+                _ if CLIENT_KEYS.contains(&k) => passthrough.push((k, v)),
                 _ => {}
             }
         }
-        let base = rest.split_once('?').map_or(rest, |(b, _)| b);
-        cfg.server = format!("{scheme}://{base}");
-        if !passthrough.is_empty() {
-            cfg.server.push('?');
-            cfg.server.push_str(&passthrough.join("&"));
-        }
+        cfg.server = url.client_url(&passthrough);
+        cfg.sets_heartbeat = passthrough.iter().any(|(k, _)| *k == "heartbeat");
         Ok(cfg)
     }
 
@@ -219,11 +218,7 @@ impl AmqpConfig {
     /// waiting on it fails: a broker that hangs fails every call, and an idle
     /// consumer's wait, within `call_timeout` (2 s for any shorter setting).
     pub(crate) fn connection_uri(&self) -> String {
-        let has_heartbeat = self
-            .server
-            .split_once('?')
-            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("heartbeat=")));
-        if has_heartbeat {
+        if self.sets_heartbeat {
             return self.server.clone();
         }
         let secs = (self.call_timeout().as_millis() * 2 / 5_000).max(1);
@@ -314,6 +309,27 @@ mod tests {
         let c = AmqpConfig::from_url("amqp://h?frame_max=8192&heartbeat=5").expect("valid");
         assert_eq!(c.connection_uri(), "amqp://h?frame_max=8192&heartbeat=5");
         assert!(AmqpConfig::from_url("amqp://h?call_timeout=0s").is_err());
+    }
+
+    #[test]
+    fn the_client_gets_a_password_with_any_reserved_character_decoded() {
+        for c in ['/', '@', '?', '#', '%', ':'] {
+            let url = format!("amqp://me:a%{:02X}b@[::1]:5673/%2f?prefix=p", c as u32);
+            let config = AmqpConfig::from_url(&url).expect(&url);
+            assert_eq!(config.redacted(), "amqp://me:***@[::1]:5673/%2f", "{url}");
+            let uri: lapin::uri::AMQPUri = config.connection_uri().parse().expect("lapin reads it");
+            let user = &uri.authority.userinfo;
+            assert_eq!(
+                (user.username.as_str(), user.password.as_str()),
+                ("me", format!("a{c}b").as_str()),
+                "{url}"
+            );
+            assert_eq!(
+                (uri.authority.port, uri.vhost.as_str()),
+                (5673, "/"),
+                "{url}"
+            );
+        }
     }
 
     #[test]

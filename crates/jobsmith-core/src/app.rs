@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::job::BoxFuture;
 use crate::lock::RwLockExt;
 use crate::memory::MemoryBackend;
+use crate::url::BackendUrl;
 use futures_util::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::future::IntoFuture;
@@ -47,20 +48,22 @@ impl App {
 
     /// An app on the memory backend for a `memory://` URL (settings in its query string).
     pub fn connect_memory(url: &str) -> Result<Self> {
-        let (scheme, rest) = split_scheme(url)?;
-        if scheme != "memory" {
-            return Err(Error::Config(format!("`{url}` is not a memory:// URL")));
-        }
-        let before_query = rest.split(['?', '#']).next().unwrap_or("");
-        if !before_query.is_empty() || rest.contains('#') {
+        let url = BackendUrl::parse(url)?;
+        if url.scheme() != "memory" {
             return Err(Error::Config(format!(
-                "`{}`: a memory:// URL names no host, path or fragment, only settings: `memory://?dead_max=100`",
-                crate::redact_url(url)
+                "`{}` is not a memory:// URL",
+                url.redacted()
             )));
         }
-        let query = crate::UrlQuery::parse(rest)?;
-        query.refuse_unknown("memory", &[Settings::KEYS])?;
-        let settings = Settings::from_query(query.iter())?;
+        // Credentials or a port come with a host: the `url` crate refuses them alone.
+        if url.host().is_some() || !url.path().is_empty() || url.fragment().is_some() {
+            return Err(Error::Config(format!(
+                "`{}`: a memory:// URL names no host, path or fragment, only settings: `memory://?dead_max=100`",
+                url.redacted()
+            )));
+        }
+        url.refuse_unknown(&[Settings::KEYS])?;
+        let settings = Settings::from_query(url.query().iter())?;
         Ok(Self::new(MemoryBackend::new(settings)))
     }
 
@@ -194,14 +197,4 @@ impl fmt::Debug for App {
             .field("backend", &self.backend.name())
             .finish()
     }
-}
-
-/// Splits `scheme://rest`, or explains what a URL must look like.
-pub fn split_scheme(url: &str) -> Result<(&str, &str)> {
-    url.split_once("://").ok_or_else(|| {
-        Error::Config(format!(
-            "`{}` is not a backend URL: write `memory://`, `redis://host:6379`, `amqp://host:5672` or `sqs://region/prefix`",
-            crate::redact_url(url)
-        ))
-    })
 }

@@ -54,7 +54,8 @@ pub mod trace;
 mod url;
 mod worker;
 
-pub use app::{split_scheme, App};
+pub use self::url::{closest, redact_url, BackendUrl, UrlQuery};
+pub use app::App;
 pub use backend::{
     settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease, LeaseStatus,
     Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind, SettleExt,
@@ -82,7 +83,6 @@ pub use schedule::{schedules, Cron, ScheduleInfo};
 pub use shape::{shape_of, Misfit, Shape};
 pub use tally::{flush_periodically, Outcomes, Tally, FLUSH_EVERY};
 pub use time::Timestamp;
-pub use url::{closest, redact_url, UrlQuery};
 pub use worker::{Worker, WorkerReport};
 
 /// What the conformance suite (`jobsmith-conformance`) checks that has no

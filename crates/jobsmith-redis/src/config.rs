@@ -1,6 +1,6 @@
 //! [`RedisConfig`]: what a `redis://` or `rediss://` URL says.
 
-use jobsmith_core::{redact_url, split_scheme, Error, Result, Settings, UrlQuery};
+use jobsmith_core::{redact_url, BackendUrl, Error, Result, Settings};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,35 +61,17 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Reads a `redis://` or `rediss://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (scheme, rest) = split_scheme(url)?;
+        let url = BackendUrl::parse(url)?;
+        let scheme = url.scheme();
         if scheme != "redis" && scheme != "rediss" {
             return Err(Error::Config(format!("`{scheme}://` is not a Redis URL: write `redis://host:6379` or `rediss://host:6380`")));
         }
-        let (rest, fragment) = match rest.split_once('#') {
-            Some((r, f)) => (r, Some(f)),
-            None => (rest, None),
-        };
-        match fragment {
-            None => {}
-            Some("insecure") if scheme == "rediss" => {}
-            Some("insecure") => {
-                return Err(Error::Config(
-                    "`#insecure` skips TLS checks, and `redis://` has no TLS: drop it, or write `rediss://`".into(),
-                ))
-            }
-            Some(f) => {
-                return Err(Error::Config(format!(
-                    "unknown Redis URL fragment `#{}`: the only one is `#insecure` (`rediss://` only, for tests); percent-encode a `#` in a password as `%23`",
-                    redact_url(f)
-                )))
-            }
-        }
-        let query = UrlQuery::parse(rest)?;
-        query.refuse_unknown(scheme, &[KEYS, Settings::KEYS])?;
-        let settings = Settings::from_query(query.iter())?;
+        check_fragment(scheme, url.fragment())?;
+        url.refuse_unknown(&[KEYS, Settings::KEYS])?;
+        let settings = Settings::from_query(url.query().iter())?;
         let mut prefix = DEFAULT_PREFIX.to_owned();
         let mut tls_ca = None;
-        for (k, v) in query.iter() {
+        for (k, v) in url.query().iter() {
             match k {
                 "prefix" if v.is_empty() => {
                     return Err(Error::Config(
@@ -112,22 +94,17 @@ impl RedisConfig {
                 _ => {}
             }
         }
-        let base = rest.split_once('?').map_or(rest, |(b, _)| b);
-        let mut server = format!("{scheme}://{base}");
-        if let Some(f) = fragment {
-            server.push('#');
-            server.push_str(f);
-        }
         if scheme == "rediss" && !cfg!(feature = "tls") {
             return Err(Error::Config(
                 "`rediss://` needs TLS support: enable the `tls` feature of jobsmith-redis".into(),
             ));
         }
-        if fragment == Some("insecure") && !cfg!(feature = "tls-insecure") {
+        if url.fragment() == Some("insecure") && !cfg!(feature = "tls-insecure") {
             return Err(Error::Config(INSECURE_OFF.into()));
         }
         Ok(Self {
-            server,
+            // The redis client reads the fragment itself (`#insecure`).
+            server: url.client_url(&[]),
             prefix,
             settings,
             tls_ca,
@@ -166,6 +143,22 @@ impl RedisConfig {
     pub fn with_settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
         self
+    }
+}
+
+/// Refuses a fragment other than `#insecure` on `rediss://`.
+fn check_fragment(scheme: &str, fragment: Option<&str>) -> Result<()> {
+    match fragment {
+        None => Ok(()),
+        Some("insecure") if scheme == "rediss" => Ok(()),
+        Some("insecure") => Err(Error::Config(
+            "`#insecure` skips TLS checks, and `redis://` has no TLS: drop it, or write `rediss://`"
+                .into(),
+        )),
+        Some(f) => Err(Error::Config(format!(
+            "unknown Redis URL fragment `#{}`: the only one is `#insecure` (`rediss://` only, for tests); percent-encode a `#` in a password as `%23`",
+            redact_url(f)
+        ))),
     }
 }
 
@@ -214,6 +207,19 @@ mod tests {
         assert_eq!(c.tls_ca, None);
         let e = RedisConfig::from_url("redis://x?tls_ca=/ca.pem").expect_err("plain TCP");
         assert!(e.to_string().contains("rediss://"), "{e}");
+    }
+
+    #[test]
+    fn the_client_gets_a_password_with_any_reserved_character_decoded() {
+        for c in ['/', '@', '?', '#', '%', ':'] {
+            let url = format!("redis://me:a%{:02X}b@cache:6380/2?prefix=p", c as u32);
+            let config = RedisConfig::from_url(&url).expect(&url);
+            assert!(!format!("{config:?}").contains("a%"), "{config:?}");
+            let client = redis::Client::open(config.server.as_str()).expect("the client reads it");
+            let info = client.get_connection_info().redis_settings();
+            assert_eq!(info.password(), Some(format!("a{c}b").as_str()), "{url}");
+            assert_eq!((info.username(), info.db()), (Some("me"), 2), "{url}");
+        }
     }
 
     #[cfg(feature = "tls")]

@@ -1,6 +1,6 @@
 //! [`SqsConfig`]: what an `sqs://` URL says.
 
-use jobsmith_core::{split_scheme, Error, Result, Settings, UrlQuery};
+use jobsmith_core::{BackendUrl, Error, Result, Settings};
 use std::time::Duration;
 
 /// The queue-name prefix used when the URL names none.
@@ -86,39 +86,22 @@ impl SqsConfig {
 
     /// Reads an `sqs://<region>?...` URL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (scheme, rest) = split_scheme(url)?;
-        if scheme != "sqs" {
-            return Err(Error::Config(format!("`{scheme}://` is not an sqs:// URL")));
+        let url = BackendUrl::parse(url)?;
+        if url.scheme() != "sqs" {
+            return Err(Error::Config(format!(
+                "`{}://` is not an sqs:// URL",
+                url.scheme()
+            )));
         }
-        if rest.contains('#') {
+        if url.fragment().is_some() {
             return Err(Error::Config(
                 "an sqs:// URL has no fragment (`#…`): write `sqs://us-east-1/myapp?endpoint=…`"
                     .into(),
             ));
         }
-        let before_query = rest.split_once('?').map_or(rest, |(b, _)| b);
-        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
-        if authority.is_empty() {
-            return Err(Error::Config(
-                "an sqs:// URL names its region: `sqs://us-east-1/myapp`".into(),
-            ));
-        }
-        if !authority
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(Error::Config(format!(
-                "`{}` is not an AWS region (such as `us-east-1`): an sqs:// URL holds no credentials or port (credentials come from the AWS chain; another endpoint is `?endpoint=http://host:port`)",
-                jobsmith_core::redact_url(authority)
-            )));
-        }
-        if path.contains('/') {
-            return Err(Error::Config(format!(
-                "sqs:// URL path `/{path}`: give one name, the prefix: `sqs://{authority}/myapp`"
-            )));
-        }
-        let query = UrlQuery::parse(rest)?;
-        query.refuse_unknown("sqs", &[KEYS, Settings::KEYS])?;
+        let (region, path) = region_and_path(&url)?;
+        url.refuse_unknown(&[KEYS, Settings::KEYS])?;
+        let query = url.query();
         match query.get("prefix") {
             Some(p) if !path.is_empty() && p != path => {
                 return Err(Error::Config(format!(
@@ -127,7 +110,7 @@ impl SqsConfig {
             }
             _ => {}
         }
-        let mut config = Self::new(authority);
+        let mut config = Self::new(region);
         if !path.is_empty() {
             path.clone_into(&mut config.prefix);
         }
@@ -259,6 +242,37 @@ impl SqsConfig {
             )))
         }
     }
+}
+
+/// The region (the host) and the prefix (the path, if any) of an sqs://
+/// URL, which holds no credentials or port.
+fn region_and_path(url: &BackendUrl) -> Result<(&str, &str)> {
+    let Some(region) = url.host() else {
+        return Err(Error::Config(
+            "an sqs:// URL names its region: `sqs://us-east-1/myapp`".into(),
+        ));
+    };
+    if url.has_credentials() || url.port().is_some() {
+        return Err(Error::Config(format!(
+            "`{}` holds credentials or a port, and an sqs:// URL holds neither: credentials come from the AWS chain, another endpoint is `?endpoint=http://host:port`; write `sqs://{region}/myapp`",
+            url.redacted()
+        )));
+    }
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(Error::Config(format!(
+            "`{region}` is not an AWS region (such as `us-east-1`)"
+        )));
+    }
+    let path = url.path().strip_prefix('/').unwrap_or(url.path());
+    if path.contains('/') {
+        return Err(Error::Config(format!(
+            "sqs:// URL path `/{path}`: give one name, the prefix: `sqs://{region}/myapp`"
+        )));
+    }
+    Ok((region, path))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Choosing a backend by URL scheme, from the backends compiled in.
 
-use jobsmith_core::{split_scheme, App, Error, Result};
+use jobsmith_core::{App, BackendUrl, Error, Result};
 use std::future::Future;
 
 /// The URL schemes jobsmith knows, and the cargo feature that compiles each in.
@@ -23,8 +23,8 @@ const SCHEMES: &[(&str, &str)] = &[
 /// not given `.on(&app)` use.
 pub async fn connect(url: impl AsRef<str>) -> Result<App> {
     let url = url.as_ref();
-    let (scheme, _) = split_scheme(url)?;
-    let app = match scheme {
+    let parsed = BackendUrl::parse(url)?;
+    let app = match parsed.scheme() {
         "memory" => App::connect_memory(url)?,
         #[cfg(feature = "redis")]
         "redis" => App::new(jobsmith_redis::RedisBackend::connect(url).await?),
