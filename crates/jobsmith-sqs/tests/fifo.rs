@@ -26,14 +26,19 @@ async fn fifo_queues_round_trip_dedup_and_delay() {
     let mut dup = job(2);
     dup.idempotency_key = Some("order 42".into());
     let mut later = job(3);
-    later.run_at = Timestamp::now().plus(Duration::from_millis(2500));
+    later.run_at = Timestamp::now().plus(Duration::from_millis(5000));
     let later_id = later.id.clone();
+    let later_due = later.run_at;
     let ids = b
         .enqueue(vec![keyed.clone(), dup, job(4), later])
         .await
         .expect("enqueue");
     assert_eq!(ids[1], keyed.id, "a queued key returns the existing id");
     let q = vec!["q".to_owned()];
+    // Received before it is due, the later job is held (and charged a
+    // receive); on a moto slowed by the rest of the suite, the enqueue can
+    // outlast the delay, and then nothing is held.
+    let held = Timestamp::now() < later_due;
     let got = b
         .reserve(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
         .await
@@ -66,7 +71,11 @@ async fn fifo_queues_round_trip_dedup_and_delay() {
                 // Known gap (docs/backends/sqs.md, FIFO mode): FIFO queues take no
                 // per-message delay, so a job due later is hidden with
                 // ChangeMessageVisibility, which SQS counts as a receive.
-                assert_eq!(env.attempt, 2, "a FIFO delay hold counts one receive");
+                let receives = if held { 2 } else { 1 };
+                assert_eq!(
+                    env.attempt, receives,
+                    "a FIFO delay hold counts one receive (held: {held})"
+                );
             } else {
                 assert_eq!(env.attempt, 1, "a released job's attempt is not counted");
             }
