@@ -257,35 +257,7 @@ impl RedisBackend {
         let expires_at = Timestamp::now().plus(lease);
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let mut f = reply::array(item, "reserve")?.into_iter();
-            let (Some(id), Some(token), Some(attempt), Some(payload)) =
-                (f.next(), f.next(), f.next(), f.next())
-            else {
-                return Err(Error::backend("redis: reserve returned a short entry"));
-            };
-            let id = JobId(reply::string(id, "job id")?);
-            let token = reply::string(token, "lease token")?;
-            let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
-            let raw = stored_payload(reply::bytes(payload, "payload")?);
-            let envelope = match Envelope::from_bytes(&raw) {
-                Ok(mut env) => {
-                    env.attempt = attempt;
-                    Ok(env)
-                }
-                Err(e) => Err(Malformed {
-                    raw,
-                    reason: format!("payload is not a job envelope: {e}"),
-                }),
-            };
-            out.push(Delivery {
-                lease: Lease {
-                    id,
-                    queue: queue.to_owned(),
-                    token,
-                    expires_at,
-                },
-                envelope,
-            });
+            out.push(delivery(item, queue, expires_at, "reserve", "lease token")?);
         }
         Ok((out, next))
     }
@@ -586,4 +558,47 @@ impl fmt::Debug for RedisBackend {
             .field("waiter", &self.inner.waiter)
             .finish_non_exhaustive()
     }
+}
+
+/// One job of a reserve's or take's reply, `[id, token, attempt, payload]`,
+/// as a delivery of `queue` whose lease (or hold) runs to `expires_at`; a
+/// payload that is not an envelope comes as [`Malformed`], to dead-letter.
+pub(crate) fn delivery(
+    item: Value,
+    queue: &str,
+    expires_at: Timestamp,
+    what: &str,
+    token_kind: &str,
+) -> Result<Delivery> {
+    let mut f = reply::array(item, what)?.into_iter();
+    let (Some(id), Some(token), Some(attempt), Some(payload)) =
+        (f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(Error::backend(format!(
+            "redis: {what} returned a short entry"
+        )));
+    };
+    let id = JobId(reply::string(id, "job id")?);
+    let token = reply::string(token, token_kind)?;
+    let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
+    let raw = stored_payload(reply::bytes(payload, "payload")?);
+    let envelope = match Envelope::from_bytes(&raw) {
+        Ok(mut env) => {
+            env.attempt = attempt;
+            Ok(env)
+        }
+        Err(e) => Err(Malformed {
+            raw,
+            reason: format!("payload is not a job envelope: {e}"),
+        }),
+    };
+    Ok(Delivery {
+        lease: Lease {
+            id,
+            queue: queue.to_owned(),
+            token,
+            expires_at,
+        },
+        envelope,
+    })
 }

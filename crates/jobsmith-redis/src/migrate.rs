@@ -1,12 +1,11 @@
 //! [`Migrate`] on Redis: taking jobs out of a queue and importing jobs and dead jobs.
 
-use crate::backend::{ms, stored_payload, RedisBackend, MAX_RESERVE};
+use crate::backend::{delivery, ms, RedisBackend, MAX_RESERVE};
 use crate::error::from_redis;
 use crate::reply;
 use crate::scripts::{Scripts, CHUNK, SETTLE_LIMIT};
 use jobsmith_core::{
-    DeadJob, Delivery, Envelope, Error, JobId, Lease, LeaseStatus, Malformed, Migrate, Result,
-    Timestamp,
+    DeadJob, Delivery, Envelope, Error, Lease, LeaseStatus, Migrate, Result, Timestamp,
 };
 use redis::Value;
 use std::collections::HashMap;
@@ -45,37 +44,7 @@ impl Migrate for RedisBackend {
         let expires_at = Timestamp::now().plus(hold);
         items
             .into_iter()
-            .map(|item| {
-                let mut f = reply::array(item, "take")?.into_iter();
-                let (Some(id), Some(token), Some(attempt), Some(payload)) =
-                    (f.next(), f.next(), f.next(), f.next())
-                else {
-                    return Err(Error::backend("redis: take returned a short entry"));
-                };
-                let id = JobId(reply::string(id, "job id")?);
-                let token = reply::string(token, "hold token")?;
-                let attempt = u32::try_from(reply::int(&attempt, "attempt")?).unwrap_or(0);
-                let raw = stored_payload(reply::bytes(payload, "payload")?);
-                let envelope = match Envelope::from_bytes(&raw) {
-                    Ok(mut env) => {
-                        env.attempt = attempt;
-                        Ok(env)
-                    }
-                    Err(e) => Err(Malformed {
-                        raw,
-                        reason: format!("payload is not a job envelope: {e}"),
-                    }),
-                };
-                Ok(Delivery {
-                    lease: Lease {
-                        id,
-                        queue: queue.to_owned(),
-                        token,
-                        expires_at,
-                    },
-                    envelope,
-                })
-            })
+            .map(|item| delivery(item, queue, expires_at, "take", "hold token"))
             .collect()
     }
 
