@@ -3,7 +3,7 @@
 
 use super::common::{dead_of, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
 use crate::{Factory, Harness, NoopCounter};
-use jobsmith_core::{App, Backend, Envelope, SettleExt};
+use jobsmith_core::{App, Backend, Envelope, SettleExt, WorkerReport};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,15 +87,7 @@ pub async fn worker_retries_then_dead_letters(factory: Factory) {
     let mut unknown = job("default", 3);
     unknown.job = "no_such_job".into();
     let unknown_id = enqueue(b, unknown).await;
-    let counter = NoopCounter::default();
-    let report = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .until_idle()
-        .run_report()
-        .await
-        .expect("worker runs");
+    let (counter, report) = run_until_idle(&h, "worker runs").await;
     assert_eq!(
         counter.get(),
         1,
@@ -148,15 +140,7 @@ pub async fn worker_dead_letters_bad_input_and_carries_on(factory: Factory) {
     let unknown = Envelope::with_args("no_such_job", "default", &json!({"x": 1})).expect("json");
     h.faults.push_raw("default", &unknown.to_bytes()).await;
     enqueue(b, job("default", 7)).await;
-    let counter = NoopCounter::default();
-    let report = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .until_idle()
-        .run_report()
-        .await
-        .expect("the worker carries on");
+    let (counter, report) = run_until_idle(&h, "the worker carries on").await;
     assert_eq!(counter.get(), 1, "the normal job ran after the bad ones");
     assert_eq!((report.dead, report.succeeded), (2, 1), "{report:?}");
     let dead = dead_of(b).dead_list("default", 0, 10).await.expect("list");
@@ -191,15 +175,7 @@ pub async fn worker_dead_letters_an_unknown_envelope_version(factory: Factory) {
     let raw = serde_json::to_vec(&future).expect("JSON");
     h.faults.push_raw("default", &raw).await;
     enqueue(b, job("default", 2)).await;
-    let counter = NoopCounter::default();
-    let report = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .until_idle()
-        .run_report()
-        .await
-        .expect("the worker carries on");
+    let (counter, report) = run_until_idle(&h, "the worker carries on").await;
     assert_eq!(
         counter.started(),
         [2].into(),
@@ -494,4 +470,20 @@ pub async fn workers_sharing_a_backend_do_not_starve_each_other(factory: Factory
         "the idle worker started {started} of its 3 jobs in {waited:?} while the other worker \
          of its process had a backlog: one worker's jobs must not wait for another's"
     );
+}
+
+/// Runs a worker with the suite's job over `h` until its queues are idle;
+/// the counter of its runs and the worker's report. `what` names the run in
+/// the failure message.
+async fn run_until_idle(h: &Harness, what: &str) -> (NoopCounter, WorkerReport) {
+    let counter = NoopCounter::default();
+    let report = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .until_idle()
+        .run_report()
+        .await
+        .expect(what);
+    (counter, report)
 }
