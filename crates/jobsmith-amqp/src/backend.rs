@@ -6,7 +6,7 @@ use crate::config::AmqpConfig;
 use crate::inner::{supervise, Inner};
 use crate::lease::reaper;
 use crate::message::{self, Outgoing};
-use crate::names::Names;
+use crate::names::{self, Names};
 use crate::state::{Buffered, Held};
 use crate::unique::Claim;
 use jobsmith_core::lock::LockExt;
@@ -26,8 +26,14 @@ const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 /// How long a short reserve waits for jobs the broker says are ready.
 const CATCH_UP: Duration = Duration::from_millis(100);
 
-/// A job is re-delayed rather than delivered when it arrives this much early.
+/// A job is held, or re-delayed, rather than delivered when it arrives this much early.
 const EARLY: Duration = Duration::from_millis(2);
+
+/// A job that arrives early by up to this much is held by the reserving
+/// process until it is due (delayed messages are sent ahead by up to
+/// [`names::MAX_LEAD_MS`]); one earlier still (clock skew between publishers)
+/// is re-delayed through the broker.
+const HOLD: Duration = Duration::from_millis(names::MAX_LEAD_MS + 300);
 
 /// A backend on RabbitMQ. Clones share one connection.
 ///
@@ -133,19 +139,14 @@ struct Aside {
 }
 
 impl Aside {
-    /// The payload to lease out of a buffered delivery of `q`, or `None`
-    /// when the delivery is set aside instead: replaced by a republished copy
-    /// (redelivered, or early) or by a record of its expiry.
-    fn sort(
-        &mut self,
-        names: &Names,
-        q: &str,
-        b: Buffered,
-        now: Timestamp,
-    ) -> Option<std::result::Result<Envelope, Malformed>> {
+    /// What to do with a buffered delivery of `q`: lease it out, hold it
+    /// until it is due, or set it aside (replaced by a republished copy,
+    /// when redelivered or early by more than [`HOLD`], or by a record of
+    /// its expiry).
+    fn sort(&mut self, names: &Names, q: &str, b: Buffered, now: Timestamp) -> Sorted {
         let mut env = match message::parse(&b.data) {
             Ok(env) => env,
-            Err(m) => return Some(Err(m)),
+            Err(m) => return Sorted::Lease(Err(m)),
         };
         if b.redelivered {
             // The delivery before this one was lost with its connection:
@@ -154,22 +155,36 @@ impl Aside {
             env.run_at = env.run_at.min(now);
             self.msgs.push(message::job(names, &env, now));
             self.tags.push(b.tag);
-            return None;
+            return Sorted::Aside;
         }
         if env.is_expired(now) {
             self.tags.push(b.tag);
             self.msgs.push(message::expired(names, q, b.data));
             self.expired.push((q.to_owned(), env));
-            return None;
+            return Sorted::Aside;
         }
-        if env.run_at.since(now) > EARLY {
+        let early = env.run_at.since(now);
+        if early > HOLD {
             self.msgs.push(message::job(names, &env, now));
             self.tags.push(b.tag);
-            return None;
+            return Sorted::Aside;
+        }
+        if early > EARLY {
+            return Sorted::Hold(env.run_at, b);
         }
         env.attempt = env.attempt.saturating_add(1);
-        Some(Ok(env))
+        Sorted::Lease(Ok(env))
     }
+}
+
+/// What [`Aside::sort`] makes of a buffered delivery.
+enum Sorted {
+    /// Lease it out: the envelope, or the bad payload.
+    Lease(std::result::Result<Envelope, Malformed>),
+    /// Hold it until it is due, at the time given.
+    Hold(Timestamp, Buffered),
+    /// Set aside: nothing to lease.
+    Aside,
 }
 
 #[async_trait::async_trait]
@@ -273,22 +288,28 @@ impl Backend for AmqpBackend {
             let queues = &*working;
             let mut out = Vec::new();
             let mut aside = Aside::default();
+            let next_due;
             {
                 let mut st = inner.state.lock_unpoisoned();
                 let now = Timestamp::now();
                 let lease_until = now.plus(lease);
+                let due_by = now.plus(EARLY);
                 for q in queues {
                     while out.len() < max {
-                        let Some(buf) = st.buffers.get_mut(q) else {
+                        let Some(b) = st.next_delivery(q, due_by) else {
                             break;
                         };
-                        let Some((_, b)) = buf.pop_first() else { break };
                         if b.gen != link.gen {
                             continue;
                         }
                         let (tag, priority) = (b.tag, b.priority);
-                        let Some(payload) = aside.sort(&inner.names, q, b, now) else {
-                            continue;
+                        let payload = match aside.sort(&inner.names, q, b, now) {
+                            Sorted::Lease(payload) => payload,
+                            Sorted::Hold(at, b) => {
+                                st.hold(q, at, b);
+                                continue;
+                            }
+                            Sorted::Aside => continue,
                         };
                         let seq = st.next_seq();
                         let token = format!("{}-{}-{seq}", inner.instance, link.gen);
@@ -324,6 +345,7 @@ impl Backend for AmqpBackend {
                         break;
                     }
                 }
+                next_due = st.next_due(queues);
             }
             if !out.is_empty() {
                 inner.reaper.notify_one();
@@ -356,9 +378,13 @@ impl Backend for AmqpBackend {
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(out);
             }
+            // A held job that falls due ends the wait as a delivery would.
+            let wake = next_due.map_or(deadline, |at| {
+                deadline.min(tokio::time::Instant::now() + at.until_now())
+            });
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep_until(wake) => {}
                 () = inner.interrupt.fired(mark) => return Ok(out),
             }
         }

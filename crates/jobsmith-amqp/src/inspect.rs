@@ -41,10 +41,12 @@ impl AmqpBackend {
             (buf.len() as u64, oldest)
         });
         let in_flight = st.leases.values().filter(|h| h.queue == q).count() as u64;
+        // Jobs sent ahead of their time and held here until due are still scheduled.
+        let held_early = st.held_early(q) as u64;
         Ok({
             let mut stats = QueueStats::new(q.to_owned());
             stats.ready = ready + buffered;
-            stats.scheduled = scheduled;
+            stats.scheduled = scheduled + held_early;
             stats.in_flight = in_flight;
             stats.dead = dead;
             stats.expired = expired;

@@ -83,8 +83,11 @@ pub(crate) fn job_with_body(
 ) -> Outgoing {
     let mut props = job_props(env.id.as_str(), names::broker_priority(env.priority));
     let delay = env.run_at.since(now);
-    if delay >= Duration::from_millis(1) {
-        let ms = u64::try_from(delay.min(names::max_delay()).as_millis()).unwrap_or(u64::MAX);
+    let ms = u64::try_from(delay.min(names::max_delay()).as_millis()).unwrap_or(u64::MAX);
+    // Sent ahead of its time by what its hops may take: the reserving
+    // process holds what arrives early until it is due (`backend.rs`).
+    let ms = ms - names::lead_ms(ms);
+    if ms >= 1 {
         return Outgoing {
             exchange: names.level_exchange(names::first_level(ms)),
             routing_key: names::delay_key(ms, &env.queue),

@@ -137,6 +137,30 @@ pub(crate) fn first_level(delay_ms: u64) -> u32 {
     (u64::BITS - 1 - delay_ms.max(1).leading_zeros()).min(LEVELS - 1)
 }
 
+/// What each dead-letter hop through a delay level is allowed, in ms: a
+/// delayed message is sent that much sooner per level it will wait in, and
+/// the reserving process holds it from its arrival until it is due (see
+/// [`lead_ms`]).
+const HOP_LEAD_MS: u64 = 20;
+
+/// The most a delayed message is sent ahead of its due time, in ms.
+pub(crate) const MAX_LEAD_MS: u64 = 250;
+
+/// How much sooner than `delay_ms` a delayed message is sent through the
+/// levels: [`HOP_LEAD_MS`] per level it waits in (one per set bit), at most
+/// a quarter of the delay and [`MAX_LEAD_MS`]. Each hop is a dead-letter:
+/// about 1 ms on an idle broker, 10 ms or more under load, and the whole
+/// path stalls for 100–400 ms now and then while workers connect and
+/// declare their topology (the soak measured p50 12–17 ms and p99 92–108 ms
+/// for delays of about a second without a lead). Sent this much early, the
+/// job waits out the rest in the reserving process, which starts it when it
+/// is due, to the millisecond, unless the broker was slower than the lead.
+pub(crate) fn lead_ms(delay_ms: u64) -> u64 {
+    (u64::from(delay_ms.count_ones()) * HOP_LEAD_MS)
+        .min(delay_ms / 4)
+        .min(MAX_LEAD_MS)
+}
+
 /// The largest delay one trip through the levels can give.
 pub(crate) fn max_delay() -> Duration {
     Duration::from_millis((1u64 << LEVELS) - 1)
@@ -210,6 +234,22 @@ mod tests {
         assert_eq!(first_level(2047), 10);
         assert_eq!(first_level((1u64 << LEVELS) - 1), LEVELS - 1);
         assert_eq!(first_level(u64::MAX), LEVELS - 1);
+    }
+
+    #[test]
+    fn a_delay_is_sent_ahead_by_its_hops_within_a_quarter_and_the_cap() {
+        assert_eq!(lead_ms(0), 0);
+        assert_eq!(lead_ms(3), 0);
+        // 100 ms (3 set bits): 60 ms for its hops, but no more than 25.
+        assert_eq!(lead_ms(100), 25);
+        // 1006 ms (8 set bits).
+        assert_eq!(lead_ms(1006), 160);
+        // 2047 ms (11 set bits).
+        assert_eq!(lead_ms(2047), 220);
+        assert_eq!(lead_ms((1u64 << LEVELS) - 1), MAX_LEAD_MS);
+        for d in [1, 7, 64, 100, 999, 1024, 65_535] {
+            assert!(lead_ms(d) <= d / 4, "{d}");
+        }
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub(crate) struct State {
     /// Metadata keys this process has written to the metadata index.
     pub(crate) meta_registered: HashSet<String>,
     pub(crate) buffers: HashMap<String, BTreeMap<BufferKey, Buffered>>,
+    /// Deliveries that arrived before they were due (delayed jobs are sent
+    /// ahead of their time), by queue, in due order: handed out when due.
+    pub(crate) early: HashMap<String, BTreeMap<(Timestamp, u64), Buffered>>,
     pub(crate) leases: HashMap<String, Held>,
     pub(crate) expiry: BTreeSet<(Timestamp, String)>,
     /// Leases whose connection died, by job id: when the broker redelivers the
@@ -152,6 +155,7 @@ impl State {
         self.declared.clear();
         self.refused.clear();
         self.buffers.clear();
+        self.early.clear();
         let (expiry, orphans) = (&mut self.expiry, &mut self.orphans);
         self.leases.retain(|t, h| {
             if h.gen == gen || h.parked.is_some() {
@@ -197,6 +201,38 @@ impl State {
             return prefetch;
         }
         u16::try_from(mine).unwrap_or(u16::MAX).min(prefetch)
+    }
+
+    /// The next delivery of `q` to sort: a held one due by `due_by`, else
+    /// the first in its buffer.
+    pub(crate) fn next_delivery(&mut self, q: &str, due_by: Timestamp) -> Option<Buffered> {
+        if let Some(first) = self.early.get_mut(q).and_then(BTreeMap::first_entry) {
+            if first.key().0 <= due_by {
+                return Some(first.remove());
+            }
+        }
+        self.buffers.get_mut(q)?.pop_first().map(|(_, b)| b)
+    }
+
+    /// Holds a delivery of `q` that arrived early, until `due`.
+    pub(crate) fn hold(&mut self, q: &str, due: Timestamp, b: Buffered) {
+        self.early
+            .entry(q.to_owned())
+            .or_default()
+            .insert((due, b.tag), b);
+    }
+
+    /// When the first delivery held for one of `queues` falls due.
+    pub(crate) fn next_due(&self, queues: &[String]) -> Option<Timestamp> {
+        queues
+            .iter()
+            .filter_map(|q| self.early.get(q)?.keys().next().map(|k| k.0))
+            .min()
+    }
+
+    /// How many deliveries of `q` are held until they are due.
+    pub(crate) fn held_early(&self, q: &str) -> usize {
+        self.early.get(q).map_or(0, BTreeMap::len)
     }
 
     pub(crate) fn buffered(&self, q: &str) -> usize {

@@ -63,8 +63,8 @@ pub(crate) struct Findings {
     pub(crate) retried: Lateness,
     /// How late the probes sent to idle workers started (their measured attempt).
     pub(crate) idle: Lateness,
-    /// The most a lateness p99 may be, in milliseconds ([`lateness_bound_ms`]).
-    pub(crate) lateness_bound_ms: i64,
+    /// The most a lateness p50 and p99 may be ([`lateness_bound`]).
+    pub(crate) lateness_bound: LatenessBound,
     /// Examples of each problem, for the log.
     pub(crate) examples: Vec<String>,
 }
@@ -82,11 +82,11 @@ impl Findings {
             && self.on_time()
     }
 
-    /// Whether the delayed and retried probes started within the lateness bound (p99).
+    /// Whether the delayed and retried probes started within the lateness bounds (p50 and p99).
     pub(crate) fn on_time(&self) -> bool {
         [&self.delayed, &self.retried, &self.idle]
             .iter()
-            .all(|l| l.percentile(99).is_none_or(|p| p <= self.lateness_bound_ms))
+            .all(|l| self.lateness_bound.holds(l))
     }
 
     fn note(&mut self, what: fmt::Arguments<'_>) {
@@ -112,19 +112,48 @@ pub(crate) fn dead_unrun_bound(kills: u64, broker_restarts: u64, workers: u64) -
     (kills + broker_restarts * workers) * (CONCURRENCY + PROBE_CONCURRENCY) as u64
 }
 
-/// The most the p99 of the probes' lateness may be, in milliseconds, on a backend.
-pub(crate) fn lateness_bound_ms(backend: &str) -> i64 {
+/// The most the p50 and the p99 of the probes' lateness may be, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LatenessBound {
+    pub(crate) p50: i64,
+    pub(crate) p99: i64,
+}
+
+impl Default for LatenessBound {
+    fn default() -> Self {
+        Self { p50: 10, p99: 100 }
+    }
+}
+
+impl LatenessBound {
+    /// Whether `l` keeps within both bounds (an empty one does).
+    pub(crate) fn holds(&self, l: &Lateness) -> bool {
+        l.percentile(50).is_none_or(|p| p <= self.p50)
+            && l.percentile(99).is_none_or(|p| p <= self.p99)
+    }
+}
+
+/// The lateness bounds on a backend. The p50 is what the backend's own
+/// scheduling adds (a timer, a script's wake-up, a job held until due); the
+/// p99 is what the broker adds at its worst moments in the run.
+pub(crate) fn lateness_bound(backend: &str) -> LatenessBound {
     match backend {
         // moto hands out a message whose delay ends during a long poll about
         // 0.7 s late (docs/reliability.md has what the soak measured there);
         // this is moto, not SQS.
-        "sqs" => SQS_LATENESS_BOUND_MS,
-        _ => 100,
+        "sqs" => LatenessBound {
+            p50: 500,
+            p99: 2_000,
+        },
+        // RabbitMQ at full load on two cores stalls its dead-letter path
+        // (the delay levels) for 100-400 ms at times, mostly while a
+        // restarted worker declares its topology (about 150 declarations and
+        // bindings); delayed jobs sent ahead by up to 250 ms ride out most of
+        // it (docs/reliability.md).
+        "amqp" => LatenessBound { p50: 10, p99: 250 },
+        _ => LatenessBound::default(),
     }
 }
-
-/// The lateness bound on SQS (moto), in milliseconds.
-const SQS_LATENESS_BOUND_MS: i64 = 2_000;
 
 /// How late one kind of probe started: each start minus its due time.
 #[derive(Debug, Default)]
@@ -274,7 +303,7 @@ pub(crate) async fn check(
     let mut f = Findings {
         bad_injected: injected.len() as u64,
         dead_unrun_bound: dead_unrun_bound(kills, broker_restarts, workers),
-        lateness_bound_ms: lateness_bound_ms(app.backend().name()),
+        lateness_bound: lateness_bound(app.backend().name()),
         ..Findings::default()
     };
     let dead = dead_letters(app).await?;
@@ -412,10 +441,10 @@ pub(crate) async fn check(
     f.retried.ms.sort_unstable();
     f.idle.ms.sort_unstable();
     if !f.on_time() {
-        let bound = f.lateness_bound_ms;
+        let bound = f.lateness_bound;
         let worst: Vec<(i64, u64)> = [&f.delayed, &f.retried, &f.idle]
             .iter()
-            .filter(|l| l.percentile(99).is_some_and(|p| p > bound))
+            .filter(|l| !bound.holds(l))
             .flat_map(|l| l.worst.iter().copied())
             .collect();
         for (late, n) in worst {
@@ -1065,13 +1094,19 @@ mod tests {
         assert_eq!(l.summary(), "n=100 p50=50 p99=99 max=100");
         let mut f = Findings {
             delayed: l,
-            lateness_bound_ms: 100,
+            lateness_bound: LatenessBound { p50: 50, p99: 100 },
             ..Findings::default()
         };
         assert!(f.pass());
         // Two late starts in a hundred put the p99 over the bound.
         f.delayed.ms[98] = 5_000;
         f.delayed.ms[99] = 5_000;
+        assert!(!f.on_time() && !f.pass());
+        // A p50 over its bound fails the run though the p99 is within its own.
+        f.delayed.ms[98] = 99;
+        f.delayed.ms[99] = 100;
+        assert!(f.on_time());
+        f.lateness_bound.p50 = 49;
         assert!(!f.on_time() && !f.pass());
     }
 

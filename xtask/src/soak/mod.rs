@@ -578,7 +578,7 @@ async fn soak(o: Options) -> Result<bool, String> {
         eprintln!("soak: problem: {d}");
     }
     println!(
-        "soak backend={} jobs={} workers={} kills={} restarts={} (slowest stop {:.1} s, unclean: {}) broker_restarts={} duplicates={} (absorbed by idempotency: {}; not explained by a kill or restart: {}) lost={} dead={}/{} bad_input_dead={}/{} dead_unrun={} (bound {}; no kill in between: {}) attempts_unrun={} late_ms delayed {} retried {} idle {} (p99 bound {}; left out after a kill: {}) expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
+        "soak backend={} jobs={} workers={} kills={} restarts={} (slowest stop {:.1} s, unclean: {}) broker_restarts={} duplicates={} (absorbed by idempotency: {}; not explained by a kill or restart: {}) lost={} dead={}/{} bad_input_dead={}/{} dead_unrun={} (bound {}; no kill in between: {}) attempts_unrun={} late_ms delayed {} retried {} idle {} (bounds p50 {} p99 {}; left out after a kill: {}) expired_ran={} attempts_over_policy={} unexpected_dead={} idempotency_broken={} unexpected_worker_deaths={} seconds={:.0} jobs_per_s={:.0} {}",
         o.backend,
         o.jobs,
         o.workers,
@@ -602,7 +602,8 @@ async fn soak(o: Options) -> Result<bool, String> {
         f.delayed.summary(),
         f.retried.summary(),
         f.idle.summary(),
-        f.lateness_bound_ms,
+        f.lateness_bound.p50,
+        f.lateness_bound.p99,
         f.delayed.after_outage + f.retried.after_outage + f.idle.after_outage,
         f.expired_ran,
         f.attempts_wrong,

@@ -173,7 +173,11 @@ pub(crate) fn process_main(args: &[String]) -> Result<(), String> {
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!("soak worker: connect: {e}"));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    // In the worker's log: a worker that cannot start says why.
+                    eprintln!("soak worker: connect failed, trying again: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         };
         work(app, args, None).await
