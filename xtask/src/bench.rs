@@ -1,11 +1,15 @@
-//! `cargo xtask bench`: enqueue rate, drain rate, idle latency, worker CPU and memory.
+//! `cargo xtask bench`: enqueue rate, drain rate (at the worker's defaults,
+//! tuned, and at the peers' concurrency), idle latency, worker CPU and
+//! memory, and on SQS the requests per job; the yardsticks beside them are
+//! in `yardsticks.rs`.
 //!
 //! Everything runs in this one process: the enqueuer, and a real
 //! [`jobsmith::Worker`] running a no-op `#[job]`. CPU time and peak RSS are
-//! the process's own (`getrusage`), read around the drain, when the worker is
-//! the only thing running.
+//! the process's own (`/proc/self`), read around the drain at defaults, when
+//! the worker is the only thing running.
 
 mod machine;
+mod yardsticks;
 
 use jobsmith::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,9 +36,13 @@ fn micros_since_epoch() -> u64 {
     u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The draining worker's concurrency: also the most jobs one reserve takes,
-/// since no-op jobs free their slots at once.
-const DRAIN_CONCURRENCY: usize = 128;
+/// The tuned drain's concurrency and reserve size, printed beside the
+/// drain at defaults (what a user gets without tuning).
+const TUNED: (usize, usize) = (128, 256);
+
+/// The concurrency the peers were compared at (`FACTS.md`), other settings
+/// at their defaults.
+const PEER_CONCURRENCY: usize = 50;
 
 /// The bench's no-op job: counts itself and, while latency is measured,
 /// records how long after its enqueue it started.
@@ -158,11 +166,26 @@ struct Figures {
     backend: String,
     jobs: u64,
     enqueue_per_s: f64,
+    /// One worker at its default settings.
     drain_per_s: f64,
+    /// One worker at [`TUNED`].
+    drain_tuned_per_s: f64,
+    /// One worker at [`PEER_CONCURRENCY`] (not on SQS).
+    drain_c50_per_s: Option<f64>,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
+    /// The p50 of one awaited enqueue of one job.
+    enqueue_one_p50_ms: f64,
+    /// Redis: the p50 of one awaited `EVALSHA` of `return 1` from the redis
+    /// crate in this process, timed beside each of those enqueues.
+    evalsha_p50_ms: Option<f64>,
+    /// During the drain at defaults.
     worker_cpu_ms_per_1k: f64,
     rss_mib: f64,
+    /// SQS: requests per job over the enqueue and the drain at defaults.
+    requests_per_job: Option<f64>,
+    /// SQS: requests an idle worker at defaults makes per minute.
+    idle_requests_per_min: Option<f64>,
 }
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
@@ -205,39 +228,23 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             Ok(f) => all.push(f),
             Err(e) => return Err(format!("{backend}: {e}")),
         }
-        if backend == "redis" {
-            redis_ceiling();
-        }
-        if backend == "sqs" {
-            sqs_raw_rate(&rt, &url, jobs, all.last());
-        }
-        if backend == "amqp" {
-            amqp_raw_rate(&rt, &url, jobs, all.last());
+        match backend.as_str() {
+            "redis" => yardsticks::redis(all.last()),
+            "sqs" => yardsticks::sqs(&rt, &url, jobs, all.last()),
+            "amqp" => yardsticks::amqp(&rt, &url, jobs, all.last()),
+            _ => {}
         }
     }
+    let rows: Vec<serde_json::Value> = all.iter().map(to_json).collect();
     if opts.json {
-        let objs: Vec<serde_json::Value> = all.iter().map(to_json).collect();
-        let out = if objs.len() == 1 {
-            objs[0].clone()
+        let out = if rows.len() == 1 {
+            rows[0].clone()
         } else {
-            serde_json::Value::Array(objs)
+            serde_json::Value::Array(rows)
         };
         println!("{out}");
     } else {
-        print_header();
-        for f in &all {
-            println!(
-                "{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
-                f.backend,
-                f.jobs,
-                f.enqueue_per_s,
-                f.drain_per_s,
-                f.latency_p50_ms,
-                f.latency_p99_ms,
-                f.worker_cpu_ms_per_1k,
-                f.rss_mib
-            );
-        }
+        println!("{}", table(&rows));
     }
     Ok(())
 }
@@ -296,30 +303,42 @@ fn several(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn print_header() {
-    println!("{}", header());
-}
-
 fn header() -> String {
     format!(
-        "{:<8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>12} {:>8}",
-        "backend", "jobs", "enqueue/s", "drain/s", "p50 ms", "p99 ms", "cpu ms/1k", "rss MiB"
+        "{:<8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>9} {:>7}",
+        "backend",
+        "jobs",
+        "enqueue/s",
+        "drain/s",
+        "tuned/s",
+        "c50/s",
+        "p50 ms",
+        "p99 ms",
+        "enq1 ms",
+        "cpu ms/1k",
+        "rss MiB"
     )
 }
 
-/// The table of the children's JSON rows.
+/// The table of JSON rows.
 fn table(rows: &[serde_json::Value]) -> String {
     let mut out = header();
     for v in rows {
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        let c50 = v["drain_c50_per_s"]
+            .as_f64()
+            .map_or("-".to_owned(), |r| format!("{r:.0}"));
         out.push_str(&format!(
-            "\n{:<8} {:>8} {:>12.0} {:>12.0} {:>9.3} {:>9.3} {:>12.1} {:>8.1}",
+            "\n{:<8} {:>7} {:>10.0} {:>10.0} {:>10.0} {:>10} {:>7.3} {:>7.3} {:>8.3} {:>9.1} {:>7.1}",
             v["backend"].as_str().unwrap_or("?"),
             f("jobs"),
             f("enqueue_per_s"),
             f("drain_per_s"),
+            f("drain_tuned_per_s"),
+            c50,
             f("latency_p50_ms"),
             f("latency_p99_ms"),
+            f("enqueue_one_p50_ms"),
             f("worker_cpu_ms_per_1k"),
             f("rss_mib")
         ));
@@ -388,10 +407,16 @@ fn to_json(f: &Figures) -> serde_json::Value {
         "jobs": f.jobs,
         "enqueue_per_s": round(f.enqueue_per_s, 0),
         "drain_per_s": round(f.drain_per_s, 0),
+        "drain_tuned_per_s": round(f.drain_tuned_per_s, 0),
+        "drain_c50_per_s": f.drain_c50_per_s.map(|r| round(r, 0)),
         "latency_p50_ms": round(f.latency_p50_ms, 3),
         "latency_p99_ms": round(f.latency_p99_ms, 3),
+        "enqueue_one_p50_ms": round(f.enqueue_one_p50_ms, 3),
+        "evalsha_p50_ms": f.evalsha_p50_ms.map(|r| round(r, 3)),
         "worker_cpu_ms_per_1k": round(f.worker_cpu_ms_per_1k, 2),
         "rss_mib": round(f.rss_mib, 1),
+        "requests_per_job": f.requests_per_job.map(|r| round(r, 3)),
+        "idle_requests_per_min": f.idle_requests_per_min.map(|r| round(r, 1)),
     })
 }
 
@@ -409,9 +434,171 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         latencies_us: Mutex::new(Vec::new()),
         done: Notify::new(),
     });
+    let sqs = backend == "sqs";
+    let requests0 = jobsmith::sqs::requests_sent();
+    let ops0 = jobsmith::sqs::requests_sent_by_operation();
 
     // 1. Enqueue, in batches of 1,000.
     let started = Instant::now();
+    enqueue(&app, jobs).await?;
+    let enqueue_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+
+    // 2. Drain with one worker at its defaults; CPU time is read around the drain alone.
+    let cpu0 = cpu_time();
+    let defaults = drain(&app, &probe, jobs, None).await?;
+    let cpu = cpu_time() - cpu0;
+    let requests_per_job =
+        sqs.then(|| (jobsmith::sqs::requests_sent() - requests0) as f64 / jobs as f64);
+    if sqs {
+        eprintln!(
+            "bench: sqs requests by operation over the enqueue and the drain at defaults, per job:"
+        );
+        print_requests(&ops0, jobs as f64, "job");
+    }
+    let drain_per_s = jobs as f64 / defaults.as_secs_f64();
+    let worker_cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / (jobs as f64 / 1000.0);
+
+    // 3. The same again, tuned; and at the peers' concurrency.
+    enqueue(&app, jobs).await?;
+    let tuned = drain(&app, &probe, jobs, Some(TUNED)).await?;
+    let drain_tuned_per_s = jobs as f64 / tuned.as_secs_f64();
+    let drain_c50_per_s = if sqs {
+        None
+    } else {
+        enqueue(&app, jobs).await?;
+        let c50 = drain(&app, &probe, jobs, Some((PEER_CONCURRENCY, usize::MAX))).await?;
+        Some(jobs as f64 / c50.as_secs_f64())
+    };
+
+    // 4. Idle latency: one job at a time into an idle worker at its defaults,
+    // each enqueue awaited alone.
+    let samples: u64 = if sqs { 50 } else { 1000 };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .queues(["bench"])
+        .state_shared(std::sync::Arc::clone(&probe))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let handle = tokio::spawn(worker.run_report());
+    probe.measuring.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = probe.count.load(Ordering::SeqCst);
+    let mut enqueue_us = Vec::with_capacity(samples as usize);
+    let mut bare = match backend {
+        "redis" => Some(BareRedis::connect(url).await?),
+        _ => None,
+    };
+    let mut evalsha_us = Vec::with_capacity(samples as usize);
+    for i in 1..=samples {
+        probe.target.store(base + i, Ordering::SeqCst);
+        // Let the worker settle into its idle wait.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let sent = Instant::now();
+        bench_noop
+            .delay(micros_since_epoch())
+            .on(&app)
+            .await
+            .map_err(|e| format!("enqueue: {e}"))?;
+        enqueue_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+        wait_for(&probe, base + i, Duration::from_secs(30)).await?;
+        if let Some(bare) = &mut bare {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            evalsha_us.push(bare.round_trip_us().await?);
+        }
+    }
+    probe.measuring.store(false, Ordering::SeqCst);
+
+    // 5. SQS: the requests of the idle worker, over 30 s.
+    let idle_requests_per_min = if sqs {
+        let before = jobsmith::sqs::requests_sent();
+        let ops = jobsmith::sqs::requests_sent_by_operation();
+        tokio::time::sleep(IDLE_WATCH).await;
+        let n = jobsmith::sqs::requests_sent() - before;
+        eprintln!("bench: sqs requests by operation of an idle worker at defaults, per minute:");
+        print_requests(&ops, IDLE_WATCH.as_secs_f64() / 60.0, "minute");
+        Some(n as f64 * 60.0 / IDLE_WATCH.as_secs_f64())
+    } else {
+        None
+    };
+    let _ = stop_tx.send(());
+    handle
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let lat = probe
+        .latencies_us
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+
+    Ok(Figures {
+        backend: backend.to_owned(),
+        jobs,
+        enqueue_per_s,
+        drain_per_s,
+        drain_tuned_per_s,
+        drain_c50_per_s,
+        latency_p50_ms: percentile_ms(lat.clone(), 0.50),
+        latency_p99_ms: percentile_ms(lat, 0.99),
+        enqueue_one_p50_ms: percentile_ms(enqueue_us, 0.50),
+        evalsha_p50_ms: bare.map(|_| percentile_ms(evalsha_us, 0.50)),
+        worker_cpu_ms_per_1k,
+        rss_mib: peak_rss_mib(),
+        requests_per_job,
+        idle_requests_per_min,
+    })
+}
+
+/// A bare redis-crate connection, for the round trip an enqueue is compared with.
+struct BareRedis {
+    conn: redis::aio::MultiplexedConnection,
+    script: redis::Script,
+}
+
+impl BareRedis {
+    async fn connect(url: &str) -> Result<Self, String> {
+        // The redis crate takes the URL without jobsmith's settings.
+        let bare = url.split('?').next().unwrap_or(url);
+        let client = redis::Client::open(bare).map_err(|e| e.to_string())?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            conn,
+            script: redis::Script::new("return 1"),
+        })
+    }
+
+    /// One awaited `EVALSHA` (loaded the first time), in microseconds.
+    async fn round_trip_us(&mut self) -> Result<u64, String> {
+        let started = Instant::now();
+        let _: i64 = self
+            .script
+            .invoke_async(&mut self.conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Prints the SQS requests made by operation since `before`, divided by `per`.
+fn print_requests(before: &[(String, u64)], per: f64, unit: &str) {
+    for (op, n) in jobsmith::sqs::requests_sent_by_operation() {
+        let was = before.iter().find(|(o, _)| *o == op).map_or(0, |(_, n)| *n);
+        if n > was {
+            eprintln!("bench:   {op}: {:.3} per {unit}", (n - was) as f64 / per);
+        }
+    }
+}
+
+/// How long the bench watches an idle worker's SQS requests.
+const IDLE_WATCH: Duration = Duration::from_secs(30);
+
+/// Enqueues `jobs` no-op jobs in batches of 1,000.
+async fn enqueue(app: &App, jobs: u64) -> Result<(), String> {
     let mut sent = 0;
     while sent < jobs {
         let n = (jobs - sent).min(1000);
@@ -420,84 +607,47 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
             .map_err(|e| format!("enqueue: {e}"))?;
         sent += n;
     }
-    let enqueue_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+    Ok(())
+}
 
-    // 2. Drain with one worker; CPU time is read around the drain alone.
+/// Runs `jobs` queued jobs to completion with one worker, at its defaults
+/// or at (concurrency, most jobs per reserve); how long it took.
+async fn drain(
+    app: &App,
+    probe: &std::sync::Arc<Probe>,
+    jobs: u64,
+    settings: Option<(usize, usize)>,
+) -> Result<Duration, String> {
+    let target = probe.count.load(Ordering::SeqCst) + jobs;
+    probe.target.store(target, Ordering::SeqCst);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = app
+    let mut worker = app
         .worker()
         .queues(["bench"])
-        .concurrency(DRAIN_CONCURRENCY)
-        .batch_size(256)
-        .state_shared(std::sync::Arc::clone(&probe))
+        .state_shared(std::sync::Arc::clone(probe))
         .stop_on(async move {
             let _ = stop_rx.await;
         });
-    let cpu0 = cpu_time();
+    if let Some((concurrency, batch)) = settings {
+        worker = worker.concurrency(concurrency).batch_size(batch);
+    }
     let started = Instant::now();
     let handle = tokio::spawn(worker.run_report());
-    wait_for(&probe, jobs, Duration::from_secs(600)).await?;
-    let drain = started.elapsed();
-    let cpu = cpu_time() - cpu0;
+    wait_for(probe, target, Duration::from_secs(600)).await?;
+    let took = started.elapsed();
     let _ = stop_tx.send(());
     handle
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let drain_per_s = jobs as f64 / drain.as_secs_f64();
-    let worker_cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / (jobs as f64 / 1000.0);
+    Ok(took)
+}
 
-    // 3. Idle latency: one job at a time into an idle worker.
-    let samples: u64 = if backend == "sqs" { 50 } else { 1000 };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = app
-        .worker()
-        .queues(["bench"])
-        .concurrency(8)
-        .state_shared(std::sync::Arc::clone(&probe))
-        .stop_on(async move {
-            let _ = stop_rx.await;
-        });
-    let handle = tokio::spawn(worker.run_report());
-    probe.measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for i in 1..=samples {
-        probe.target.store(jobs + i, Ordering::SeqCst);
-        // Let the worker settle into its idle wait.
-        tokio::time::sleep(Duration::from_millis(3)).await;
-        bench_noop
-            .delay(micros_since_epoch())
-            .on(&app)
-            .await
-            .map_err(|e| format!("enqueue: {e}"))?;
-        wait_for(&probe, jobs + i, Duration::from_secs(30)).await?;
-    }
-    let _ = stop_tx.send(());
-    handle
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let mut lat = probe
-        .latencies_us
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        let idx = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
-        lat.get(idx).copied().unwrap_or(0) as f64 / 1000.0
-    };
-
-    Ok(Figures {
-        backend: backend.to_owned(),
-        jobs,
-        enqueue_per_s,
-        drain_per_s,
-        latency_p50_ms: pct(0.50),
-        latency_p99_ms: pct(0.99),
-        worker_cpu_ms_per_1k,
-        rss_mib: peak_rss_mib(),
-    })
+/// The `p` quantile (nearest rank) of microsecond samples, in ms.
+fn percentile_ms(mut us: Vec<u64>, p: f64) -> f64 {
+    us.sort_unstable();
+    let idx = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len().max(1)) - 1;
+    us.get(idx).copied().unwrap_or(0) as f64 / 1000.0
 }
 
 async fn wait_for(probe: &Probe, n: u64, limit: Duration) -> Result<(), String> {
@@ -543,80 +693,4 @@ fn peak_rss_mib() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Prints Redis's own ceiling beside the figures: `redis-benchmark`'s final
-/// line per command, without its progress output.
-fn redis_ceiling() {
-    for extra in [&[][..], &["-P", "16"][..]] {
-        let mut args = vec!["-q", "-t", "lpush,rpop", "-n", "200000"];
-        args.extend_from_slice(extra);
-        eprintln!(
-            "bench: redis ceiling, `redis-benchmark {}`:",
-            args.join(" ")
-        );
-        match std::process::Command::new("redis-benchmark")
-            .args(&args)
-            .output()
-        {
-            Ok(out) => String::from_utf8_lossy(&out.stdout)
-                .split(['\r', '\n'])
-                .filter(|l| l.contains("requests per second"))
-                .for_each(|l| eprintln!("bench:   {}", l.trim())),
-            Err(e) => eprintln!("bench:   redis-benchmark could not run: {e}"),
-        }
-    }
-}
-
-/// Prints the raw AWS SDK rate against the same endpoint, and jobsmith's share of it:
-/// moto, not jobsmith, is the bottleneck there (moto is not AWS).
-fn sqs_raw_rate(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Option<&Figures>) {
-    let n = usize::try_from(jobs).unwrap_or(usize::MAX);
-    match rt.block_on(jobsmith::sqs::raw_rate(url, n)) {
-        Ok((send, recv)) => {
-            eprintln!("bench: sqs raw SDK on the same endpoint: batched send {send:.0}/s, receive+delete {recv:.0}/s");
-            if let Some(f) = ours.filter(|f| f.backend == "sqs") {
-                eprintln!(
-                    "bench: jobsmith reaches {:.0}% of the raw send rate and {:.0}% of the raw receive+delete rate",
-                    100.0 * f.enqueue_per_s / send,
-                    100.0 * f.drain_per_s / recv
-                );
-            }
-        }
-        Err(e) => eprintln!("bench: sqs raw rate could not be measured: {e}"),
-    }
-}
-
-/// Prints a plain lapin client's rates on the same broker, and jobsmith's
-/// share of them: RabbitMQ's own speed differs by machine (a plain client
-/// published 26,000/s on the machine `FACTS.md` was measured on, 7,000 to
-/// 13,000/s on others of the same kind), so the broker's ceiling is
-/// measured beside each run.
-fn amqp_raw_rate(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Option<&Figures>) {
-    use jobsmith::amqp::RawQueue;
-    let n = usize::try_from(jobs).unwrap_or(usize::MAX);
-    let ours = ours.filter(|f| f.backend == "amqp");
-    for (queue, what) in [
-        (RawQueue::Plain, "a queue with no arguments"),
-        (
-            RawQueue::AsWorkQueue,
-            "a queue with the arguments jobsmith gives a work queue at this URL",
-        ),
-    ] {
-        match rt.block_on(jobsmith::amqp::raw_rate(url, n, queue)) {
-            Ok((publish, consume)) => {
-                eprintln!(
-                    "bench: amqp plain lapin client, {what}: publish {publish:.0}/s (500 confirms in flight), consume {consume:.0}/s (prefetch 100, one ack each)"
-                );
-                if let Some(f) = ours {
-                    eprintln!(
-                        "bench:   jobsmith's enqueue is {:.0}% of that publish rate, its drain {:.0}% of that consume rate",
-                        100.0 * f.enqueue_per_s / publish,
-                        100.0 * f.drain_per_s / consume
-                    );
-                }
-            }
-            Err(e) => eprintln!("bench: amqp raw rate could not be measured: {e}"),
-        }
-    }
 }

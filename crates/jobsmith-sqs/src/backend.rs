@@ -95,7 +95,11 @@ impl SqsBackend {
         config.check_prefix()?;
         config.check_keys_table()?;
         let sdk = sdk_config(&config).await;
-        let client = Client::new(&sdk);
+        let client = Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .interceptor(crate::requests::CountRequests)
+                .build(),
+        );
         let queues = Queues::new(client.clone(), &config);
         let keys = Keys::new(
             aws_sdk_dynamodb::Client::new(&sdk),

@@ -50,6 +50,7 @@ mod names;
 mod queues;
 mod raw;
 mod receive;
+mod requests;
 mod reserve;
 mod settle;
 mod unique;
@@ -61,3 +62,4 @@ pub use config::{
 pub use names::priority_level;
 #[doc(hidden)]
 pub use raw::raw_rate;
+pub use requests::{requests_sent, requests_sent_by_operation};
