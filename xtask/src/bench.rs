@@ -527,11 +527,15 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let lat = probe
-        .latencies_us
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let mut lat = std::mem::take(
+        &mut *probe
+            .latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    lat.sort_unstable();
+    enqueue_us.sort_unstable();
+    evalsha_us.sort_unstable();
 
     Ok(Figures {
         backend: backend.to_owned(),
@@ -540,10 +544,10 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         drain_per_s,
         drain_tuned_per_s,
         drain_c50_per_s,
-        latency_p50_ms: percentile_ms(lat.clone(), 0.50),
-        latency_p99_ms: percentile_ms(lat, 0.99),
-        enqueue_one_p50_ms: percentile_ms(enqueue_us, 0.50),
-        evalsha_p50_ms: bare.map(|_| percentile_ms(evalsha_us, 0.50)),
+        latency_p50_ms: percentile_ms(&lat, 0.50),
+        latency_p99_ms: percentile_ms(&lat, 0.99),
+        enqueue_one_p50_ms: percentile_ms(&enqueue_us, 0.50),
+        evalsha_p50_ms: bare.map(|_| percentile_ms(&evalsha_us, 0.50)),
         worker_cpu_ms_per_1k,
         rss_mib: peak_rss_mib(),
         requests_per_job,
@@ -643,9 +647,8 @@ async fn drain(
     Ok(took)
 }
 
-/// The `p` quantile (nearest rank) of microsecond samples, in ms.
-fn percentile_ms(mut us: Vec<u64>, p: f64) -> f64 {
-    us.sort_unstable();
+/// The `p` quantile (nearest rank) of sorted microsecond samples, in ms.
+fn percentile_ms(us: &[u64], p: f64) -> f64 {
     let idx = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len().max(1)) - 1;
     us.get(idx).copied().unwrap_or(0) as f64 / 1000.0
 }

@@ -18,7 +18,6 @@ use jobsmith_core::{Error, Result};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -341,22 +340,7 @@ impl Inner {
             let mut st = self.state.lock_unpoisoned();
             queues
                 .iter()
-                .flat_map(|q| {
-                    let buffered = st
-                        .buffers
-                        .remove(q)
-                        .into_iter()
-                        .flat_map(BTreeMap::into_values);
-                    let early = st
-                        .early
-                        .remove(q)
-                        .into_iter()
-                        .flat_map(BTreeMap::into_values);
-                    buffered
-                        .chain(early)
-                        .map(move |b| (q, b))
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|q| st.take_unleased(q).map(move |b| (q, b)).collect::<Vec<_>>())
                 .filter(|(_, b)| b.gen == link.gen)
                 .map(|(q, b)| {
                     let tag = b.tag;

@@ -230,6 +230,22 @@ impl State {
             .min()
     }
 
+    /// Every delivery of `q` not leased out, buffered or held until due,
+    /// taken out of this process's keeping.
+    pub(crate) fn take_unleased(&mut self, q: &str) -> impl Iterator<Item = Buffered> {
+        let buffered = self
+            .buffers
+            .remove(q)
+            .into_iter()
+            .flat_map(BTreeMap::into_values);
+        let early = self
+            .early
+            .remove(q)
+            .into_iter()
+            .flat_map(BTreeMap::into_values);
+        buffered.chain(early)
+    }
+
     /// How many deliveries of `q` are held until they are due.
     pub(crate) fn held_early(&self, q: &str) -> usize {
         self.early.get(q).map_or(0, BTreeMap::len)

@@ -11,13 +11,10 @@ use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::error::BoxError;
 use jobsmith_core::lock::LockExt;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// SQS requests sent by this process since it started.
-static SENT: AtomicU64 = AtomicU64::new(0);
-
-/// The same, by operation (`ReceiveMessage`, `SendMessageBatch`, ...).
+/// SQS requests sent by this process since it started, by operation
+/// (`ReceiveMessage`, `SendMessageBatch`, ...).
 static BY_OPERATION: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 /// How many SQS requests every [`SqsBackend`](crate::SqsBackend) of this
@@ -26,7 +23,7 @@ static BY_OPERATION: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 /// `cargo xtask bench --backend sqs` reads it around a drain and an idle
 /// minute to give the requests per job and per idle worker.
 pub fn requests_sent() -> u64 {
-    SENT.load(Ordering::Relaxed)
+    BY_OPERATION.lock_unpoisoned().values().sum()
 }
 
 /// [`requests_sent`] by operation, in name order: where a job's requests go.
@@ -59,14 +56,18 @@ impl Intercept for CountRequests {
             .headers()
             .get("x-amz-target")
             .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("other")
-            .to_owned();
-        SENT.fetch_add(1, Ordering::Relaxed);
-        *BY_OPERATION
-            .lock_unpoisoned()
-            .entry(operation.clone())
-            .or_default() += 1;
-        metrics::counter!("jobsmith_sqs_requests_total", "operation" => operation).increment(1);
+            .unwrap_or("other");
+        {
+            let mut counts = BY_OPERATION.lock_unpoisoned();
+            match counts.get_mut(operation) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(operation.to_owned(), 1);
+                }
+            }
+        }
+        metrics::counter!("jobsmith_sqs_requests_total", "operation" => operation.to_owned())
+            .increment(1);
         Ok(())
     }
 }
