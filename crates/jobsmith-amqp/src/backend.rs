@@ -17,7 +17,7 @@ use jobsmith_core::{
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The default largest envelope: 16 MiB (RabbitMQ 3.10 accepts up to 128 MiB;
 /// raise it with `max_payload`).
@@ -302,7 +302,7 @@ impl Backend for AmqpBackend {
                         if b.gen != link.gen {
                             continue;
                         }
-                        let (tag, priority) = (b.tag, b.priority);
+                        let (tag, priority, received) = (b.tag, b.priority, b.received);
                         let payload = match aside.sort(&inner.names, q, b, now) {
                             Sorted::Lease(payload) => payload,
                             Sorted::Hold(at, b) => {
@@ -327,7 +327,9 @@ impl Backend for AmqpBackend {
                                 priority,
                                 payload: payload.clone(),
                                 expires_at: lease_until,
-                                delivered: Instant::now(),
+                                // The broker's consumer_timeout counts from its
+                                // delivery, not from when a worker took it.
+                                delivered: received,
                                 parked: None,
                             },
                         );

@@ -70,20 +70,7 @@ impl Inner {
                 })
                 .map(|(t, _)| t.clone())
                 .collect();
-            let mut stale = Vec::new();
-            for (q, buf) in &mut st.buffers {
-                let keys: Vec<_> = buf
-                    .iter()
-                    .filter(|(_, b)| b.gen == link.gen && b.received.elapsed() >= after)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in keys {
-                    if let Some(b) = buf.remove(&k) {
-                        stale.push((q.clone(), b));
-                    }
-                }
-            }
-            (due, stale)
+            (due, st.take_stale(link.gen, after))
         };
         if !stale.is_empty() {
             let tags = stale.iter().map(|(_, b)| b.tag).collect();

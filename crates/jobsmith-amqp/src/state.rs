@@ -246,6 +246,39 @@ impl State {
         buffered.chain(early)
     }
 
+    /// Every delivery of connection `gen` not leased out, buffered or held
+    /// until due, that arrived `after` ago or longer, with its queue: taken
+    /// out of this process's keeping.
+    pub(crate) fn take_stale(
+        &mut self,
+        gen: u64,
+        after: std::time::Duration,
+    ) -> Vec<(String, Buffered)> {
+        fn sweep<K: Ord + Copy>(
+            maps: &mut HashMap<String, BTreeMap<K, Buffered>>,
+            gen: u64,
+            after: std::time::Duration,
+            out: &mut Vec<(String, Buffered)>,
+        ) {
+            for (q, map) in maps.iter_mut() {
+                let keys: Vec<K> = map
+                    .iter()
+                    .filter(|(_, b)| b.gen == gen && b.received.elapsed() >= after)
+                    .map(|(k, _)| *k)
+                    .collect();
+                out.extend(
+                    keys.iter()
+                        .filter_map(|k| map.remove(k))
+                        .map(|b| (q.clone(), b)),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        sweep(&mut self.buffers, gen, after, &mut out);
+        sweep(&mut self.early, gen, after, &mut out);
+        out
+    }
+
     /// How many deliveries of `q` are held until they are due.
     pub(crate) fn held_early(&self, q: &str) -> usize {
         self.early.get(q).map_or(0, BTreeMap::len)
@@ -354,6 +387,46 @@ mod tests {
         st.new_connection(2);
         let held = st.take("t").expect("the lease holds");
         (st, held)
+    }
+
+    fn arrived(gen: u64, tag: u64, ago: std::time::Duration) -> Buffered {
+        Buffered {
+            gen,
+            tag,
+            redelivered: false,
+            priority: 0,
+            data: Vec::new(),
+            received: Instant::now() - ago,
+        }
+    }
+
+    #[test]
+    fn stale_deliveries_are_taken_from_buffers_and_holds_alike() {
+        let secs = std::time::Duration::from_secs;
+        let mut st = State::default();
+        let buf = st.buffers.entry("q".into()).or_default();
+        buf.insert((Reverse(0), 1), arrived(1, 1, secs(3)));
+        buf.insert((Reverse(0), 2), arrived(1, 2, secs(1)));
+        // Of an older connection: its delivery is gone with it.
+        buf.insert((Reverse(0), 3), arrived(0, 3, secs(3)));
+        st.hold("q", Timestamp::now(), arrived(1, 4, secs(3)));
+        st.hold("q", Timestamp::now(), arrived(1, 5, secs(1)));
+        let mut taken: Vec<u64> = st
+            .take_stale(1, secs(2))
+            .into_iter()
+            .map(|(q, b)| {
+                assert_eq!(q, "q");
+                b.tag
+            })
+            .collect();
+        taken.sort_unstable();
+        assert_eq!(
+            taken,
+            [1, 4],
+            "what arrived 2 s ago or more, on this connection"
+        );
+        assert_eq!(st.buffered("q"), 2);
+        assert_eq!(st.held_early("q"), 1);
     }
 
     #[test]
