@@ -396,6 +396,11 @@ impl Backend for AmqpBackend {
         settle_by_kind(self, outcomes).await
     }
 
+    fn prefetches(&self) -> bool {
+        // Each queue's consumer has a prefetch window.
+        true
+    }
+
     async fn start_reserving(&self, queues: &[String], capacity: usize) -> Result<()> {
         let _ = queues;
         let n = {

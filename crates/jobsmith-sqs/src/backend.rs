@@ -22,6 +22,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a worker waits for a full `DeleteMessageBatch` (ten receipts)
+/// before it settles fewer ([`Backend::settle_batching`]).
+const SETTLE_LINGER: Duration = Duration::from_millis(20);
+
 /// Jobs on AWS SQS. Clones share one client and one view of the queues.
 #[derive(Clone)]
 pub struct SqsBackend {
@@ -261,6 +265,17 @@ impl Backend for SqsBackend {
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
         self.inner.extend(leases, lease).await
+    }
+
+    fn prefetches(&self) -> bool {
+        // Background receives fill the inbox ahead of reserves.
+        true
+    }
+
+    fn settle_batching(&self) -> Option<(usize, Duration)> {
+        // A delete takes ten receipts: at the worker's defaults, settling what
+        // had finished sent batches of about seven (0.146 deletes per job).
+        Some((10, SETTLE_LINGER))
     }
 
     async fn flush(&self) -> Result<()> {

@@ -316,6 +316,67 @@ async fn stop_charges_no_attempt(h: &Harness, queue: &str, concurrency: usize) {
     );
 }
 
+/// Jobs a worker takes ahead of its free slots (it does while jobs are
+/// short, to bring them in batches) go back at a graceful stop as the
+/// backend's own buffer does: another process gets each one at once, as
+/// attempt 1, and nothing the stopped worker started runs again.
+pub async fn worker_stop_charges_nothing_to_jobs_taken_ahead(factory: Factory) {
+    let h = fresh(factory).await;
+    let (queue, jobs) = ("ahead", 100u64);
+    h.backend
+        .enqueue((0..jobs).map(|n| sleeping_job(queue, n, 3)).collect())
+        .await
+        .expect("enqueue");
+    let counter = NoopCounter::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues([queue])
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(1)
+        .grace_period(Duration::from_secs(5))
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    let run = tokio::spawn(worker.run_report());
+    // By then the worker knows its jobs are short, and takes some ahead.
+    until_started(&counter, 20).await;
+    let _ = stop_tx.send(());
+    let report = run.await.expect("worker task").expect("worker runs");
+    h.faults.kill().await;
+    let (started, done) = (counter.started(), counter.get());
+    assert_eq!(
+        u64::try_from(started.len()).expect("small"),
+        done,
+        "every job the worker started finished within the grace period: {report:?}"
+    );
+    let peer = (h.peer)().await;
+    let got = run_out(
+        &*peer,
+        queue,
+        usize::try_from(jobs - done).expect("small"),
+        "a job the stopped worker took ahead or never took is ready at once for another process",
+    )
+    .await;
+    let charged: Vec<(u64, u32)> = got
+        .iter()
+        .filter(|e| e.attempt != 1)
+        .map(|e| (n_of(e), e.attempt))
+        .collect();
+    assert!(
+        charged.is_empty(),
+        "a graceful stop charged an attempt to jobs it never started (n, attempt now): \
+         {charged:?}; {report:?}"
+    );
+    let again: Vec<u64> = got
+        .iter()
+        .map(n_of)
+        .filter(|n| started.contains(n))
+        .collect();
+    assert!(again.is_empty(), "jobs that ran came back: {again:?}");
+}
+
 /// What a stopping worker's backend takes in after the stop (a receive
 /// already on its way to the broker brings a job enqueued meanwhile) is
 /// handed back as it comes, not once the worker's last wait on another
@@ -375,13 +436,30 @@ const HANDED_BACK: Duration = Duration::from_secs(2);
 
 /// A worker that dies (kill -9) charges an attempt at most to the jobs it
 /// could have been running: its concurrency, however many jobs its backend
-/// took in ahead. Every job comes back to another process.
+/// took in ahead, and however many the worker took ahead of its free slots
+/// (it does while jobs are short). Every job comes back to another process.
 pub async fn worker_crash_charges_at_most_its_concurrency(factory: Factory) {
-    let h = fresh(factory).await;
-    let jobs = 20;
+    // Long jobs, the worker killed while its first ones run; then short ones,
+    // killed once it has seen enough of them to take jobs ahead.
+    for (jobs, sleep_ms, before_kill) in [(20, 500, 2), (100, 3, 20)] {
+        let h = fresh(factory).await;
+        crash_charges_at_most_concurrency(&h, jobs, sleep_ms, before_kill).await;
+    }
+}
+
+async fn crash_charges_at_most_concurrency(
+    h: &Harness,
+    jobs: u64,
+    sleep_ms: u64,
+    before_kill: usize,
+) {
     let concurrency = 2;
     h.backend
-        .enqueue((0..jobs).map(|n| sleeping_job("default", n, 500)).collect())
+        .enqueue(
+            (0..jobs)
+                .map(|n| sleeping_job("default", n, sleep_ms))
+                .collect(),
+        )
         .await
         .expect("enqueue");
     let counter = NoopCounter::default();
@@ -393,8 +471,10 @@ pub async fn worker_crash_charges_at_most_its_concurrency(factory: Factory) {
         .lease(h.short_lease)
         .stop_on(std::future::pending());
     let run = tokio::spawn(worker.run_report());
-    until_started(&counter, concurrency).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_started(&counter, before_kill).await;
+    if sleep_ms > 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The process dies: nothing of it runs on, its connection goes.
     run.abort();
     let _ = run.await;

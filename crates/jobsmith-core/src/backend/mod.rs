@@ -180,6 +180,26 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// released during the stop is taken in by a process on its way out.
     async fn stop_reserving(&self, queues: &[String]) -> Result<()>;
 
+    /// Whether this backend takes jobs in ahead of [`Backend::reserve`] by
+    /// itself (a consumer's prefetch, background receives), sized by
+    /// [`Backend::start_reserving`]. The worker then takes none ahead of its
+    /// free slots itself (`Worker::prefetch`): on SQS its extra receives
+    /// made 1 ms jobs 0.8× as fast. The default, `false`, is for backends
+    /// that hand out only what a reserve asks for (memory, Redis).
+    fn prefetches(&self) -> bool {
+        false
+    }
+
+    /// How the worker should batch outcomes for [`Backend::settle`]: when
+    /// it has fewer than `n` finished jobs to settle, it waits up to the
+    /// duration for more before it settles them. For a broker that charges
+    /// per request and settles at most `n` in one (SQS: ten per
+    /// `DeleteMessageBatch`). The default, `None`, settles what has finished
+    /// at once.
+    fn settle_batching(&self) -> Option<(usize, Duration)> {
+        None
+    }
+
     /// Writes out what the backend keeps in this process on its way to the
     /// broker: outcome counts not yet added to the shared counters (RabbitMQ,
     /// SQS; see [`QueueStats::processed`]). The worker calls it when it

@@ -124,6 +124,7 @@ async fn decide(
         .instrument(span.clone())
         .await;
     let elapsed = started.elapsed();
+    shared.ran_for(elapsed);
     metrics::histogram!("jobsmith_job_duration_seconds", &labels).record(elapsed.as_secs_f64());
     let _enter = span.enter();
     match result {

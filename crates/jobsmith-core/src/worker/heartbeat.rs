@@ -22,8 +22,13 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
             Ok(statuses) => {
                 for ((slot, lease), status) in slots.into_iter().zip(&leases).zip(statuses) {
                     // A finished job's lease may be lost because it was just settled.
-                    if status == LeaseStatus::Lost && shared.cancel(slot) {
+                    if status != LeaseStatus::Lost {
+                        continue;
+                    }
+                    if shared.cancel(slot) {
                         tracing::warn!(id = %crate::printable(lease.id.as_str()), queue = %crate::printable(&lease.queue), "lease lost while the job runs; asking it to stop");
+                    } else if shared.drop_waiting(slot) {
+                        tracing::warn!(id = %crate::printable(lease.id.as_str()), queue = %crate::printable(&lease.queue), "lease lost while the job waited for a slot; it is left to run elsewhere");
                     }
                 }
             }

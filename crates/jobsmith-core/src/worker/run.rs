@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 /// A counter in the worker's report.
@@ -65,8 +65,8 @@ impl Drop for Task {
 /// The `queue` label of a job from a queue the worker does not reserve from.
 const UNKNOWN_QUEUE: &str = "unknown";
 
-/// A running job's lease, and the sender that asks it to stop.
-type Running = (Arc<Lease>, watch::Sender<bool>);
+/// A running job's lease, the sender that asks it to stop, and when it started.
+type Running = (Arc<Lease>, watch::Sender<bool>, std::time::Instant);
 
 /// What the worker's tasks share.
 pub(super) struct Shared {
@@ -89,13 +89,30 @@ pub(super) struct Shared {
     /// Set when the grace period ran out and running jobs were cancelled:
     /// what they return then is not an outcome, and they go back uncounted.
     pub(super) past_grace: AtomicBool,
+    /// Jobs taken ahead of a free slot, by slot number, until they start:
+    /// whoever takes one out (its task, to run it; the stop, to hand it
+    /// back) owns it.
+    waiting: Mutex<HashMap<u64, Lease>>,
+    /// Jobs taken and not finished: running, waiting for a slot, or about to.
+    in_hand: AtomicUsize,
+    /// Told each time a job leaves `in_hand`.
+    freed: Notify,
+    /// A moving mean of how long a job runs, in microseconds; `u64::MAX`
+    /// until the first one has run.
+    mean_run_us: AtomicU64,
 }
+
+/// How long a job taken ahead may expect to wait for a slot: the worker takes
+/// ahead only as many jobs as its slots run in this time.
+const AHEAD_WAIT: Duration = Duration::from_millis(10);
 
 impl Shared {
     /// Records a running job; returns its slot for [`Shared::untrack`].
     pub(super) fn track(&self, lease: Arc<Lease>, cancel: watch::Sender<bool>) -> u64 {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        self.running.lock_unpoisoned().insert(slot, (lease, cancel));
+        self.running
+            .lock_unpoisoned()
+            .insert(slot, (lease, cancel, std::time::Instant::now()));
         slot
     }
 
@@ -125,22 +142,79 @@ impl Shared {
         self.unsettled.fetch_sub(slots.len(), Ordering::SeqCst);
     }
 
+    /// Records how long a job ran, for [`Shared::ahead`].
+    pub(super) fn ran_for(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
+        let _ = self
+            .mean_run_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+                Some(if mean == u64::MAX {
+                    us
+                } else {
+                    // An eighth of the way to the new figure: a few slow jobs
+                    // stop the taking ahead within a few dozen.
+                    (mean - mean / 8).saturating_add(us / 8)
+                })
+            });
+    }
+
+    /// How many jobs to take ahead of the free slots: as many as the slots
+    /// run in [`AHEAD_WAIT`] at the jobs' mean run time, at most `most`, and
+    /// none before a job has run. A slot whose job has run longer than that
+    /// counts for nothing. Short jobs then arrive in big batches, and long
+    /// ones never wait in one process while another has free slots.
+    fn ahead(&self, concurrency: usize, most: usize) -> usize {
+        let mean = self.mean_run_us.load(Ordering::Relaxed);
+        if mean == u64::MAX || most == 0 {
+            return 0;
+        }
+        let stuck = self
+            .running
+            .lock_unpoisoned()
+            .values()
+            .filter(|(.., started)| started.elapsed() > AHEAD_WAIT)
+            .count();
+        let runs = u128::from(u64::try_from(AHEAD_WAIT.as_micros()).unwrap_or(u64::MAX))
+            * concurrency.saturating_sub(stuck) as u128
+            / u128::from(mean.max(1));
+        usize::try_from(runs).unwrap_or(usize::MAX).min(most)
+    }
+
+    /// Takes a job that waited for a slot; `None` when the stop (or a lost
+    /// lease) took it first.
+    fn start_waiting(&self, slot: u64) -> Option<Lease> {
+        self.waiting.lock_unpoisoned().remove(&slot)
+    }
+
+    /// Forgets a taken job whose lease was lost before it started: it runs elsewhere.
+    pub(super) fn drop_waiting(&self, slot: u64) -> bool {
+        self.waiting.lock_unpoisoned().remove(&slot).is_some()
+    }
+
+    /// A job has left the worker's hands.
+    fn done_with(&self) {
+        self.in_hand.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
+    }
+
     /// The running jobs' slots and leases.
     pub(super) fn running_leases(&self) -> (Vec<u64>, Vec<Lease>) {
         self.running
             .lock_unpoisoned()
             .iter()
-            .map(|(slot, (lease, _))| (*slot, Lease::clone(lease)))
+            .map(|(slot, (lease, ..))| (*slot, Lease::clone(lease)))
             .unzip()
     }
 
-    /// The leases to keep alive, by slot: running jobs', and finished jobs'
-    /// whose outcomes are not reported yet.
+    /// The leases to keep alive, by slot: running jobs', jobs' waiting for
+    /// a slot, and finished jobs' whose outcomes are not reported yet.
     pub(super) fn live_leases(&self) -> (Vec<u64>, Vec<Lease>) {
         let mut out = self.running_leases();
-        for (slot, lease) in self.settling.lock_unpoisoned().iter() {
-            out.0.push(*slot);
-            out.1.push(lease.clone());
+        for map in [&self.waiting, &self.settling] {
+            for (slot, lease) in map.lock_unpoisoned().iter() {
+                out.0.push(*slot);
+                out.1.push(lease.clone());
+            }
         }
         out
     }
@@ -148,7 +222,7 @@ impl Shared {
     /// Asks the job in `slot`, if it still runs, to stop; false when it does not run.
     pub(super) fn cancel(&self, slot: u64) -> bool {
         match self.running.lock_unpoisoned().get(&slot) {
-            Some((_, tx)) => {
+            Some((_, tx, _)) => {
                 tx.send_replace(true);
                 true
             }
@@ -346,6 +420,10 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         unsettled: AtomicUsize::new(0),
         settling: Mutex::new(HashMap::new()),
         past_grace: AtomicBool::new(false),
+        waiting: Mutex::new(HashMap::new()),
+        in_hand: AtomicUsize::new(0),
+        freed: Notify::new(),
+        mean_run_us: AtomicU64::new(u64::MAX),
     });
     let settler_task = Task::spawn(settler(Arc::clone(&shared), settle_rx));
     let heartbeat_task = Task::spawn(heartbeat::heartbeat(Arc::clone(&shared)));
@@ -359,7 +437,15 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         .map(|(exporter, listener)| Task::spawn(super::endpoint::serve(exporter, listener)));
 
     let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
-    let semaphore = Arc::new(Semaphore::new(worker.concurrency));
+    // A backend that takes jobs in ahead by itself needs no more of it.
+    let prefetch = if backend.prefetches() {
+        0
+    } else {
+        worker.prefetch
+    };
+    let slots = Arc::new(Semaphore::new(worker.concurrency));
+    // Set at the stop: jobs waiting for a slot then start no more.
+    let (stopping_tx, stopping_rx) = watch::channel(false);
     let mut jobs = JoinSet::new();
     let wait = if worker.until_idle {
         Duration::from_millis(100)
@@ -378,23 +464,39 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     }
     // Whether the backend was told to stop taking jobs in (done once, at the stop).
     let mut stopped_reserving = false;
+    // Whether a reserve for jobs to take ahead found none since a slot last freed.
+    let mut ahead_tried = false;
 
     'reserve: loop {
         while jobs.try_join_next().is_some() {}
-        let first = tokio::select! {
-            () = &mut stop => break 'reserve,
-            permit = Arc::clone(&semaphore).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break 'reserve,
-            },
-        };
-        let mut permits = vec![first];
-        while permits.len() < worker.batch {
-            match Arc::clone(&semaphore).try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+        // Room for the free slots, and for what short jobs may take ahead of
+        // them. With no slot free, jobs are taken ahead only if they are
+        // ready now: a wait would take whatever comes next ahead, however
+        // long the running jobs have yet to run.
+        let (room, poll) = loop {
+            let freed = shared.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let in_hand = shared.in_hand.load(Ordering::SeqCst);
+            let most = worker.concurrency + shared.ahead(worker.concurrency, prefetch);
+            // Never more unstarted jobs than slots: a kill -9 charges an
+            // attempt to at most `concurrency` jobs that never ran.
+            let unstarted = shared.waiting.lock_unpoisoned().len();
+            let room = most
+                .saturating_sub(in_hand)
+                .min(worker.concurrency.saturating_sub(unstarted))
+                .min(worker.batch);
+            if in_hand < worker.concurrency {
+                break (room, wait);
             }
-        }
+            if room > 0 && !ahead_tried {
+                break (room, Duration::ZERO);
+            }
+            tokio::select! {
+                () = &mut stop => break 'reserve,
+                () = freed => ahead_tried = false,
+            }
+        };
         if !order.is_empty() {
             order.rotate_left(1);
         }
@@ -402,7 +504,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         // returns, and a lease dropped unsettled is charged an attempt when
         // it runs out. A stop makes the backend end the reserve early instead.
         let asked = std::time::Instant::now();
-        let reserve = backend.reserve(&order, permits.len(), worker.lease, wait);
+        let reserve = backend.reserve(&order, room, worker.lease, poll);
         tokio::pin!(reserve);
         let reserved = tokio::select! {
             r = &mut reserve => r,
@@ -461,6 +563,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             }
         };
         if deliveries.is_empty() {
+            ahead_tried = poll.is_zero();
             if worker.until_idle && jobs.is_empty() && shared.unsettled.load(Ordering::SeqCst) == 0
             {
                 let idle = async { backend.inspect()?.stats(&queues).await }
@@ -477,11 +580,28 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             }
             continue;
         }
-        for (delivery, permit) in deliveries.into_iter().zip(permits) {
-            let shared = Arc::clone(&shared);
+        for delivery in deliveries {
+            shared.in_hand.fetch_add(1, Ordering::SeqCst);
+            let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+            shared
+                .waiting
+                .lock_unpoisoned()
+                .insert(slot, delivery.lease.clone());
+            let (shared, slots, mut stopping) =
+                (Arc::clone(&shared), Arc::clone(&slots), stopping_rx.clone());
             jobs.spawn(async move {
-                execute(shared, delivery).await;
-                drop(permit);
+                let permit = tokio::select! {
+                    biased;
+                    p = slots.acquire_owned() => p.ok(),
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                if let Some(permit) = permit {
+                    if shared.start_waiting(slot).is_some() {
+                        execute(Arc::clone(&shared), delivery).await;
+                    }
+                    drop(permit);
+                }
+                shared.done_with();
             });
         }
     }
@@ -492,6 +612,16 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     if !stopped_reserving {
         stop_reserving(&*backend, &queues).await;
     }
+    // Jobs taken ahead that have no slot yet go back uncounted, as the
+    // backend's own buffer did.
+    stopping_tx.send_replace(true);
+    let unstarted: Vec<Lease> = shared
+        .waiting
+        .lock_unpoisoned()
+        .drain()
+        .map(|(_, l)| l)
+        .collect();
+    release(&shared, unstarted).await;
     // Stop: no more reserves and no more ticks. A scheduler in the middle of
     // a tick gets a moment to record it.
     schedules_stop.send_replace(true);

@@ -43,17 +43,37 @@ const MAX_BATCH: usize = 512;
 /// Receives outcomes until every sender is gone, flushing them in batches.
 pub(super) async fn settler(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Settle>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let batching = shared.backend.settle_batching();
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        take_ready(&mut rx, &mut batch);
+        if let Some((n, linger)) = batching {
+            // Up to `linger` for a full request's worth; never past a stop,
+            // which waits for what is unsettled.
+            let until = tokio::time::Instant::now() + linger;
+            while batch.len() % n != 0 && batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(next)) => {
+                        batch.push(next);
+                        take_ready(&mut rx, &mut batch);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         let slots: Vec<u64> = batch.iter().map(|s| s.slot).collect();
         flush(&shared, &mut batch).await;
         shared.settled(&slots);
+    }
+}
+
+/// Adds to `batch` the outcomes already waiting, up to [`MAX_BATCH`].
+fn take_ready(rx: &mut mpsc::UnboundedReceiver<Settle>, batch: &mut Vec<Settle>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
     }
 }
 
