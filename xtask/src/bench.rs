@@ -25,6 +25,8 @@ pub(crate) struct Probe {
     measuring: AtomicBool,
     latencies_us: Mutex<Vec<u64>>,
     done: Notify,
+    /// How long each job works (awaits a timer), in microseconds: 0 for a no-op.
+    work_us: AtomicU64,
 }
 
 fn epoch() -> Instant {
@@ -55,6 +57,10 @@ async fn bench_noop(sent_us: u64, probe: State<Probe>) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(lat);
+    }
+    let work = probe.work_us.load(Ordering::Relaxed);
+    if work > 0 {
+        tokio::time::sleep(Duration::from_micros(work)).await;
     }
     let n = probe.count.fetch_add(1, Ordering::SeqCst) + 1;
     if n >= probe.target.load(Ordering::SeqCst) {
@@ -433,6 +439,7 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         measuring: AtomicBool::new(false),
         latencies_us: Mutex::new(Vec::new()),
         done: Notify::new(),
+        work_us: AtomicU64::new(0),
     });
     let sqs = backend == "sqs";
     let requests0 = jobsmith::sqs::requests_sent();
@@ -445,7 +452,7 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
 
     // 2. Drain with one worker at its defaults; CPU time is read around the drain alone.
     let cpu0 = cpu_time();
-    let defaults = drain(&app, &probe, jobs, None).await?;
+    let defaults = drain(&app, &probe, jobs, None, None).await?;
     let cpu = cpu_time() - cpu0;
     let requests_per_job =
         sqs.then(|| (jobsmith::sqs::requests_sent() - requests0) as f64 / jobs as f64);
@@ -460,15 +467,23 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
 
     // 3. The same again, tuned; and at the peers' concurrency.
     enqueue(&app, jobs).await?;
-    let tuned = drain(&app, &probe, jobs, Some(TUNED)).await?;
+    let tuned = drain(&app, &probe, jobs, Some(TUNED), None).await?;
     let drain_tuned_per_s = jobs as f64 / tuned.as_secs_f64();
     let drain_c50_per_s = if sqs {
         None
     } else {
         enqueue(&app, jobs).await?;
-        let c50 = drain(&app, &probe, jobs, Some((PEER_CONCURRENCY, usize::MAX))).await?;
+        let c50 = drain(
+            &app,
+            &probe,
+            jobs,
+            Some((PEER_CONCURRENCY, usize::MAX)),
+            None,
+        )
+        .await?;
         Some(jobs as f64 / c50.as_secs_f64())
     };
+    short_jobs(backend, &app, &probe, jobs).await?;
 
     // 4. Idle latency: one job at a time into an idle worker at its defaults,
     // each enqueue awaited alone.
@@ -614,13 +629,49 @@ async fn enqueue(app: &App, jobs: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Jobs that each await a 1 ms timer, drained at defaults, then with
+/// `.prefetch(0)` (the worker taking no job ahead of its free slots), then at
+/// defaults again: what taking jobs ahead gives when jobs do some work.
+/// Printed beside the table.
+async fn short_jobs(
+    backend: &str,
+    app: &App,
+    probe: &std::sync::Arc<Probe>,
+    jobs: u64,
+) -> Result<(), String> {
+    let n = (jobs / 5).max(100);
+    probe.work_us.store(SHORT_WORK_US, Ordering::SeqCst);
+    let mut rates = Vec::new();
+    for prefetch in [None, Some(0), None] {
+        enqueue(app, n).await?;
+        let took = drain(app, probe, n, None, prefetch).await?;
+        rates.push(n as f64 / took.as_secs_f64());
+    }
+    probe.work_us.store(0, Ordering::SeqCst);
+    let ahead = (rates[0] + rates[2]) / 2.0;
+    eprintln!(
+        "bench: {backend} jobs of {} ms ({n}) at defaults: {:.0}/s and {:.0}/s; with .prefetch(0): {:.0}/s, so taking jobs ahead gives {:.2}×",
+        SHORT_WORK_US / 1000,
+        rates[0],
+        rates[2],
+        rates[1],
+        ahead / rates[1]
+    );
+    Ok(())
+}
+
+/// How long each of [`short_jobs`]'s jobs works.
+const SHORT_WORK_US: u64 = 1_000;
+
 /// Runs `jobs` queued jobs to completion with one worker, at its defaults
-/// or at (concurrency, most jobs per reserve); how long it took.
+/// or at (concurrency, most jobs per reserve), and at its default prefetch
+/// or the one given; how long it took.
 async fn drain(
     app: &App,
     probe: &std::sync::Arc<Probe>,
     jobs: u64,
     settings: Option<(usize, usize)>,
+    prefetch: Option<usize>,
 ) -> Result<Duration, String> {
     let target = probe.count.load(Ordering::SeqCst) + jobs;
     probe.target.store(target, Ordering::SeqCst);
@@ -634,6 +685,9 @@ async fn drain(
         });
     if let Some((concurrency, batch)) = settings {
         worker = worker.concurrency(concurrency).batch_size(batch);
+    }
+    if let Some(n) = prefetch {
+        worker = worker.prefetch(n);
     }
     let started = Instant::now();
     let handle = tokio::spawn(worker.run_report());
