@@ -270,26 +270,37 @@ impl Shared {
     }
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn os_signal() {
+/// SIGINT or SIGTERM, listened for from this call on: a signal that comes
+/// before the worker first waits on it (its first jobs already running)
+/// still stops it gracefully, instead of killing the process.
+fn os_signal() -> crate::job::BoxFuture<'static, ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        Box::pin(async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -436,7 +447,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let endpoint_task = endpoint
         .map(|(exporter, listener)| Task::spawn(super::endpoint::serve(exporter, listener)));
 
-    let mut stop = worker.stop.unwrap_or_else(|| Box::pin(os_signal()));
+    let mut stop = worker.stop.unwrap_or_else(os_signal);
     // A backend that takes jobs in ahead by itself needs no more of it.
     let prefetch = if backend.prefetches() {
         0
