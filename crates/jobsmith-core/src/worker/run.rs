@@ -3,7 +3,7 @@
 use super::execute::execute;
 use super::settle::{settler, Settle};
 use super::{heartbeat, Worker, WorkerReport};
-use crate::backend::{Backend, Lease, LeaseStatus};
+use crate::backend::{Backend, Delivery, Lease, LeaseStatus};
 use crate::context::StateMap;
 use crate::error::{Error, Result};
 use crate::lock::LockExt;
@@ -180,15 +180,11 @@ impl Shared {
         usize::try_from(runs).unwrap_or(usize::MAX).min(most)
     }
 
-    /// Takes a job that waited for a slot; `None` when the stop (or a lost
-    /// lease) took it first.
-    fn start_waiting(&self, slot: u64) -> Option<Lease> {
+    /// Takes the lease of a job waiting for a slot: to start it, to hand it
+    /// back at the stop, or to forget it once lost (it runs elsewhere).
+    /// `None` when one of those took it first.
+    pub(super) fn take_waiting(&self, slot: u64) -> Option<Lease> {
         self.waiting.lock_unpoisoned().remove(&slot)
-    }
-
-    /// Forgets a taken job whose lease was lost before it started: it runs elsewhere.
-    pub(super) fn drop_waiting(&self, slot: u64) -> bool {
-        self.waiting.lock_unpoisoned().remove(&slot).is_some()
     }
 
     /// A job has left the worker's hands.
@@ -591,13 +587,12 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             }
             continue;
         }
-        for delivery in deliveries {
+        for Delivery { lease, envelope } in deliveries {
             shared.in_hand.fetch_add(1, Ordering::SeqCst);
             let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
-            shared
-                .waiting
-                .lock_unpoisoned()
-                .insert(slot, delivery.lease.clone());
+            // The lease waits in the map (extended, handed back at a stop),
+            // and comes back out to start the job: no copy per job.
+            shared.waiting.lock_unpoisoned().insert(slot, lease);
             let (shared, slots, mut stopping) =
                 (Arc::clone(&shared), Arc::clone(&slots), stopping_rx.clone());
             jobs.spawn(async move {
@@ -607,8 +602,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
                     _ = stopping.wait_for(|s| *s) => None,
                 };
                 if let Some(permit) = permit {
-                    if shared.start_waiting(slot).is_some() {
-                        execute(Arc::clone(&shared), delivery).await;
+                    if let Some(lease) = shared.take_waiting(slot) {
+                        execute(Arc::clone(&shared), Delivery { lease, envelope }).await;
                     }
                     drop(permit);
                 }
