@@ -241,6 +241,32 @@ fn sleeping_job(queue: &str, n: u64, sleep_ms: u64) -> Envelope {
     .expect("plain JSON serializes")
 }
 
+/// Starts a worker of the suite's job on `queue`, counting into `counter`,
+/// that stops gracefully (within `grace`) when the returned sender fires.
+fn start_stoppable(
+    h: &Harness,
+    queue: &str,
+    counter: &NoopCounter,
+    concurrency: usize,
+    grace: Duration,
+) -> (
+    tokio::task::JoinHandle<jobsmith_core::Result<WorkerReport>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues([queue])
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(concurrency)
+        .grace_period(grace)
+        .stop_on(async move {
+            let _ = stop_rx.await;
+        });
+    (tokio::spawn(worker.run_report()), stop_tx)
+}
+
 /// A graceful stop (every deploy) charges no attempt: not to the job that
 /// runs past the grace period and is released, not to the jobs buffered
 /// behind it (all slots busy), not to jobs enqueued while the worker stops
@@ -264,18 +290,8 @@ async fn stop_charges_no_attempt(h: &Harness, queue: &str, concurrency: usize) {
     .await
     .expect("enqueue");
     let counter = NoopCounter::default();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .queues([queue])
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .concurrency(concurrency)
-        .grace_period(Duration::from_millis(800))
-        .stop_on(async move {
-            let _ = stop_rx.await;
-        });
-    let run = tokio::spawn(worker.run_report());
+    let (run, stop_tx) =
+        start_stoppable(h, queue, &counter, concurrency, Duration::from_millis(800));
     // With one slot, job 0 holds it and the rest wait behind; with two, the
     // rest run and the free slot's reserve waits for more.
     let started = if concurrency == 1 { 1 } else { 6 };
@@ -328,18 +344,7 @@ pub async fn worker_stop_charges_nothing_to_jobs_taken_ahead(factory: Factory) {
         .await
         .expect("enqueue");
     let counter = NoopCounter::default();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .queues([queue])
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .concurrency(1)
-        .grace_period(Duration::from_secs(5))
-        .stop_on(async move {
-            let _ = stop_rx.await;
-        });
-    let run = tokio::spawn(worker.run_report());
+    let (run, stop_tx) = start_stoppable(&h, queue, &counter, 1, Duration::from_secs(5));
     // By then the worker knows its jobs are short, and takes some ahead.
     until_started(&counter, 20).await;
     let _ = stop_tx.send(());
