@@ -1,8 +1,8 @@
 //! Running one delivered job and deciding what becomes of it.
 
 use super::catch::catch_panic;
-use super::run::Shared;
-use super::settle::{Outcome, Settle};
+use super::outcome::{Outcome, Settle};
+use super::shared::Shared;
 use crate::backend::{Delivery, Lease, Malformed};
 use crate::context::JobContext;
 use crate::envelope::Envelope;

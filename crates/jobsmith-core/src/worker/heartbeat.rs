@@ -1,6 +1,6 @@
 //! Keeping running jobs' leases alive, and sampling queue depth for metrics.
 
-use super::run::Shared;
+use super::shared::Shared;
 use crate::backend::LeaseStatus;
 use std::sync::Arc;
 use std::time::Duration;

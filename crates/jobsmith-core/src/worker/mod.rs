@@ -10,8 +10,10 @@ mod catch;
 mod endpoint;
 mod execute;
 mod heartbeat;
+mod outcome;
 mod run;
 mod settle;
+mod shared;
 
 use crate::app::App;
 use crate::context::StateMap;
