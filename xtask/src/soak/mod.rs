@@ -21,15 +21,20 @@
 
 mod broker;
 mod check;
+mod drive;
 mod inject;
 mod ledger;
+mod options;
 mod plan;
+mod reads;
 mod workers;
 
 use broker::{Broker, PrivateRabbit, PrivateRedis};
+use drive::{drain, enqueue_all, pace_probes, restart_workers, wait_below};
 use inject::{Injected, Injector};
 use jobsmith::{App, Enqueue, MemoryBackend, Settings};
-use plan::{plan, Kind, QUEUE};
+use options::{parse, Options};
+use plan::{plan, Kind};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,120 +43,6 @@ use tokio::sync::Mutex;
 use workers::{Pool, WorkerArgs};
 
 pub(crate) use workers::process_main as worker_main;
-
-/// The soak's options.
-#[derive(Debug, Clone)]
-struct Options {
-    backend: String,
-    jobs: u64,
-    workers: usize,
-    kill_every: Option<Duration>,
-    /// Graceful restarts of one worker at a time: SIGTERM, wait, start again.
-    restart_every: Option<Duration>,
-    restart_broker_every: Option<Duration>,
-    failure_rate: f64,
-    seed: u64,
-    /// Keep the ledger tables and worker logs even when the run passes.
-    keep: bool,
-    /// Backend URL settings added to the run's own, such as `delays=quorum`.
-    settings: Option<String>,
-}
-
-const USAGE: &str = "usage: cargo xtask soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every SECONDS] [--restart-every SECONDS] [--restart-broker-every SECONDS] [--failure-rate F] [--seed S] [--keep] [--settings K=V&..]";
-
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        backend: String::new(),
-        jobs: 20_000,
-        workers: 4,
-        kill_every: None,
-        restart_every: None,
-        restart_broker_every: None,
-        failure_rate: 0.2,
-        seed: 1,
-        keep: false,
-        settings: None,
-    };
-    let mut it = args.iter();
-    let secs = |flag: &str, v: Option<&String>| -> Result<Duration, String> {
-        let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
-        let s: f64 = v
-            .parse()
-            .map_err(|_| format!("{flag} {v}: not a number of seconds"))?;
-        if !(s > 0.0 && s.is_finite()) {
-            return Err(format!("{flag} {v}: must be more than 0 seconds"));
-        }
-        Ok(Duration::from_secs_f64(s))
-    };
-    while let Some(a) = it.next() {
-        let mut num = |flag: &str| -> Result<String, String> {
-            it.next()
-                .cloned()
-                .ok_or(format!("{flag} needs a value\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--backend" => o.backend = num("--backend")?,
-            "--jobs" => {
-                let v = num("--jobs")?;
-                o.jobs = v.parse().map_err(|_| format!("--jobs {v}: not a number"))?;
-            }
-            "--workers" => {
-                let v = num("--workers")?;
-                o.workers = v
-                    .parse()
-                    .ok()
-                    .filter(|w| *w > 0)
-                    .ok_or(format!("--workers {v}: need a number above 0"))?;
-            }
-            "--failure-rate" => {
-                let v = num("--failure-rate")?;
-                o.failure_rate = v
-                    .parse()
-                    .ok()
-                    .filter(|f: &f64| (0.0..=1.0).contains(f))
-                    .ok_or(format!("--failure-rate {v}: need a share from 0 to 1"))?;
-            }
-            "--seed" => {
-                let v = num("--seed")?;
-                o.seed = v.parse().map_err(|_| format!("--seed {v}: not a number"))?;
-            }
-            "--keep" => o.keep = true,
-            "--settings" => {
-                let v = num("--settings")?;
-                if v.is_empty() || v.starts_with('&') || v.contains("prefix=") {
-                    return Err(format!(
-                        "--settings {v}: give URL settings as `key=value&key=value`; the soak sets the prefix itself"
-                    ));
-                }
-                o.settings = Some(v);
-            }
-            "--kill-every" => o.kill_every = Some(secs(a, it.next())?),
-            "--restart-every" => o.restart_every = Some(secs(a, it.next())?),
-            "--restart-broker-every" => o.restart_broker_every = Some(secs(a, it.next())?),
-            other => return Err(format!("unknown soak option `{other}`\n{USAGE}")),
-        }
-    }
-    match o.backend.as_str() {
-        "memory" | "redis" | "amqp" | "sqs" => {}
-        "" => return Err(format!("--backend is required\n{USAGE}")),
-        other => {
-            return Err(format!(
-                "unknown backend `{other}`: use memory, redis, amqp or sqs"
-            ))
-        }
-    }
-    if o.settings.is_some() && o.backend == "memory" {
-        return Err("--settings: the memory backend has no URL to add settings to".into());
-    }
-    if o.restart_broker_every.is_some() {
-        match o.backend.as_str() {
-            "memory" => return Err("--restart-broker-every: the memory backend has no broker to restart; it lives and dies with the process".into()),
-            "sqs" => return Err("--restart-broker-every is not supported on SQS: moto keeps its queues in memory, so a restart would lose them all (that is moto, not SQS)".into()),
-            _ => {}
-        }
-    }
-    Ok(o)
-}
 
 /// `cargo xtask soak ...`: re-runs itself optimised, then soaks.
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
@@ -642,180 +533,4 @@ async fn soak(o: Options) -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(pass)
-}
-
-/// Enqueues the probes handed over by the enqueuer's waves, one at a time,
-/// [`PROBE_GAP`] apart at least, until the enqueuer is done.
-async fn pace_probes(
-    app: App,
-    seed: u64,
-    failure_rate: f64,
-    mut probes: tokio::sync::mpsc::UnboundedReceiver<u64>,
-    counts: Arc<Counts>,
-) {
-    while let Some(n) = probes.recv().await {
-        let next = Instant::now() + PROBE_GAP;
-        enqueue_all(
-            &app,
-            vec![plan::enqueue(n, plan(seed, failure_rate, n))],
-            &counts,
-        )
-        .await;
-        tokio::time::sleep_until(next.into()).await;
-    }
-}
-
-/// Every `every`, takes one worker out of the pool, stops it gracefully,
-/// checks that it exited cleanly, and starts its replacement: a rolling
-/// deploy, one worker at a time. Ends, after the restart under way, when
-/// `ended` turns true.
-async fn restart_workers(
-    every: Duration,
-    pool: Arc<Mutex<Pool>>,
-    counts: Arc<Counts>,
-    mut ended: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = ended.changed() => return,
-        }
-        // Out of the pool while it stops, so that no kill picks it.
-        let Some(worker) = pool.lock().await.take_one() else {
-            continue;
-        };
-        match worker.stop().await {
-            Ok(took) => {
-                counts.restarts.fetch_add(1, Ordering::Relaxed);
-                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-                counts.slowest_stop_ms.fetch_max(ms, Ordering::Relaxed);
-            }
-            Err(e) => {
-                eprintln!("soak: UNCLEAN STOP: {e}");
-                counts
-                    .unclean_stops
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(e);
-            }
-        }
-        if let Err(e) = pool.lock().await.spawn() {
-            eprintln!("soak: could not start a restarted worker again: {e}");
-        }
-    }
-}
-
-/// Jobs in the soak's queues that are not finished: ready, scheduled or in flight.
-async fn pending(app: &App) -> Option<u64> {
-    let stats = app
-        .backend()
-        .inspect()
-        .ok()?
-        .stats(&[QUEUE.to_owned(), plan::PROBE_QUEUE.to_owned()])
-        .await
-        .ok()?;
-    if stats.iter().any(|s| s.error.is_some()) {
-        return None;
-    }
-    Some(
-        stats
-            .iter()
-            .map(|s| s.ready + s.scheduled + s.in_flight)
-            .sum(),
-    )
-}
-
-async fn wait_below(app: &App, limit: u64) {
-    // Each look at SQS is a `GetQueueAttributes` call per SQS queue of the
-    // family: look a little less often there. (Not much less: with waves this
-    // small, a second between looks would leave the queue empty.)
-    let every = if app.backend().name() == "sqs" {
-        Duration::from_millis(300)
-    } else {
-        Duration::from_millis(100)
-    };
-    loop {
-        match pending(app).await {
-            Some(n) if n < limit => return,
-            _ => tokio::time::sleep(every).await,
-        }
-    }
-}
-
-/// Enqueues every job of a wave, retrying while the broker is away.
-async fn enqueue_all(app: &App, jobs: Vec<Enqueue>, counts: &Counts) {
-    // Envelopes first, so that a retried batch has the same job ids.
-    let envs: Vec<jobsmith::Envelope> = jobs
-        .into_iter()
-        .filter_map(|e| e.into_envelope().ok())
-        .collect();
-    for chunk in envs.chunks(1_000) {
-        loop {
-            match app.backend().enqueue(chunk.to_vec()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    counts.enqueue_retries.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("soak: enqueue failed ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-}
-
-/// How long after a broker restart an empty queue is not taken for a
-/// drained one: queues recovering from a crash (a quorum queue electing its
-/// leader, replaying its log) can answer a count before they hold their
-/// messages again.
-const AFTER_RESTART: Duration = Duration::from_secs(15);
-
-/// Waits until the queue is empty (twice in a row, after `not_before` and at
-/// least [`AFTER_RESTART`] after the last broker restart), or until nothing
-/// has moved for two minutes. Returns what is left.
-async fn drain(
-    app: &App,
-    pg: &tokio_postgres::Client,
-    run: &str,
-    not_before: Instant,
-    counts: &Counts,
-) -> u64 {
-    const STALL: Duration = Duration::from_secs(120);
-    let rows_sql = format!("SELECT count(*) FROM {}", ledger::attempts_table(run));
-    let mut empty_polls = 0;
-    let mut last = (None, None);
-    let mut moved = Instant::now();
-    loop {
-        let left = pending(app).await;
-        let rows: Option<i64> = pg.query_one(&rows_sql, &[]).await.ok().map(|r| r.get(0));
-        if (left, rows) != last {
-            moved = Instant::now();
-            last = (left, rows);
-        }
-        let settled = counts
-            .restarted_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .last()
-            .is_none_or(|(_, up)| {
-                now_ms() > up.saturating_add(u64::try_from(AFTER_RESTART.as_millis()).unwrap_or(0))
-            });
-        if left == Some(0) && Instant::now() > not_before && settled {
-            empty_polls += 1;
-            if empty_polls >= 2 {
-                return 0;
-            }
-        } else {
-            empty_polls = 0;
-        }
-        if moved.elapsed() > STALL {
-            eprintln!("soak: nothing moved for {STALL:?}; checking what there is");
-            return left.unwrap_or(0);
-        }
-        tokio::time::sleep(if app.backend().name() == "sqs" {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_millis(500)
-        })
-        .await;
-    }
 }
