@@ -161,13 +161,16 @@ fn test() -> Result<(), String> {
 /// A short soak per backend, with workers killed as they run and restarted
 /// gracefully, one at a time, as a rolling deploy does (docs/reliability.md):
 /// 20,000 jobs each on memory, Redis and RabbitMQ, 10,000 on SQS (moto).
-/// Every backend runs even when one fails.
+/// Then a shorter one with graceful restarts only on memory, Redis and
+/// RabbitMQ, where a kill cannot hide what a graceful stop charged: it must
+/// charge no attempt to a job that did not start. Every run goes ahead even
+/// when one fails.
 fn ci_soaks() -> Result<(), String> {
     let mut failed = Vec::new();
     for (backend, jobs, kill_every, restart_every) in [
-        ("memory", "20000", "4", "5"),
-        ("redis", "20000", "4", "5"),
-        ("amqp", "20000", "4", "5"),
+        ("memory", "20000", Some("4"), "5"),
+        ("redis", "20000", Some("4"), "5"),
+        ("amqp", "20000", Some("4"), "5"),
         // moto runs the soak at about 35 jobs/s on a loaded machine (Redis:
         // over 500), so 10,000 jobs take about 5 minutes (20,000 took 10).
         // A kill every 20 s is still one per ~700 jobs, several times as
@@ -178,10 +181,16 @@ fn ci_soaks() -> Result<(), String> {
         // their ack reaches moto runs out of attempts and is dead-lettered.
         // A graceful restart every 15 s costs no lease, and gives each
         // worker about 45 s between restarts.
-        ("sqs", "10000", "20", "15"),
+        ("sqs", "10000", Some("20"), "15"),
+        // Graceful restarts only, about six in 20 s. Not on SQS: moto at
+        // times hands one message to two receivers, which charges an
+        // attempt that no stop caused.
+        ("memory", "5000", None, "3"),
+        ("redis", "5000", None, "3"),
+        ("amqp", "5000", None, "3"),
     ] {
-        let result = run(cargo()
-            .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
+        let mut soak = cargo();
+        soak.args(["run", "--quiet", "--release", "--package", "xtask", "--"])
             .args([
                 "soak",
                 "--backend",
@@ -190,14 +199,19 @@ fn ci_soaks() -> Result<(), String> {
                 jobs,
                 "--workers",
                 "3",
-                "--kill-every",
-                kill_every,
-                "--restart-every",
-                restart_every,
-            ]));
-        if let Err(e) = result {
-            eprintln!("xtask: soak on {backend} failed: {e}");
-            failed.push(backend);
+            ])
+            .args(["--restart-every", restart_every]);
+        if let Some(every) = kill_every {
+            soak.args(["--kill-every", every]);
+        }
+        if let Err(e) = run(&mut soak) {
+            let what = if kill_every.is_some() {
+                backend.to_owned()
+            } else {
+                format!("{backend} (graceful restarts only)")
+            };
+            eprintln!("xtask: soak on {what} failed: {e}");
+            failed.push(what);
         }
     }
     if failed.is_empty() {

@@ -227,6 +227,32 @@ fn a_job_dead_unrun_without_a_kill_fails_the_run() {
 }
 
 #[test]
+fn an_attempt_charged_unrun_fails_a_run_without_kills_except_on_moto() {
+    assert!(attempts_unrun_checked("redis", 0));
+    assert!(attempts_unrun_checked("amqp", 0));
+    assert!(
+        !attempts_unrun_checked("amqp", 1),
+        "a kill may charge attempts"
+    );
+    assert!(!attempts_unrun_checked("sqs", 0), "moto may deliver twice");
+
+    let mut t = ok_once();
+    t.max_attempt = 3;
+    t.first_ok = Some(3);
+    t.rows = 2;
+    t.skipped = 1;
+    for checked in [true, false] {
+        let mut f = Findings {
+            attempts_unrun_checked: checked,
+            ..Findings::default()
+        };
+        check_one(&mut f, 4, plan(Kind::Flaky(2), false), t, false, 0, false);
+        assert_eq!(f.attempts_unrun, 1);
+        assert_eq!(f.pass(), !checked, "checked: {checked}");
+    }
+}
+
+#[test]
 fn dead_unrun_after_kills_passes_within_the_bound_only() {
     let kills = [kill_at(2, 10_000)];
     let bound = dead_unrun_bound(1, 0, 3);
