@@ -13,7 +13,6 @@
 //! settlement it would cover. The bookkeeping of outstanding tags is
 //! [`Outstanding`](crate::state::Outstanding), part of the process state.
 
-use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use futures_util::future::join_all;
@@ -45,12 +44,13 @@ impl Inner {
                 .into_iter()
                 .map(|t| ch.basic_ack(t, BasicAckOptions::default())),
         );
-        let (first, rest) = futures_util::future::join(multiple, singles).await;
-        first.map_err(from_lapin)?;
-        for r in rest {
-            r.map_err(from_lapin)?;
-        }
-        Ok(())
+        let acked = async {
+            let (first, rest) = futures_util::future::join(multiple, singles).await;
+            first?;
+            rest.into_iter().collect()
+        };
+        // Given up on, the acks still go out when the broker reads again.
+        link.calls.answer("basic.ack", acked).await
     }
 
     /// Hands deliveries of `link`'s consume channel back to the broker, as they were.
@@ -67,6 +67,6 @@ impl Inner {
             link.consume
                 .basic_reject(t, BasicRejectOptions { requeue: true })
         });
-        let _ = join_all(rejects).await;
+        let _ = link.calls.within("basic.reject", join_all(rejects)).await;
     }
 }

@@ -91,6 +91,7 @@ impl AmqpBackend {
         let link = self.inner.link().await?;
         self.inner.ensure_queue(&link, queue).await?;
         message::publish_confirmed(
+            &link.calls,
             &link.publish,
             vec![message::raw(&self.inner.names, queue, raw.to_vec(), 0)],
         )
@@ -241,7 +242,7 @@ impl Backend for AmqpBackend {
             ids.push(env.id.clone());
             out.push(message::job_with_body(&inner.names, &env, body, now));
         }
-        if let Err(e) = message::publish_confirmed(&link.publish, out).await {
+        if let Err(e) = message::publish_confirmed(&link.calls, &link.publish, out).await {
             for (q, k) in claimed {
                 let _ = inner.free_key(&link, &q, &k).await;
             }

@@ -8,7 +8,7 @@
 //! the metadata store, the queue registry and the migration ledger are read
 //! this way.
 
-use crate::error::from_lapin;
+use crate::call::Calls;
 use crate::link::Link;
 use jobsmith_core::Result;
 use lapin::message::DeliveryResult;
@@ -24,6 +24,7 @@ const QUIET: Duration = Duration::from_millis(300);
 /// of its own until [`Held::close`] puts them back.
 pub(crate) struct Held {
     channel: Channel,
+    calls: Calls,
     /// Kept until the channel closes: dropping it first would cancel the
     /// consumer while its messages are still held, and for that moment they
     /// would belong to no consumer, so that another process would find the
@@ -41,16 +42,15 @@ pub(crate) struct Held {
 impl Held {
     /// Removes one message for good.
     pub(crate) async fn remove(&self, tag: u64) -> Result<()> {
-        self.channel
-            .basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(from_lapin)
+        let ack = self.channel.basic_ack(tag, BasicAckOptions::default());
+        self.calls.answer("basic.ack", ack).await
     }
 
     /// Puts back every message not removed (the broker requeues, in order,
     /// what a closing channel held).
     pub(crate) async fn close(self) {
-        let _ = self.channel.close(200, "browse done".into()).await;
+        let close = self.channel.close(200, "browse done".into());
+        let _ = self.calls.answer("channel.close", close).await;
     }
 }
 
@@ -58,10 +58,15 @@ impl Held {
 /// held until the result is closed.
 pub(crate) async fn collect(link: &Link, queue: &str, args: FieldTable) -> Result<Held> {
     let ch = link.scratch().await?;
-    let declared = ch
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(from_lapin)?;
+    let calls = link.calls.clone();
+    let declare = ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args);
+    let declared = match calls.answer("queue.declare", declare).await {
+        Ok(declared) => declared,
+        Err(e) => {
+            Calls::abandon(&ch);
+            return Err(e);
+        }
+    };
     let n = declared.message_count() as usize;
     // The only consumers of the queues browsed are other browses: one under
     // way holds messages that the count above leaves out.
@@ -70,23 +75,35 @@ pub(crate) async fn collect(link: &Link, queue: &str, args: FieldTable) -> Resul
     if n == 0 {
         return Ok(Held {
             channel: ch,
+            calls,
             _consumer: None,
             deliveries: got,
             whole: unbrowsed,
         });
     }
-    ch.basic_qos(0, BasicQosOptions { global: false })
-        .await
-        .map_err(from_lapin)?;
-    let consumer = ch
-        .basic_consume(
+    let consume = async {
+        calls
+            .answer(
+                "basic.qos",
+                ch.basic_qos(0, BasicQosOptions { global: false }),
+            )
+            .await?;
+        let consume = ch.basic_consume(
             queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await
-        .map_err(from_lapin)?;
+        );
+        calls.answer("basic.consume", consume).await
+    };
+    let consumer = match consume.await {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            // Whatever it may yet be handed goes back when the channel closes.
+            Calls::abandon(&ch);
+            return Err(e);
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     consumer.set_delegate(move |d: DeliveryResult| {
         let tx = tx.clone();
@@ -106,6 +123,7 @@ pub(crate) async fn collect(link: &Link, queue: &str, args: FieldTable) -> Resul
     got.sort_by_key(|d| d.delivery_tag);
     Ok(Held {
         channel: ch,
+        calls,
         _consumer: Some(consumer),
         whole: unbrowsed && got.len() >= n,
         deliveries: got,

@@ -5,7 +5,7 @@
 //! buffer ordered by priority then arrival, and wake waiting reserves; a
 //! reserve never polls the broker.
 
-use crate::error::from_lapin;
+use crate::call::Calls;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing};
@@ -56,7 +56,8 @@ impl Inner {
         let mut admin = link.admin().await?;
         let topology = self.topology();
         let version_2 = self.cfg.version_2();
-        let ready = match topology.declare_queue(&admin, q, version_2).await? {
+        let calls = &link.calls;
+        let ready = match topology.declare_queue(calls, &admin, q, version_2).await? {
             Declared::Ready(n) => n,
             Declared::OtherVersion => {
                 let (asked, found) = if version_2 { (2, 1) } else { (1, 2) };
@@ -69,7 +70,7 @@ impl Inner {
                 );
                 // The refusal closed the admin channel.
                 *admin = link.reopen_admin().await?;
-                match topology.declare_queue(&admin, q, !version_2).await? {
+                match topology.declare_queue(calls, &admin, q, !version_2).await? {
                     Declared::Ready(n) => n,
                     Declared::OtherVersion => {
                         return Err(jobsmith_core::Error::backend(format!(
@@ -87,15 +88,13 @@ impl Inner {
         };
         if register {
             let entry = message::to_queue(self.names.registry(), q.as_bytes().to_vec());
-            admin
-                .queue_declare(
-                    self.names.registry().into(),
-                    lapin::options::QueueDeclareOptions::durable(),
-                    self.topology().registry_args(),
-                )
-                .await
-                .map_err(from_lapin)?;
-            message::publish_confirmed(&admin, vec![entry]).await?;
+            let declare = admin.queue_declare(
+                self.names.registry().into(),
+                lapin::options::QueueDeclareOptions::durable(),
+                self.topology().registry_args(),
+            );
+            calls.answer("queue.declare", declare).await?;
+            message::publish_confirmed(calls, &admin, vec![entry]).await?;
         }
         Ok(Some(ready))
     }
@@ -107,7 +106,7 @@ impl Inner {
         let counts = try_join_all(
             queues
                 .iter()
-                .map(|q| passive_count(&ch, self.names.work(q))),
+                .map(|q| passive_count(&link.calls, &ch, self.names.work(q))),
         )
         .await?;
         Ok(counts.into_iter().sum())
@@ -214,7 +213,10 @@ impl Inner {
             // refusal closes that channel, not the one every consumer is on.
             let ready = match self.ensure_queue(link, q).await? {
                 Some(ready) => ready,
-                None => passive_count(&*link.admin().await?, self.names.work(q)).await?,
+                None => {
+                    let admin = link.admin().await?;
+                    passive_count(&link.calls, &admin, self.names.work(q)).await?
+                }
             };
             // A per-consumer `basic.qos` holds for the consumers started
             // after it on the channel: this one gets its workers' share.
@@ -222,20 +224,32 @@ impl Inner {
                 .state
                 .lock_unpoisoned()
                 .consumer_limit(q, self.cfg.prefetch);
-            link.consume
-                .basic_qos(share, BasicQosOptions { global: false })
-                .await
-                .map_err(from_lapin)?;
-            let consumer = link
-                .consume
-                .basic_consume(
-                    self.names.work(q).into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
+            let calls = &link.calls;
+            calls
+                .answer(
+                    "basic.qos",
+                    link.consume
+                        .basic_qos(share, BasicQosOptions { global: false }),
                 )
-                .await
-                .map_err(from_lapin)?;
+                .await?;
+            let consume = link.consume.basic_consume(
+                self.names.work(q).into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            );
+            let consumer = match calls.answer("basic.consume", consume).await {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    if e.is_transient() {
+                        // The consumer may start later, with deliveries no
+                        // one reads: closing the channel ends this link,
+                        // and the broker requeues what it held.
+                        Calls::abandon(&link.consume);
+                    }
+                    return Err(e);
+                }
+            };
             Ok::<_, Error>((ready, consumer))
         };
         let (ready, mut consumer) = match started.await {
@@ -321,8 +335,12 @@ impl Inner {
         };
         for c in consumers.into_iter().filter(|c| c.gen == link.gen) {
             let cancelled = link
-                .consume
-                .basic_cancel(c.tag.clone(), BasicCancelOptions::default())
+                .calls
+                .answer(
+                    "basic.cancel",
+                    link.consume
+                        .basic_cancel(c.tag.clone(), BasicCancelOptions::default()),
+                )
                 .await;
             // After the broker's cancel-ok no delivery comes; the task buffers
             // the ones before it, then ends.
@@ -414,28 +432,33 @@ impl Inner {
 
     /// Republishes `msgs` (confirmed), then acks the deliveries they replace.
     /// If the republish fails, the deliveries go back to the broker as they
-    /// were, so nothing is lost either way.
+    /// were, so nothing is lost either way. If the broker gives no answer
+    /// within `call_timeout`, the caller gets the error and the rest goes
+    /// on in the background: acking before the copies are confirmed could
+    /// lose them, and requeueing could run them twice.
     pub(crate) async fn replace(
-        &self,
-        link: &Link,
+        self: &Arc<Self>,
+        link: &Arc<Link>,
         msgs: Vec<Outgoing>,
         tags: Vec<u64>,
     ) -> Result<()> {
         if tags.is_empty() && msgs.is_empty() {
             return Ok(());
         }
-        let published = if msgs.is_empty() {
-            Ok(())
-        } else {
-            message::publish_confirmed(&link.publish, msgs).await
-        };
-        match published {
-            Ok(()) => self.ack_tags(link, tags).await,
-            Err(e) => {
-                self.reject_tags(link, tags).await;
-                Err(e)
-            }
+        if msgs.is_empty() {
+            return self.ack_tags(link, tags).await;
         }
+        let (inner, on) = (Arc::clone(self), Arc::clone(link));
+        let swap = async move {
+            match message::publish_confirmed_unbounded(&on.calls, &on.publish, msgs).await {
+                Ok(()) => inner.ack_tags(&on, tags).await,
+                Err(e) => {
+                    inner.reject_tags(&on, tags).await;
+                    Err(e)
+                }
+            }
+        };
+        link.calls.or_in_background("basic.publish", swap).await
     }
 }
 

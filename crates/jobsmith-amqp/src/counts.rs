@@ -33,6 +33,7 @@
 //!
 //! [`Backend::flush`]: jobsmith_core::Backend::flush
 
+use crate::call::Calls;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
@@ -139,7 +140,7 @@ impl Inner {
             try_join_all(
                 pending
                     .iter()
-                    .map(|(q, _)| passive_count(&ch, self.names.counts(q))),
+                    .map(|(q, _)| passive_count(&link.calls, &ch, self.names.counts(q))),
             )
             .await?
         };
@@ -166,7 +167,7 @@ impl Inner {
             .iter()
             .map(|&i| count_message(self, &pending[i].0, pending[i].1))
             .collect();
-        message::publish_confirmed(&link.publish, msgs).await?;
+        message::publish_confirmed(&link.calls, &link.publish, msgs).await?;
         for i in plain {
             written[i] = true;
         }
@@ -205,12 +206,19 @@ impl Inner {
     /// lock and puts back anything taken and not acked.
     async fn merge(&self, link: &Link, q: &str, add: Outcomes) -> Result<Merge> {
         let ch = link.scratch().await?;
-        let result = self.merge_on(&ch, q, add).await;
-        let _ = ch.close(200, "merge done".into()).await;
+        let result = self.merge_on(&link.calls, &ch, q, add).await;
+        match result {
+            Ok(_) => {
+                let close = ch.close(200, "merge done".into());
+                let _ = link.calls.answer("channel.close", close).await;
+            }
+            // Not waited for: the broker may be the reason it failed.
+            Err(_) => Calls::abandon(&ch),
+        }
         result
     }
 
-    async fn merge_on(&self, ch: &Channel, q: &str, add: Outcomes) -> Result<Merge> {
+    async fn merge_on(&self, calls: &Calls, ch: &Channel, q: &str, add: Outcomes) -> Result<Merge> {
         let lock = self.names.counts_lock(q);
         // A taken lock shows as a consumer: looking first spares the refusal,
         // which closes the channel (two mergers that both look still get one).
@@ -218,10 +226,8 @@ impl Inner {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let seen = ch
-            .queue_declare(lock.as_str().into(), passive, FieldTable::default())
-            .await
-            .map_err(from_lapin)?;
+        let seen = ch.queue_declare(lock.as_str().into(), passive, FieldTable::default());
+        let seen = calls.answer("queue.declare", seen).await?;
         if seen.consumer_count() > 0 {
             return Ok(Merge::Busy);
         }
@@ -230,22 +236,23 @@ impl Inner {
             ..BasicConsumeOptions::default()
         };
         // Held to the end: dropping the consumer cancels it, which frees the lock.
-        let _lock = match ch
-            .basic_consume(
-                lock.as_str().into(),
-                "".into(),
-                exclusive,
-                FieldTable::default(),
-            )
-            .await
-        {
+        let consume = ch.basic_consume(
+            lock.as_str().into(),
+            "".into(),
+            exclusive,
+            FieldTable::default(),
+        );
+        let _lock = match calls.within("basic.consume", consume).await? {
             Ok(c) => c,
             Err(e) if is_access_refused(&e) => return Ok(Merge::Busy),
             Err(e) => return Err(from_lapin(e)),
         };
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(from_lapin)?;
+        calls
+            .answer(
+                "confirm.select",
+                ch.confirm_select(ConfirmSelectOptions::default()),
+            )
+            .await?;
         let counts = self.names.counts(q);
         let mut total = add;
         let mut taken = 0usize;
@@ -254,7 +261,7 @@ impl Inner {
         while !complete && taken < ROUND {
             let gets = (0..GETS_AT_ONCE)
                 .map(|_| ch.basic_get(counts.as_str().into(), BasicGetOptions { no_ack: false }));
-            for got in join_all(gets).await {
+            for got in calls.within("basic.get", join_all(gets)).await? {
                 match got.map_err(from_lapin)? {
                     Some(m) => {
                         total = total.plus(outcomes_of(&m.delivery.properties));
@@ -269,9 +276,10 @@ impl Inner {
             // Nothing to merge or add: the one message there (if any) goes back as it was.
             return Ok(Merge::Done { total, complete });
         }
-        message::publish_confirmed(ch, vec![count_message(self, q, total)]).await?;
+        message::publish_confirmed(calls, ch, vec![count_message(self, q, total)]).await?;
         if let Some(tag) = last_tag {
-            if let Err(e) = ch.basic_ack(tag, BasicAckOptions { multiple: true }).await {
+            let ack = ch.basic_ack(tag, BasicAckOptions { multiple: true });
+            if let Err(e) = calls.answer("basic.ack", ack).await {
                 tracing::warn!(error = %e, queue = %q, "merged outcome counts were written, but the messages merged could not be acked: they count twice");
             }
         }

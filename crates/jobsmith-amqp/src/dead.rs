@@ -12,7 +12,6 @@
 
 use crate::backend::AmqpBackend;
 use crate::browse::{collect, Held};
-use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, DIED_AT, REASON};
@@ -135,6 +134,7 @@ impl DeadLetters for AmqpBackend {
                     self.inner.retake_key(&link, queue, k, &env.id).await?;
                 }
                 message::publish_confirmed(
+                    &link.calls,
                     &link.publish,
                     vec![message::job(&self.inner.names, &env, now)],
                 )
@@ -158,13 +158,11 @@ impl DeadLetters for AmqpBackend {
         let Some(age) = older_than else {
             self.inner.ensure_queue(&link, queue).await?;
             let ch = link.admin().await?;
-            let n = ch
-                .queue_purge(
-                    self.inner.names.dead(queue).into(),
-                    QueuePurgeOptions::default(),
-                )
-                .await
-                .map_err(from_lapin)?;
+            let purge = ch.queue_purge(
+                self.inner.names.dead(queue).into(),
+                QueuePurgeOptions::default(),
+            );
+            let n = link.calls.answer("queue.purge", purge).await?;
             return Ok(n as usize);
         };
         let cutoff = ago(age);

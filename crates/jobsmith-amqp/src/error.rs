@@ -2,6 +2,7 @@
 
 use jobsmith_core::Error;
 use lapin::ErrorKind;
+use std::time::Duration;
 
 /// A client error. A refusal that only a change of configuration can lift
 /// (a login refused, a virtual host the broker does not have, a queue or
@@ -80,6 +81,35 @@ pub(crate) fn located(e: Error, server: &str) -> Error {
 fn is_connection_level(e: &lapin::protocol::AMQPError) -> bool {
     matches!(e.kind(), lapin::protocol::AMQPErrorKind::Hard(_)) || e.get_id() == 320
     // CONNECTION_FORCED: the broker is stopping
+}
+
+/// The transient error of the call `what`, which RabbitMQ at `server` did not
+/// answer within `limit` (the URL's `call_timeout`); `blocked` is the
+/// reason the broker gave for blocking the connection, if it did, and
+/// `note` what became of the call.
+pub(crate) fn unanswered(
+    server: &str,
+    what: &str,
+    limit: Duration,
+    blocked: Option<&str>,
+    note: Option<&str>,
+) -> Error {
+    let why = match blocked {
+        Some(reason) => format!(
+            "it reports a resource alarm ({reason}) and blocks this connection, reading \
+             nothing from it until the alarm clears (`rabbitmqctl status` lists the alarms)"
+        ),
+        None => "the broker may be overloaded or hung".to_owned(),
+    };
+    let mut text = format!(
+        "{BROKER} at {server} gave no answer to {what} within {limit:?}, the URL's \
+         `call_timeout`: {why}"
+    );
+    if let Some(note) = note {
+        text.push_str("; ");
+        text.push_str(note);
+    }
+    Error::connection(std::io::Error::new(std::io::ErrorKind::TimedOut, text))
 }
 
 /// The transient error of an operation attempted while the link is down.

@@ -153,7 +153,7 @@ impl Inner {
         let link = Arc::new(link);
         {
             let admin = link.admin().await?;
-            self.topology().declare_shared(&admin).await?;
+            self.topology().declare_shared(&link.calls, &admin).await?;
         }
         let wanted: Vec<String> = {
             let mut st = self.state.lock_unpoisoned();

@@ -14,16 +14,17 @@ impl AmqpBackend {
         inner.ensure_queue(link, q).await?;
         let names = &inner.names;
         let ch = link.admin().await?;
-        let ready = u64::from(passive_count(&ch, names.work(q)).await?);
+        let calls = &link.calls;
+        let ready = u64::from(passive_count(calls, &ch, names.work(q)).await?);
         let scheduled: u64 = futures_util::future::try_join_all(
-            (0..crate::names::LEVELS).map(|k| passive_count(&ch, names.level_queue(q, k))),
+            (0..crate::names::LEVELS).map(|k| passive_count(calls, &ch, names.level_queue(q, k))),
         )
         .await?
         .into_iter()
         .map(u64::from)
         .sum();
-        let dead = u64::from(passive_count(&ch, names.dead(q)).await?);
-        let expired = u64::from(passive_count(&ch, names.expired(q)).await?);
+        let dead = u64::from(passive_count(calls, &ch, names.dead(q)).await?);
+        let expired = u64::from(passive_count(calls, &ch, names.expired(q)).await?);
         drop(ch);
         let counted = inner
             .read_counts(link, q)

@@ -37,6 +37,7 @@
 mod acks;
 mod backend;
 mod browse;
+mod call;
 mod config;
 mod consume;
 mod counts;

@@ -5,6 +5,7 @@
 //! generation they came from, so nothing from a dead link is ever acked on a
 //! new one.
 
+use crate::call::Calls;
 use crate::config::AmqpConfig;
 use crate::error::{from_lapin, located};
 use jobsmith_core::Result;
@@ -17,6 +18,8 @@ pub(crate) struct Link {
     /// Which connection this is, counting from 1.
     pub(crate) gen: u64,
     pub(crate) conn: Connection,
+    /// Bounds every call on this connection by `call_timeout`.
+    pub(crate) calls: Calls,
     /// Publishes jobs, in confirm mode.
     pub(crate) publish: Channel,
     /// Carries every consumer of this process, with manual acks and a per-consumer prefetch.
@@ -36,16 +39,20 @@ impl Link {
         let conn = Connection::connect_with_config(&cfg.connection_uri(), props, tls, runtime)
             .await
             .map_err(|e| located(from_lapin(e), &cfg.redacted()))?;
-        let publish = confirm_channel(&conn).await?;
-        let consume = conn.create_channel().await.map_err(from_lapin)?;
-        consume
-            .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(from_lapin)?;
-        let admin = confirm_channel(&conn).await?;
+        let calls = Calls::new(&conn, cfg.call_timeout(), cfg.redacted());
+        let publish = confirm_channel(&calls, &conn).await?;
+        let consume = calls.answer("channel.open", conn.create_channel()).await?;
+        calls
+            .answer(
+                "basic.qos",
+                consume.basic_qos(cfg.prefetch, BasicQosOptions { global: false }),
+            )
+            .await?;
+        let admin = confirm_channel(&calls, &conn).await?;
         let link = Self {
             gen,
             conn,
+            calls,
             publish,
             consume,
             admin: Mutex::new(admin),
@@ -61,10 +68,12 @@ impl Link {
     /// consumer's own prefetch): what the process's workers can run; 0 lifts
     /// the limit.
     pub(crate) async fn limit(&self, n: u16) -> Result<()> {
-        self.consume
-            .basic_qos(n, BasicQosOptions { global: true })
+        self.calls
+            .answer(
+                "basic.qos",
+                self.consume.basic_qos(n, BasicQosOptions { global: true }),
+            )
             .await
-            .map_err(from_lapin)
     }
 
     /// Whether the connection and its working channels are up.
@@ -79,33 +88,44 @@ impl Link {
     pub(crate) async fn admin(&self) -> Result<MutexGuard<'_, Channel>> {
         let mut ch = self.admin.lock().await;
         if !ch.status().connected() {
-            *ch = confirm_channel(&self.conn).await?;
+            *ch = confirm_channel(&self.calls, &self.conn).await?;
         }
         Ok(ch)
     }
 
     /// A new admin channel, after a broker refusal closed the old one.
     pub(crate) async fn reopen_admin(&self) -> Result<Channel> {
-        confirm_channel(&self.conn).await
+        confirm_channel(&self.calls, &self.conn).await
     }
 
     /// A fresh channel for one browse of a dead-letter queue.
     pub(crate) async fn scratch(&self) -> Result<Channel> {
-        self.conn.create_channel().await.map_err(from_lapin)
+        self.calls
+            .answer("channel.open", self.conn.create_channel())
+            .await
     }
 
     /// Closes the connection; the broker requeues everything unacknowledged.
     #[cfg(feature = "test-util")]
     pub(crate) async fn close(&self) {
-        let _ = self.conn.close(320, "jobsmith closing".into()).await;
+        let _ = self
+            .calls
+            .answer(
+                "connection.close",
+                self.conn.close(320, "jobsmith closing".into()),
+            )
+            .await;
     }
 }
 
 /// A new channel in confirm mode.
-pub(crate) async fn confirm_channel(conn: &Connection) -> Result<Channel> {
-    let ch = conn.create_channel().await.map_err(from_lapin)?;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(from_lapin)?;
+pub(crate) async fn confirm_channel(calls: &Calls, conn: &Connection) -> Result<Channel> {
+    let ch = calls.answer("channel.open", conn.create_channel()).await?;
+    calls
+        .answer(
+            "confirm.select",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
     Ok(ch)
 }

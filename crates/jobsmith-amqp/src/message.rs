@@ -1,6 +1,7 @@
 //! Messages on the wire: building them from envelopes, publishing them with
 //! confirms, and reading deliveries back.
 
+use crate::call::Calls;
 use crate::error::from_lapin;
 use crate::names::{self, Names};
 use futures_util::future::join_all;
@@ -10,9 +11,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
 use std::time::Duration;
-
-/// How long a publish may wait for the broker's confirm before it counts as lost.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Header naming why a job died.
 pub(crate) const REASON: &str = "x-jobsmith-reason";
@@ -165,8 +163,39 @@ pub(crate) fn dead(
     }
 }
 
-/// Publishes every message, then waits for every confirm: one round trip for the batch.
+/// Publishes every message, then waits for every confirm: one round trip
+/// for the batch, within `call_timeout` (see [`Calls::publish`]).
 pub(crate) async fn publish_all(
+    calls: &Calls,
+    ch: &Channel,
+    msgs: Vec<Outgoing>,
+    mandatory: bool,
+) -> Result<Vec<Confirmed>> {
+    calls.publish(send_all(ch, msgs, mandatory)).await
+}
+
+/// Publishes and requires every message to be stored, within `call_timeout`.
+pub(crate) async fn publish_confirmed(
+    calls: &Calls,
+    ch: &Channel,
+    msgs: Vec<Outgoing>,
+) -> Result<()> {
+    stored(publish_all(calls, ch, msgs, true).await?)
+}
+
+/// [`publish_confirmed`] with no bound of its own, once the broker does
+/// not block the connection: for a step its caller bounds as a whole.
+pub(crate) async fn publish_confirmed_unbounded(
+    calls: &Calls,
+    ch: &Channel,
+    msgs: Vec<Outgoing>,
+) -> Result<()> {
+    calls.unblocked().await;
+    stored(send_all(ch, msgs, true).await?)
+}
+
+/// Publishes every message, then waits for every confirm, however long.
+async fn send_all(
     ch: &Channel,
     mut msgs: Vec<Outgoing>,
     mandatory: bool,
@@ -199,9 +228,7 @@ pub(crate) async fn publish_all(
     for p in pending {
         confirms.push(p.map_err(from_lapin)?);
     }
-    let answers = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
-        .await
-        .map_err(|_| Error::Timeout(CONFIRM_TIMEOUT))?;
+    let answers = join_all(confirms).await;
     let mut out = Vec::with_capacity(answers.len());
     for c in answers {
         out.push(match c.map_err(from_lapin)? {
@@ -213,9 +240,9 @@ pub(crate) async fn publish_all(
     Ok(out)
 }
 
-/// Publishes and requires every message to be stored.
-pub(crate) async fn publish_confirmed(ch: &Channel, msgs: Vec<Outgoing>) -> Result<()> {
-    for c in publish_all(ch, msgs, true).await? {
+/// Whether the broker stored every message it answered for.
+fn stored(confirms: Vec<Confirmed>) -> Result<()> {
+    for c in confirms {
         match c {
             Confirmed::Ack => {}
             Confirmed::Unroutable => {

@@ -17,7 +17,6 @@
 
 use crate::backend::AmqpBackend;
 use crate::browse::collect;
-use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, header_u64};
@@ -45,15 +44,14 @@ impl Inner {
     pub(crate) async fn put_meta(self: &Arc<Self>, key: &str, value: &[u8]) -> Result<()> {
         let link = self.link().await?;
         let admin = link.admin().await?;
+        let calls = &link.calls;
         let queue = self.names.meta(key);
-        admin
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                self.topology().meta_args(),
-            )
-            .await
-            .map_err(from_lapin)?;
+        let declare = admin.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            self.topology().meta_args(),
+        );
+        calls.answer("queue.declare", declare).await?;
         let mut m = message::to_queue(queue, value.to_vec());
         let mut headers = FieldTable::default();
         let now = i64::try_from(Timestamp::now().as_millis()).unwrap_or(i64::MAX);
@@ -62,20 +60,18 @@ impl Inner {
         let mut out = vec![m];
         let index = !self.state.lock_unpoisoned().meta_registered.contains(key);
         if index {
-            admin
-                .queue_declare(
-                    self.names.meta_index().into(),
-                    QueueDeclareOptions::durable(),
-                    self.topology().registry_args(),
-                )
-                .await
-                .map_err(from_lapin)?;
+            let declare = admin.queue_declare(
+                self.names.meta_index().into(),
+                QueueDeclareOptions::durable(),
+                self.topology().registry_args(),
+            );
+            calls.answer("queue.declare", declare).await?;
             out.push(message::to_queue(
                 self.names.meta_index(),
                 key.as_bytes().to_vec(),
             ));
         }
-        message::publish_confirmed(&admin, out).await?;
+        message::publish_confirmed(calls, &admin, out).await?;
         if index {
             self.state
                 .lock_unpoisoned()

@@ -19,7 +19,7 @@
 //!   delete the queue once a migration is finished and checked. Two
 //!   migrations into one prefix at the same time are not supported.
 
-use crate::error::from_lapin;
+use crate::call::Calls;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Outgoing, DIED_AT};
@@ -48,6 +48,7 @@ pub(crate) struct Moves {
 /// The channel one take used, closed when its last job is settled.
 struct Group {
     ch: Channel,
+    calls: Calls,
     left: AtomicUsize,
 }
 
@@ -62,8 +63,20 @@ struct Taken {
 impl Group {
     async fn settled_one(&self) {
         if self.left.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let _ = self.ch.close(200, "migration page settled".into()).await;
+            self.close("migration page settled").await;
         }
+    }
+
+    /// Closes the channel: the broker requeues what it still holds.
+    async fn close(&self, why: &str) {
+        let close = self.ch.close(200, why.into());
+        let _ = self.calls.answer("channel.close", close).await;
+    }
+
+    /// Acks one message the take holds.
+    async fn ack(&self, tag: u64) -> Result<()> {
+        let ack = self.ch.basic_ack(tag, BasicAckOptions::default());
+        self.calls.answer("basic.ack", ack).await
     }
 }
 
@@ -108,6 +121,7 @@ impl Moves {
         let ch = link.scratch().await?;
         let group = Arc::new(Group {
             ch: ch.clone(),
+            calls: link.calls.clone(),
             left: AtomicUsize::new(0),
         });
         let mut sources = vec![inner.names.work(queue)];
@@ -117,10 +131,15 @@ impl Moves {
         let mut tokens = Vec::new();
         'sources: for src in sources {
             while out.len() < max {
-                let got = ch
-                    .basic_get(src.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                    .map_err(from_lapin)?;
+                let get = ch.basic_get(src.as_str().into(), BasicGetOptions { no_ack: false });
+                let got = match link.calls.answer("basic.get", get).await {
+                    Ok(got) => got,
+                    Err(e) => {
+                        // What it holds, and may yet take, goes back when the channel closes.
+                        Calls::abandon(&ch);
+                        return Err(e);
+                    }
+                };
                 let Some(m) = got else {
                     continue 'sources;
                 };
@@ -156,7 +175,7 @@ impl Moves {
             break;
         }
         if out.is_empty() {
-            let _ = ch.close(200, "nothing to take".into()).await;
+            group.close("nothing to take").await;
             return Ok(out);
         }
         let weak = Arc::downgrade(inner);
@@ -176,12 +195,7 @@ impl Moves {
                 out.push(LeaseStatus::Lost);
                 continue;
             };
-            let acked = t
-                .group
-                .ch
-                .basic_ack(t.tag, BasicAckOptions::default())
-                .await
-                .is_ok();
+            let acked = t.group.ack(t.tag).await.is_ok();
             t.group.settled_one().await;
             if !acked {
                 out.push(LeaseStatus::Lost);
@@ -212,17 +226,15 @@ impl Moves {
             let name = inner.names.ledger();
             {
                 let admin = link.admin().await?;
-                admin
-                    .queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions::durable(),
-                        ledger_args(inner),
-                    )
-                    .await
-                    .map_err(from_lapin)?;
+                let declare = admin.queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    ledger_args(inner),
+                );
+                link.calls.answer("queue.declare", declare).await?;
                 // A scheduled job is published to the delay level of its
                 // highest set bit; the BCC key must route from each.
-                try_join_all((0..LEVELS).map(|k| {
+                let binds = try_join_all((0..LEVELS).map(|k| {
                     admin.queue_bind(
                         name.as_str().into(),
                         inner.names.level_exchange(k).into(),
@@ -230,9 +242,8 @@ impl Moves {
                         QueueBindOptions::default(),
                         FieldTable::default(),
                     )
-                }))
-                .await
-                .map_err(from_lapin)?;
+                }));
+                link.calls.answer("queue.bind", binds).await?;
             }
             let held = crate::browse::collect(link, &name, ledger_args(inner)).await?;
             let set = held
@@ -295,7 +306,7 @@ impl Moves {
             out.push(true);
         }
         if !msgs.is_empty() {
-            message::publish_confirmed(&link.publish, msgs).await?;
+            message::publish_confirmed(&link.calls, &link.publish, msgs).await?;
         }
         seen.extend(new_ids);
         Ok(out)
@@ -338,7 +349,7 @@ impl Moves {
             out.push(true);
         }
         if !msgs.is_empty() {
-            message::publish_confirmed(&link.publish, msgs).await?;
+            message::publish_confirmed(&link.calls, &link.publish, msgs).await?;
         }
         seen.extend(new_ids);
         Ok(out)
@@ -347,7 +358,9 @@ impl Moves {
 
 /// A hold ran out: each job still held goes back as a fresh copy, then the
 /// original is acked; if the copy cannot be published, the original is left
-/// for the broker to requeue when the channel closes.
+/// for the broker to requeue when the channel closes. A copy the broker has
+/// not answered for within `call_timeout` is settled in the background once
+/// it does, so the original is never both copied and requeued.
 async fn give_back(inner: Weak<Inner>, left: Vec<Taken>) {
     let Some(inner) = inner.upgrade() else {
         return;
@@ -358,19 +371,26 @@ async fn give_back(inner: Weak<Inner>, left: Vec<Taken>) {
             Ok(env) => message::job(&inner.names, env, now),
             Err(m) => message::raw(&inner.names, &t.queue, m.raw.clone(), t.priority),
         };
-        let sent = match inner.link().await {
-            Ok(link) => message::publish_confirmed(&link.publish, vec![copy]).await,
-            Err(e) => Err(e),
+        let link = match inner.link().await {
+            Ok(link) => link,
+            Err(_) => {
+                t.group.close("hold ran out").await;
+                t.group.settled_one().await;
+                continue;
+            }
         };
-        if sent.is_ok() {
-            let _ = t
-                .group
-                .ch
-                .basic_ack(t.tag, BasicAckOptions::default())
-                .await;
-        } else {
-            let _ = t.group.ch.close(200, "hold ran out".into()).await;
-        }
-        t.group.settled_one().await;
+        let on = Arc::clone(&link);
+        let step = async move {
+            let sent =
+                message::publish_confirmed_unbounded(&on.calls, &on.publish, vec![copy]).await;
+            if sent.is_ok() {
+                let _ = t.group.ack(t.tag).await;
+            } else {
+                t.group.close("hold ran out").await;
+            }
+            t.group.settled_one().await;
+            sent
+        };
+        let _ = link.calls.or_in_background("basic.publish", step).await;
     }
 }

@@ -26,6 +26,7 @@
 //! Parking, renewing and taking a lease to settle it are serialised by
 //! [`Inner::handover`], so a settlement never races a handover.
 
+use crate::call::Calls;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
@@ -106,21 +107,18 @@ impl Inner {
         let (queue, park) = park;
         {
             let admin = link.admin().await?;
-            admin
-                .queue_declare(
-                    park.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    self.topology().park_args(&queue, expires),
-                )
-                .await
-                .map_err(from_lapin)?;
+            let calls = &link.calls;
+            let declare = admin.queue_declare(
+                park.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.topology().park_args(&queue, expires),
+            );
+            calls.answer("queue.declare", declare).await?;
             // A copy left by an attempt that failed half-way goes first, so
             // the queue never holds two.
-            admin
-                .queue_purge(park.as_str().into(), QueuePurgeOptions::default())
-                .await
-                .map_err(from_lapin)?;
-            message::publish_confirmed(&admin, vec![copy]).await?;
+            let purge = admin.queue_purge(park.as_str().into(), QueuePurgeOptions::default());
+            calls.answer("queue.purge", purge).await?;
+            message::publish_confirmed(calls, &admin, vec![copy]).await?;
         }
         let acked = self.ack_tags(link, vec![tag]).await;
         let mut st = self.state.lock_unpoisoned();
@@ -201,10 +199,17 @@ impl Inner {
         ttl: Duration,
     ) -> jobsmith_core::Result<bool> {
         let mut admin = link.admin().await?;
-        let got = match admin
-            .basic_get(park.into(), BasicGetOptions { no_ack: false })
-            .await
-        {
+        let calls = &link.calls;
+        let get = admin.basic_get(park.into(), BasicGetOptions { no_ack: false });
+        let got = match calls.within("basic.get", get).await {
+            Ok(got) => got,
+            Err(e) => {
+                // The copy it may yet take goes back when the channel closes.
+                Calls::abandon(&admin);
+                return Err(e);
+            }
+        };
+        let got = match got {
             Ok(got) => got,
             Err(e) if crate::unique::is_not_found(&e) => {
                 *admin = link.reopen_admin().await?;
@@ -223,40 +228,39 @@ impl Inner {
                 .properties
                 .with_expiration(message::expiration(ttl)),
         };
-        if let Err(e) = message::publish_confirmed(&admin, vec![copy]).await {
-            let _ = admin
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    },
-                )
+        if let Err(e) = message::publish_confirmed(calls, &admin, vec![copy]).await {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            let _ = calls
+                .answer("basic.nack", admin.basic_nack(tag, requeue))
                 .await;
             return Err(e);
         }
-        admin
-            .basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(from_lapin)?;
+        calls
+            .answer(
+                "basic.ack",
+                admin.basic_ack(tag, BasicAckOptions::default()),
+            )
+            .await?;
         Ok(true)
     }
 
     /// Deletes a settled lease's park queue, and the copy in it.
     pub(crate) async fn unpark(&self, link: &Link, parked: &Parked) -> jobsmith_core::Result<()> {
         let admin = link.admin().await?;
-        admin
-            .queue_delete(parked.queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .map_err(from_lapin)?;
+        let delete =
+            admin.queue_delete(parked.queue.as_str().into(), QueueDeleteOptions::default());
+        link.calls.answer("queue.delete", delete).await?;
         Ok(())
     }
 
     /// Replaces held jobs with `msgs`: publishes them (confirmed), then acks
     /// the deliveries and deletes the park queues of the held jobs.
     pub(crate) async fn settle(
-        &self,
-        link: &Link,
+        self: &Arc<Self>,
+        link: &Arc<Link>,
         msgs: Vec<Outgoing>,
         held: &[&Held],
     ) -> jobsmith_core::Result<()> {

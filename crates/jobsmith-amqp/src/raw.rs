@@ -1,5 +1,6 @@
 //! The broker's own rate with a plain client, for the benchmark to compare against.
 
+use crate::call::Calls;
 use crate::config::AmqpConfig;
 use crate::error::from_lapin;
 use crate::link::confirm_channel;
@@ -45,7 +46,8 @@ pub async fn raw_rate(url: &str, n: usize, queue: RawQueue) -> Result<(f64, f64)
     let conn = Connection::connect(&cfg.connection_uri(), ConnectionProperties::default())
         .await
         .map_err(from_lapin)?;
-    let ch = confirm_channel(&conn).await?;
+    let calls = Calls::new(&conn, cfg.call_timeout(), cfg.redacted());
+    let ch = confirm_channel(&calls, &conn).await?;
     let name = format!("{}.raw{:08x}", cfg.prefix, fastrand::u32(..));
     let args = match queue {
         RawQueue::Plain => FieldTable::default(),

@@ -10,6 +10,7 @@
 //! the counter's lock, and its 36 delay-level queues, each with a TTL of
 //! 2^k ms that dead-letters to the next level.
 
+use crate::call::Calls;
 use crate::config::AmqpConfig;
 use crate::error::from_lapin;
 use crate::names::{self, Names, LEVELS, MAX_PRIORITY};
@@ -26,15 +27,21 @@ use std::time::Duration;
 pub(crate) const MAX_TTL_MS: u64 = u32::MAX as u64;
 
 /// How many messages `queue` holds ready, without declaring it.
-pub(crate) async fn passive_count(ch: &Channel, queue: impl Into<ShortString>) -> Result<u32> {
+pub(crate) async fn passive_count(
+    calls: &Calls,
+    ch: &Channel,
+    queue: impl Into<ShortString>,
+) -> Result<u32> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    Ok(ch
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .map_err(from_lapin)?
+    Ok(calls
+        .answer(
+            "queue.declare",
+            ch.queue_declare(queue.into(), passive, FieldTable::default()),
+        )
+        .await?
         .message_count())
 }
 
@@ -187,7 +194,7 @@ impl Topology<'_> {
     }
 
     /// The exchanges and bindings every queue of the prefix shares.
-    pub(crate) async fn declare_shared(&self, ch: &Channel) -> Result<()> {
+    pub(crate) async fn declare_shared(&self, calls: &Calls, ch: &Channel) -> Result<()> {
         let opts = ExchangeDeclareOptions {
             durable: true,
             auto_delete: self.cfg.expires.is_some(),
@@ -197,13 +204,12 @@ impl Topology<'_> {
             (0..LEVELS).map(|k| self.names.level_exchange(k)).collect();
         exchanges.push(self.names.due_exchange());
         // Requests on one channel are answered in order: send them all, then read the answers.
-        try_join_all(exchanges.into_iter().map(|x| {
+        let declares = try_join_all(exchanges.into_iter().map(|x| {
             ch.exchange_declare(x.into(), ExchangeKind::Topic, opts, FieldTable::default())
-        }))
-        .await
-        .map_err(from_lapin)?;
+        }));
+        calls.answer("exchange.declare", declares).await?;
         // A zero bit at level k skips the level: on to the next exchange down.
-        try_join_all((0..LEVELS).map(|k| {
+        let binds = try_join_all((0..LEVELS).map(|k| {
             ch.exchange_bind(
                 self.names.after_level(k).into(),
                 self.names.level_exchange(k).into(),
@@ -211,9 +217,8 @@ impl Topology<'_> {
                 ExchangeBindOptions::default(),
                 FieldTable::default(),
             )
-        }))
-        .await
-        .map_err(from_lapin)?;
+        }));
+        calls.answer("exchange.bind", binds).await?;
         Ok(())
     }
 
@@ -226,6 +231,7 @@ impl Topology<'_> {
     /// again, on a new channel, the other way.
     pub(crate) async fn declare_queue(
         &self,
+        calls: &Calls,
         ch: &Channel,
         q: &str,
         version_2: bool,
@@ -233,42 +239,41 @@ impl Topology<'_> {
         let n = &self.names;
         let durable = QueueDeclareOptions::durable();
         let work = n.work(q);
-        ch.queue_declare(n.expired(q).into(), durable, self.counter_args())
-            .await
-            .map_err(from_lapin)?;
-        ch.queue_declare(n.counts(q).into(), durable, self.counter_args())
-            .await
-            .map_err(from_lapin)?;
-        ch.queue_declare(n.counts_lock(q).into(), durable, self.lock_args())
-            .await
-            .map_err(from_lapin)?;
-        ch.queue_declare(n.dead(q).into(), durable, self.dead_args())
-            .await
-            .map_err(from_lapin)?;
-        let declared = match ch
-            .queue_declare(work.as_str().into(), durable, self.work_args(q, version_2))
-            .await
-        {
+        let declare = |name: String, args| {
+            calls.answer(
+                "queue.declare",
+                ch.queue_declare(name.into(), durable, args),
+            )
+        };
+        declare(n.expired(q), self.counter_args()).await?;
+        declare(n.counts(q), self.counter_args()).await?;
+        declare(n.counts_lock(q), self.lock_args()).await?;
+        declare(n.dead(q), self.dead_args()).await?;
+        let declared = calls
+            .within(
+                "queue.declare",
+                ch.queue_declare(work.as_str().into(), durable, self.work_args(q, version_2)),
+            )
+            .await?;
+        let declared = match declared {
             Ok(d) => d,
             Err(e) if refuses_queue_version(&e) => return Ok(Declared::OtherVersion),
             Err(e) => return Err(from_lapin(e)),
         };
-        ch.queue_bind(
+        let bind = ch.queue_bind(
             work.as_str().into(),
             n.due_exchange().into(),
             names::due_pattern(q).into(),
             QueueBindOptions::default(),
             FieldTable::default(),
-        )
-        .await
-        .map_err(from_lapin)?;
-        try_join_all(
-            (0..LEVELS)
-                .map(|k| ch.queue_declare(n.level_queue(q, k).into(), durable, self.level_args(k))),
-        )
-        .await
-        .map_err(from_lapin)?;
-        try_join_all((0..LEVELS).map(|k| {
+        );
+        calls.answer("queue.bind", bind).await?;
+        let levels =
+            try_join_all((0..LEVELS).map(|k| {
+                ch.queue_declare(n.level_queue(q, k).into(), durable, self.level_args(k))
+            }));
+        calls.answer("queue.declare", levels).await?;
+        let binds = try_join_all((0..LEVELS).map(|k| {
             ch.queue_bind(
                 n.level_queue(q, k).into(),
                 n.level_exchange(k).into(),
@@ -276,9 +281,8 @@ impl Topology<'_> {
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
-        }))
-        .await
-        .map_err(from_lapin)?;
+        }));
+        calls.answer("queue.bind", binds).await?;
         Ok(Declared::Ready(declared.message_count()))
     }
 }

@@ -14,6 +14,7 @@
 //! done queue before and after taking the hold, so a completion racing an
 //! enqueue is seen by one check or the other.
 
+use crate::call::Calls;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
@@ -64,29 +65,36 @@ async fn peek(link: &Link, ch: &mut Channel, queue: &str) -> Result<Option<JobId
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let declared = ch
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await;
+    let calls = &link.calls;
+    let declare = ch.queue_declare(queue.into(), passive, FieldTable::default());
+    let declared = calls.within("queue.declare", declare).await?;
     match found(link, ch, declared).await? {
         Some(q) if q.message_count() > 0 => {}
         _ => return Ok(None),
     }
-    let got = ch
-        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-        .await;
+    let get = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+    let got = match calls.within("basic.get", get).await {
+        Ok(got) => got,
+        Err(e) => {
+            // The id it may yet take goes back when the channel closes.
+            Calls::abandon(ch);
+            return Err(e);
+        }
+    };
     let Some(Some(m)) = found(link, ch, got).await? else {
         return Ok(None);
     };
     let id = JobId(String::from_utf8_lossy(&m.delivery.data).into_owned());
-    ch.basic_nack(
-        m.delivery.delivery_tag,
-        BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        },
-    )
-    .await
-    .map_err(from_lapin)?;
+    let requeue = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    calls
+        .answer(
+            "basic.nack",
+            ch.basic_nack(m.delivery.delivery_tag, requeue),
+        )
+        .await?;
     Ok(Some(id))
 }
 
@@ -103,21 +111,22 @@ impl Inner {
         let owner = self.names.owner(q, key);
         let done = self.names.done(q, key);
         let mut ch = link.admin().await?;
+        let calls = &link.calls;
         for _ in 0..40 {
             if let Some(existing) = peek(link, &mut ch, &done).await? {
                 return Ok(Claim::Existing(existing));
             }
-            declare(&ch, &hold, self.topology().hold_args()).await?;
-            let outcome =
-                message::publish_all(&ch, vec![id_message(hold.clone(), id)], true).await?;
+            declare(calls, &ch, &hold, self.topology().hold_args()).await?;
+            let taking = vec![id_message(hold.clone(), id)];
+            let outcome = message::publish_all(calls, &ch, taking, true).await?;
             match outcome.first() {
                 Some(Confirmed::Ack) => {
                     if let Some(existing) = peek(link, &mut ch, &done).await? {
                         // It completed while we took the hold: give the hold back.
-                        delete(&ch, hold).await?;
+                        delete(calls, &ch, hold).await?;
                         return Ok(Claim::Existing(existing));
                     }
-                    self.name_owner(&ch, q, key, id).await?;
+                    self.name_owner(calls, &ch, q, key, id).await?;
                     return Ok(Claim::Taken);
                 }
                 Some(Confirmed::Nack) => {
@@ -164,21 +173,23 @@ impl Inner {
     ) -> Result<()> {
         let done = self.names.done(q, key);
         let ch = link.admin().await?;
-        declare(&ch, &done, self.topology().done_args()).await?;
+        let calls = &link.calls;
+        declare(calls, &ch, &done, self.topology().done_args()).await?;
         let mut msg = id_message(done, id);
         msg.props = msg
             .props
             .with_expiration(message::expiration(self.cfg.settings.unique_for));
-        message::publish_confirmed(&ch, vec![msg]).await?;
-        delete(&ch, self.names.owner(q, key)).await?;
-        delete(&ch, self.names.hold(q, key)).await
+        message::publish_confirmed(calls, &ch, vec![msg]).await?;
+        delete(calls, &ch, self.names.owner(q, key)).await?;
+        delete(calls, &ch, self.names.hold(q, key)).await
     }
 
     /// The job holding `key` died or expired: the key is free again.
     pub(crate) async fn free_key(&self, link: &Link, q: &str, key: &str) -> Result<()> {
         let ch = link.admin().await?;
-        delete(&ch, self.names.owner(q, key)).await?;
-        delete(&ch, self.names.hold(q, key)).await
+        let calls = &link.calls;
+        delete(calls, &ch, self.names.owner(q, key)).await?;
+        delete(calls, &ch, self.names.hold(q, key)).await
     }
 
     /// A dead job is requeued: it takes its key again, whoever had it.
@@ -191,34 +202,39 @@ impl Inner {
     ) -> Result<()> {
         let hold = self.names.hold(q, key);
         let ch = link.admin().await?;
-        declare(&ch, &hold, self.topology().hold_args()).await?;
-        ch.queue_purge(hold.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .map_err(from_lapin)?;
-        message::publish_all(&ch, vec![id_message(hold, id)], true).await?;
-        self.name_owner(&ch, q, key, id).await
+        let calls = &link.calls;
+        declare(calls, &ch, &hold, self.topology().hold_args()).await?;
+        let purge = ch.queue_purge(hold.as_str().into(), QueuePurgeOptions::default());
+        calls.answer("queue.purge", purge).await?;
+        message::publish_all(calls, &ch, vec![id_message(hold, id)], true).await?;
+        self.name_owner(calls, &ch, q, key, id).await
     }
 
     /// Names `id` as the holder of `key`, for enqueues that find it taken.
-    async fn name_owner(&self, ch: &Channel, q: &str, key: &str, id: &JobId) -> Result<()> {
+    async fn name_owner(
+        &self,
+        calls: &Calls,
+        ch: &Channel,
+        q: &str,
+        key: &str,
+        id: &JobId,
+    ) -> Result<()> {
         let owner = self.names.owner(q, key);
-        declare(ch, &owner, self.topology().owner_args()).await?;
-        message::publish_confirmed(ch, vec![id_message(owner, id)]).await
+        declare(calls, ch, &owner, self.topology().owner_args()).await?;
+        message::publish_confirmed(calls, ch, vec![id_message(owner, id)]).await
     }
 }
 
 /// Declares a durable key queue.
-async fn declare(ch: &Channel, queue: &str, args: FieldTable) -> Result<()> {
-    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(from_lapin)?;
+async fn declare(calls: &Calls, ch: &Channel, queue: &str, args: FieldTable) -> Result<()> {
+    let declare = ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args);
+    calls.answer("queue.declare", declare).await?;
     Ok(())
 }
 
 /// Deletes a key queue, and the id in it.
-async fn delete(ch: &Channel, queue: String) -> Result<()> {
-    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await
-        .map_err(from_lapin)?;
+async fn delete(calls: &Calls, ch: &Channel, queue: String) -> Result<()> {
+    let delete = ch.queue_delete(queue.into(), QueueDeleteOptions::default());
+    calls.answer("queue.delete", delete).await?;
     Ok(())
 }
