@@ -183,6 +183,10 @@ impl Backend for SqsBackend {
         "sqs"
     }
 
+    fn server(&self) -> String {
+        self.inner.config.server()
+    }
+
     fn max_payload(&self) -> usize {
         self.inner.limit()
     }

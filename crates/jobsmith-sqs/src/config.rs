@@ -211,6 +211,17 @@ impl SqsConfig {
         self.settings.max_payload.unwrap_or(SQS_MESSAGE_LIMIT)
     }
 
+    /// Where this configuration reaches SQS, for logs: the region, and the
+    /// endpoint's `host:port` before it when one is set
+    /// (`127.0.0.1:5000/us-east-1`); never the endpoint's credentials, path
+    /// or query.
+    pub fn server(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{}/{}", host_port(endpoint), self.region),
+            None => self.region.clone(),
+        }
+    }
+
     pub(crate) fn check_prefix(&self) -> Result<()> {
         let ok = !self.prefix.is_empty()
             && self.prefix.len() <= 40
@@ -241,6 +252,23 @@ impl SqsConfig {
                 "DynamoDB table name `{name}` must be 3 to 255 letters, digits, `_`, `.` or `-`"
             )))
         }
+    }
+}
+
+/// The `host:port` of an endpoint URL, its scheme's port when it names
+/// none; what follows the host and any user info before it are left out.
+fn host_port(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // A port follows the last `:`, unless that is inside an IPv6 address's brackets.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']'));
+    match scheme {
+        _ if has_port => host.to_owned(),
+        "http" => format!("{host}:80"),
+        _ => format!("{host}:443"),
     }
 }
 
@@ -298,6 +326,23 @@ mod tests {
         assert_eq!(c.dead_scan_window, DEFAULT_DEAD_SCAN_WINDOW);
         let c = SqsConfig::from_url("sqs://eu-west-1?dead_scan_window=2m").expect("valid");
         assert_eq!(c.dead_scan_window, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_server_names_the_region_and_the_endpoint_s_host_and_port_only() {
+        let c = SqsConfig::new("eu-west-1");
+        assert_eq!(c.server(), "eu-west-1");
+        for (endpoint, server) in [
+            ("http://127.0.0.1:5000", "127.0.0.1:5000/eu-west-1"),
+            ("http://127.0.0.1:5000/", "127.0.0.1:5000/eu-west-1"),
+            ("http://localhost", "localhost:80/eu-west-1"),
+            ("https://sqs.example.com/path?x=1", "sqs.example.com:443/eu-west-1"),
+            ("https://me:s3cret@[::1]:4566", "[::1]:4566/eu-west-1"),
+            ("https://[::1]", "[::1]:443/eu-west-1"),
+        ] {
+            let c = SqsConfig::new("eu-west-1").with_endpoint(endpoint);
+            assert_eq!(c.server(), server, "{endpoint}");
+        }
     }
 
     #[test]
