@@ -27,27 +27,67 @@ const BASES: [&str; 4] = [
     "sqs://us-east-1",
 ];
 
+/// Typos of the settings every backend reads, and what each must hint.
+const COMMON_TYPOS: [(&str, &str); 5] = [
+    ("dead_maxx", "dead_max"),
+    ("dead_max_ag", "dead_max_age"),
+    ("uniqe_for", "unique_for"),
+    ("max_paylod", "max_payload"),
+    ("call_timout", "call_timeout"),
+];
+
+/// Typos of each backend's own settings, and what each must hint.
+fn own_typos(base: &str) -> &'static [(&'static str, &'static str)] {
+    match base.split("://").next() {
+        Some("redis") => &[("prefx", "prefix"), ("tls_cq", "tls_ca")],
+        Some("amqp") => &[
+            ("prefx", "prefix"),
+            ("quorom", "quorum"),
+            ("prefetc", "prefetch"),
+            ("consumer_timout", "consumer_timeout"),
+            ("hearbeat", "heartbeat"),
+            ("frame_mx", "frame_max"),
+        ],
+        Some("sqs") => &[
+            ("prefx", "prefix"),
+            ("endpont", "endpoint"),
+            ("fifio", "fifo"),
+            ("max_receive", "max_receives"),
+            ("keys_tabel", "keys_table"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The error lists every setting in backticks, so only the hint itself
+/// tells whether the closest one was named.
 #[test]
 fn an_unknown_setting_is_refused_naming_the_closest() {
     for base in BASES {
-        for (typo, meant) in [
-            ("prefx", "prefix"),
-            ("dead_maxx", "dead_max"),
-            ("uniqe_for", "unique_for"),
-        ] {
-            if base.starts_with("memory") && typo == "prefx" {
-                continue; // memory has no prefix: checked below
-            }
+        for &(typo, meant) in COMMON_TYPOS.iter().chain(own_typos(base)) {
             let url = format!("{base}?{typo}=1");
             let err = parse(&url).expect_err(&url);
             assert!(
-                err.contains(typo) && err.contains(&format!("`{meant}`")),
-                "{url}: {err}"
+                err.contains(&format!("`{typo}` (did you mean `{meant}`?)")),
+                "{url}: the hint names `{meant}`: {err}"
+            );
+        }
+        // Nothing close: no hint, only the list.
+        for far in ["zzz", "color"] {
+            let url = format!("{base}?{far}=1");
+            let err = parse(&url).expect_err(&url);
+            assert!(
+                err.contains(&format!("`{far}`")) && !err.contains("did you mean"),
+                "{url}: no setting is close, so none is hinted: {err}"
             );
         }
     }
-    let err = parse("memory://?prefix=a").expect_err("memory has no prefix");
-    assert!(err.contains("prefix"), "{err}");
+    // memory:// has no prefix, and nothing of its own is close to one.
+    let err = parse("memory://?prefx=a").expect_err("memory has no prefix");
+    assert!(
+        err.contains("`prefx`") && !err.contains("did you mean"),
+        "{err}"
+    );
 }
 
 #[test]
