@@ -111,6 +111,59 @@ fn bad_values_are_refused() {
         let err = parse(&url).expect_err(&url);
         assert!(err.contains("twice"), "{url}: {err}");
     }
+    // Each backend's own, refused with the range it takes, where the client
+    // or the broker would otherwise refuse them only at connect or enqueue.
+    let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    for (setting, says) in [
+        // 0 hands the heartbeat to the broker (or turns it off): nothing
+        // bounds a call then. Over 2/5 of call_timeout (30 s by default), a
+        // hung broker is noticed after call_timeout.
+        ("heartbeat=0", "from 1 to 12"),
+        ("heartbeat=13", "from 1 to 12"),
+        ("heartbeat=60&call_timeout=1m", "from 1 to 24"),
+        ("call_timeout=10s&heartbeat=5", "from 1 to 4"),
+        ("heartbeat=soon", "from 1 to 12"),
+        ("heartbeat=70000", "from 1 to 12"),
+        ("frame_max=1000", "4096 to 4294967295"),
+        ("frame_max=4294967296", "4096 to 4294967295"),
+        ("channel_max=2", "8 to 65535"),
+        ("channel_max=65536", "8 to 65535"),
+        ("connection_timeout=0", "from 1 to 30000"),
+        ("connection_timeout=5s", "from 1 to 30000"),
+        ("connection_timeout=30001", "from 1 to 30000"),
+    ] {
+        let url = format!("{amqp}?{setting}");
+        let err = parse(&url).expect_err(&url);
+        let key = setting
+            .split('&')
+            .find(|s| !s.starts_with("call_timeout"))
+            .and_then(|s| s.split('=').next())
+            .unwrap();
+        assert!(
+            err.contains(&format!("`{key}=")) && err.contains(says),
+            "{url}: the error names `{key}` and says `{says}`: {err}"
+        );
+    }
+    for setting in [
+        "heartbeat=12",
+        "heartbeat=1&call_timeout=100ms",
+        "heartbeat=24&call_timeout=1m",
+        "frame_max=0",
+        "frame_max=4096",
+        "channel_max=0",
+        "channel_max=8",
+        "connection_timeout=30000",
+    ] {
+        let url = format!("{amqp}?{setting}");
+        assert_eq!(parse(&url), Ok(()), "{url}");
+    }
+    // SQS takes messages of at most 1 MiB, whatever the queue says.
+    let err = parse("sqs://us-east-1?max_payload=1048577").expect_err("over SQS's limit");
+    assert!(
+        err.contains("`max_payload=1048577`") && err.contains("1024 to 1048576"),
+        "{err}"
+    );
+    assert_eq!(parse("sqs://us-east-1?max_payload=1048576"), Ok(()));
 }
 
 #[test]

@@ -6,9 +6,16 @@ use std::time::Duration;
 /// The queue-name prefix used when the URL names none.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
 
-/// SQS's own limit on one message, in bytes, counted as SQS counts them
-/// (the body's UTF-8 bytes plus every message attribute's name, type and value).
+/// The default limit on one message, in bytes: SQS's classic 256 KiB
+/// (`max_payload` raises it up to [`SQS_MAX_MESSAGE`]). Counted as SQS
+/// counts them: the body's UTF-8 bytes plus every message attribute's name,
+/// type and value.
 pub const SQS_MESSAGE_LIMIT: usize = 262_144;
+
+/// The largest message SQS takes on any queue, in bytes (1 MiB): the most
+/// `max_payload` may say. A queue whose `MaximumMessageSize` is lower
+/// refuses larger messages at enqueue.
+pub const SQS_MAX_MESSAGE: usize = 1_048_576;
 
 /// The default [`SqsConfig::dead_scan_window`]: 30 s.
 pub const DEFAULT_DEAD_SCAN_WINDOW: Duration = Duration::from_secs(30);
@@ -37,8 +44,8 @@ pub(crate) const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// `sqs://<region>[/<prefix>]?endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>&dead_scan_window=30s`
 /// (or `?prefix=<prefix>`; values percent-encoded, an unknown setting refused)
 /// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
-/// `unique_for`, `max_payload`, `call_timeout`: default
-/// [`DEFAULT_CALL_TIMEOUT`]). Credentials never appear in the URL: they
+/// `unique_for`, `max_payload`: default [`SQS_MESSAGE_LIMIT`], at most
+/// [`SQS_MAX_MESSAGE`]; `call_timeout`: default [`DEFAULT_CALL_TIMEOUT`]). Credentials never appear in the URL: they
 /// come from the standard AWS chain (environment, profile, web identity,
 /// container or instance role).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +158,7 @@ impl SqsConfig {
             }
         }
         config.settings = Settings::from_query(query.iter())?;
+        config.check_max_payload()?;
         config.check_prefix()?;
         config.check_keys_table()?;
         Ok(config)
@@ -219,6 +227,19 @@ impl SqsConfig {
         match &self.endpoint {
             Some(endpoint) => format!("{}/{}", host_port(endpoint), self.region),
             None => self.region.clone(),
+        }
+    }
+
+    /// Refuses a `max_payload` that SQS would refuse at every enqueue.
+    pub(crate) fn check_max_payload(&self) -> Result<()> {
+        match self.settings.max_payload {
+            Some(n) if n > SQS_MAX_MESSAGE => Err(Error::Config(format!(
+                "bad sqs:// URL setting `max_payload={n}`: SQS takes messages of at most \
+                 {SQS_MAX_MESSAGE} bytes (1 MiB); give {} to {SQS_MAX_MESSAGE} \
+                 (default {SQS_MESSAGE_LIMIT})",
+                Settings::MIN_PAYLOAD
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -336,7 +357,10 @@ mod tests {
             ("http://127.0.0.1:5000", "127.0.0.1:5000/eu-west-1"),
             ("http://127.0.0.1:5000/", "127.0.0.1:5000/eu-west-1"),
             ("http://localhost", "localhost:80/eu-west-1"),
-            ("https://sqs.example.com/path?x=1", "sqs.example.com:443/eu-west-1"),
+            (
+                "https://sqs.example.com/path?x=1",
+                "sqs.example.com:443/eu-west-1",
+            ),
             ("https://me:s3cret@[::1]:4566", "[::1]:4566/eu-west-1"),
             ("https://[::1]", "[::1]:443/eu-west-1"),
         ] {
@@ -353,6 +377,16 @@ mod tests {
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=a%20b").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=ab").is_err());
         assert!(SqsConfig::from_url("redis://x").is_err());
+        let err = SqsConfig::from_url("sqs://us-east-1?max_payload=1048577")
+            .expect_err("over SQS's limit")
+            .to_string();
+        assert!(err.contains("1024 to 1048576"), "{err}");
+        let over = SqsConfig::new("us-east-1").with_settings({
+            let mut s = Settings::default();
+            s.max_payload = Some(SQS_MAX_MESSAGE + 1);
+            s
+        });
+        assert!(over.check_max_payload().is_err());
         for bad in ["0s", "1500ms", "13h", "soon"] {
             let err = SqsConfig::from_url(&format!("sqs://us-east-1?dead_scan_window={bad}"))
                 .expect_err(bad)
