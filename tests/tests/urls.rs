@@ -183,6 +183,43 @@ fn every_url_part_is_used_or_refused() {
     }
 }
 
+/// A Redis URL's path is its database number, which the redis client would
+/// otherwise refuse only at connect.
+#[test]
+fn a_redis_path_is_a_database_number() {
+    for url in [
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/0/x",
+        "redis://127.0.0.1:6379/-1",
+        "redis://127.0.0.1:6379//0",
+        "redis://127.0.0.1:6379/1%32",
+        "redis://127.0.0.1:6379/99999999999",
+        "redis://127.0.0.1:6379/app?prefix=x",
+    ] {
+        let err = parse(url).expect_err(url);
+        assert!(
+            err.contains("database number") && err.contains("redis://127.0.0.1:6379/0"),
+            "{url}: the error says the path is a database number, and how to write one: {err}"
+        );
+    }
+    // A password with a raw `/` after digits reads as a port and a path:
+    // refused too, showing neither.
+    let url = "redis://me:123/SECRET@127.0.0.1:6379/0";
+    let err = parse(url).expect_err(url);
+    assert!(
+        err.contains("%2F") && !err.contains("123") && !err.contains("SECRET"),
+        "{url}: {err}"
+    );
+    for url in [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/15?prefix=x",
+    ] {
+        assert_eq!(parse(url), Ok(()), "{url}");
+    }
+}
+
 #[test]
 fn an_sqs_path_names_the_prefix() {
     let c = SqsConfig::from_url("sqs://us-east-1/myapp").expect("valid");
