@@ -27,27 +27,67 @@ const BASES: [&str; 4] = [
     "sqs://us-east-1",
 ];
 
+/// Typos of the settings every backend reads, and what each must hint.
+const COMMON_TYPOS: [(&str, &str); 5] = [
+    ("dead_maxx", "dead_max"),
+    ("dead_max_ag", "dead_max_age"),
+    ("uniqe_for", "unique_for"),
+    ("max_paylod", "max_payload"),
+    ("call_timout", "call_timeout"),
+];
+
+/// Typos of each backend's own settings, and what each must hint.
+fn own_typos(base: &str) -> &'static [(&'static str, &'static str)] {
+    match base.split("://").next() {
+        Some("redis") => &[("prefx", "prefix"), ("tls_cq", "tls_ca")],
+        Some("amqp") => &[
+            ("prefx", "prefix"),
+            ("quorom", "quorum"),
+            ("prefetc", "prefetch"),
+            ("consumer_timout", "consumer_timeout"),
+            ("hearbeat", "heartbeat"),
+            ("frame_mx", "frame_max"),
+        ],
+        Some("sqs") => &[
+            ("prefx", "prefix"),
+            ("endpont", "endpoint"),
+            ("fifio", "fifo"),
+            ("max_receive", "max_receives"),
+            ("keys_tabel", "keys_table"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The error lists every setting in backticks, so only the hint itself
+/// tells whether the closest one was named.
 #[test]
 fn an_unknown_setting_is_refused_naming_the_closest() {
     for base in BASES {
-        for (typo, meant) in [
-            ("prefx", "prefix"),
-            ("dead_maxx", "dead_max"),
-            ("uniqe_for", "unique_for"),
-        ] {
-            if base.starts_with("memory") && typo == "prefx" {
-                continue; // memory has no prefix: checked below
-            }
+        for &(typo, meant) in COMMON_TYPOS.iter().chain(own_typos(base)) {
             let url = format!("{base}?{typo}=1");
             let err = parse(&url).expect_err(&url);
             assert!(
-                err.contains(typo) && err.contains(&format!("`{meant}`")),
-                "{url}: {err}"
+                err.contains(&format!("`{typo}` (did you mean `{meant}`?)")),
+                "{url}: the hint names `{meant}`: {err}"
+            );
+        }
+        // Nothing close: no hint, only the list.
+        for far in ["zzz", "color"] {
+            let url = format!("{base}?{far}=1");
+            let err = parse(&url).expect_err(&url);
+            assert!(
+                err.contains(&format!("`{far}`")) && !err.contains("did you mean"),
+                "{url}: no setting is close, so none is hinted: {err}"
             );
         }
     }
-    let err = parse("memory://?prefix=a").expect_err("memory has no prefix");
-    assert!(err.contains("prefix"), "{err}");
+    // memory:// has no prefix, and nothing of its own is close to one.
+    let err = parse("memory://?prefx=a").expect_err("memory has no prefix");
+    assert!(
+        err.contains("`prefx`") && !err.contains("did you mean"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -71,6 +111,59 @@ fn bad_values_are_refused() {
         let err = parse(&url).expect_err(&url);
         assert!(err.contains("twice"), "{url}: {err}");
     }
+    // Each backend's own, refused with the range it takes, where the client
+    // or the broker would otherwise refuse them only at connect or enqueue.
+    let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    for (setting, says) in [
+        // 0 hands the heartbeat to the broker (or turns it off): nothing
+        // bounds a call then. Over 2/5 of call_timeout (30 s by default), a
+        // hung broker is noticed after call_timeout.
+        ("heartbeat=0", "from 1 to 12"),
+        ("heartbeat=13", "from 1 to 12"),
+        ("heartbeat=60&call_timeout=1m", "from 1 to 24"),
+        ("call_timeout=10s&heartbeat=5", "from 1 to 4"),
+        ("heartbeat=soon", "from 1 to 12"),
+        ("heartbeat=70000", "from 1 to 12"),
+        ("frame_max=1000", "4096 to 4294967295"),
+        ("frame_max=4294967296", "4096 to 4294967295"),
+        ("channel_max=2", "8 to 65535"),
+        ("channel_max=65536", "8 to 65535"),
+        ("connection_timeout=0", "from 1 to 30000"),
+        ("connection_timeout=5s", "from 1 to 30000"),
+        ("connection_timeout=30001", "from 1 to 30000"),
+    ] {
+        let url = format!("{amqp}?{setting}");
+        let err = parse(&url).expect_err(&url);
+        let key = setting
+            .split('&')
+            .find(|s| !s.starts_with("call_timeout"))
+            .and_then(|s| s.split('=').next())
+            .unwrap();
+        assert!(
+            err.contains(&format!("`{key}=")) && err.contains(says),
+            "{url}: the error names `{key}` and says `{says}`: {err}"
+        );
+    }
+    for setting in [
+        "heartbeat=12",
+        "heartbeat=1&call_timeout=100ms",
+        "heartbeat=24&call_timeout=1m",
+        "frame_max=0",
+        "frame_max=4096",
+        "channel_max=0",
+        "channel_max=8",
+        "connection_timeout=30000",
+    ] {
+        let url = format!("{amqp}?{setting}");
+        assert_eq!(parse(&url), Ok(()), "{url}");
+    }
+    // SQS takes messages of at most 1 MiB, whatever the queue says.
+    let err = parse("sqs://us-east-1?max_payload=1048577").expect_err("over SQS's limit");
+    assert!(
+        err.contains("`max_payload=1048577`") && err.contains("1024 to 1048576"),
+        "{err}"
+    );
+    assert_eq!(parse("sqs://us-east-1?max_payload=1048576"), Ok(()));
 }
 
 #[test]
@@ -87,6 +180,43 @@ fn every_url_part_is_used_or_refused() {
         "sqs://us-east-1/app?prefix=other",
     ] {
         assert!(parse(url).is_err(), "{url} is refused");
+    }
+}
+
+/// A Redis URL's path is its database number, which the redis client would
+/// otherwise refuse only at connect.
+#[test]
+fn a_redis_path_is_a_database_number() {
+    for url in [
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/0/x",
+        "redis://127.0.0.1:6379/-1",
+        "redis://127.0.0.1:6379//0",
+        "redis://127.0.0.1:6379/1%32",
+        "redis://127.0.0.1:6379/99999999999",
+        "redis://127.0.0.1:6379/app?prefix=x",
+    ] {
+        let err = parse(url).expect_err(url);
+        assert!(
+            err.contains("database number") && err.contains("redis://127.0.0.1:6379/0"),
+            "{url}: the error says the path is a database number, and how to write one: {err}"
+        );
+    }
+    // A password with a raw `/` after digits reads as a port and a path:
+    // refused too, showing neither.
+    let url = "redis://me:123/SECRET@127.0.0.1:6379/0";
+    let err = parse(url).expect_err(url);
+    assert!(
+        err.contains("%2F") && !err.contains("123") && !err.contains("SECRET"),
+        "{url}: {err}"
+    );
+    for url in [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/15?prefix=x",
+    ] {
+        assert_eq!(parse(url), Ok(()), "{url}");
     }
 }
 

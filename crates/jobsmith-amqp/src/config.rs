@@ -18,13 +18,22 @@ const KEYS: &[&str] = &[
     "tls_ca",
 ];
 
-/// The URL settings passed on to the AMQP client (lapin).
+/// The URL settings passed on to the AMQP client (lapin), each checked by
+/// [`check_client_setting`].
 const CLIENT_KEYS: &[&str] = &[
     "heartbeat",
     "connection_timeout",
     "frame_max",
     "channel_max",
 ];
+
+/// AMQP's smallest frame: a broker refuses a `frame_max` below it.
+const FRAME_MIN_SIZE: u32 = 4096;
+
+/// The fewest channels jobsmith can work with: it keeps three open on its
+/// connection (publish, consume, admin) and opens more for dead-letter
+/// browses and after a channel error.
+const CHANNEL_MIN: u16 = 8;
 
 /// How long a call to the broker may wait for its answer when the URL sets
 /// no `call_timeout`: 30 s.
@@ -39,8 +48,12 @@ pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// `amqps://` is the same over TLS (feature `tls`). The vhost is
 /// percent-encoded (`%2f` is `/`). `call_timeout` (default
 /// [`DEFAULT_CALL_TIMEOUT`]) bounds every call through the connection's
-/// heartbeat: see [`AmqpConfig::call_timeout`]. Other query keys (`heartbeat`,
-/// `connection_timeout`, `frame_max`, `channel_max`) go to the AMQP client.
+/// heartbeat: see [`AmqpConfig::call_timeout`]. Other query keys go to the
+/// AMQP client, each refused when the client or the broker would refuse it
+/// at connect, or when it would lift that bound: `heartbeat` (whole seconds,
+/// 1 to 2/5 of `call_timeout`), `connection_timeout` (milliseconds, 1 to
+/// `call_timeout`), `frame_max` (4096 to 4294967295 bytes, or 0 for the
+/// broker's own) and `channel_max` (8 to 65535, or 0 for the broker's own).
 ///
 /// Over TLS the broker's certificate is checked against the system's root
 /// certificates; `tls_ca=/path/to/ca.pem` adds the CA certificates in that
@@ -179,7 +192,10 @@ impl AmqpConfig {
                     ));
                 }
                 "tls_ca" => cfg.tls_ca = Some(PathBuf::from(v)),
-                _ if CLIENT_KEYS.contains(&k) => passthrough.push((k, v)),
+                _ if CLIENT_KEYS.contains(&k) => {
+                    check_client_setting(k, v, cfg.call_timeout()).map_err(|why| bad(k, v, why))?;
+                    passthrough.push((k, v));
+                }
                 _ => {}
             }
         }
@@ -221,7 +237,7 @@ impl AmqpConfig {
         if self.sets_heartbeat {
             return self.server.clone();
         }
-        let secs = (self.call_timeout().as_millis() * 2 / 5_000).max(1);
+        let secs = heartbeat_for(self.call_timeout());
         let sep = if self.server.contains('?') { '&' } else { '?' };
         format!("{}{sep}heartbeat={secs}", self.server)
     }
@@ -229,6 +245,72 @@ impl AmqpConfig {
     /// The connection URL without credentials, for logs.
     pub fn redacted(&self) -> String {
         redact_url(&self.server)
+    }
+}
+
+/// The longest heartbeat that keeps a hung broker within `call_timeout`,
+/// in whole seconds (at least 1), and the heartbeat when the URL sets none:
+/// the client notices a silent broker after two and a half heartbeats (it
+/// drops the connection after two, and looks every half), so 2/5 of it.
+fn heartbeat_for(call_timeout: Duration) -> u16 {
+    u16::try_from(call_timeout.as_millis() * 2 / 5_000)
+        .unwrap_or(u16::MAX)
+        .max(1)
+}
+
+/// Why the client setting `key=value` is refused, if it is: what the client
+/// cannot read, what the broker refuses at connect, and what would lift the
+/// bound `call_timeout` puts on every call.
+fn check_client_setting(
+    key: &str,
+    value: &str,
+    call_timeout: Duration,
+) -> std::result::Result<(), String> {
+    match key {
+        "heartbeat" => {
+            let most = heartbeat_for(call_timeout);
+            let range = format!("whole seconds from 1 to {most} (2/5 of call_timeout={call_timeout:?}; the default when heartbeat is left out)");
+            match value.parse::<u16>() {
+                Ok(0) => Err(format!(
+                    "0 leaves the heartbeat to the broker, or turns it off, and then nothing \
+                     bounds a call by call_timeout; give {range}"
+                )),
+                Ok(n) if n > most => Err(format!(
+                    "the client notices a hung broker after two and a half heartbeats \
+                     ({}s), beyond call_timeout={call_timeout:?}; give {range}, or raise call_timeout",
+                    u32::from(n) * 5 / 2
+                )),
+                Ok(_) => Ok(()),
+                Err(_) => Err(format!("give {range}")),
+            }
+        }
+        "connection_timeout" => {
+            let most = call_timeout.as_millis();
+            match value.parse::<u128>() {
+                Ok(n) if (1..=most).contains(&n) => Ok(()),
+                _ => Err(format!(
+                    "the TCP connect's time limit, in whole milliseconds from 1 to {most} \
+                     (call_timeout={call_timeout:?}, which bounds a connect whatever this says)"
+                )),
+            }
+        }
+        "frame_max" => match value.parse::<u32>() {
+            Ok(n) if n == 0 || n >= FRAME_MIN_SIZE => Ok(()),
+            _ => Err(format!(
+                "the largest frame in bytes, {FRAME_MIN_SIZE} to {} ({FRAME_MIN_SIZE} is \
+                 AMQP's smallest frame), or 0 for the broker's own limit",
+                u32::MAX
+            )),
+        },
+        "channel_max" => match value.parse::<u16>() {
+            Ok(n) if n == 0 || n >= CHANNEL_MIN => Ok(()),
+            _ => Err(format!(
+                "the most channels on the connection, {CHANNEL_MIN} to {} (jobsmith keeps \
+                 three open and opens more for dead-letter browses), or 0 for the broker's own limit",
+                u16::MAX
+            )),
+        },
+        _ => Ok(()),
     }
 }
 

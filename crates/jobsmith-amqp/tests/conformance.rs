@@ -44,6 +44,9 @@ impl Faults for AmqpFaults {
         self.proxy.freeze();
         Some("a proxy in front of RabbitMQ stopped forwarding".into())
     }
+    fn server_words(&self) -> Vec<String> {
+        vec![self.proxy.addr.to_string()]
+    }
     async fn thaw(&self) {
         self.proxy.thaw();
     }

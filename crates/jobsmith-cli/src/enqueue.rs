@@ -249,8 +249,11 @@ fn signature(record: &JobRecord) -> String {
         .join(", ")
 }
 
+/// Says `message` on stderr, on one line, its control characters escaped:
+/// it quotes the record's name, parameters and publisher, which whoever
+/// can write to the broker wrote.
 fn warn(message: &str) {
-    eprintln!("jobsmith: warning: {message}");
+    eprintln!("jobsmith: warning: {}", jobsmith_core::printable(message));
 }
 
 /// `names` sorted by edit distance to `name`, then by name; at most

@@ -1,7 +1,7 @@
-//! Names from the queue printed by the binary: a job, a queue or a reason
-//! holding terminal escapes, written to Redis by whoever can write there,
-//! reach the terminal escaped, on stdout and on stderr, in every command
-//! that prints them.
+//! Names from the queue printed by the binary: a job, a queue, a reason or a
+//! published job record holding terminal escapes, written to Redis by
+//! whoever can write there, reach the terminal escaped, on stdout and on
+//! stderr, in every command that prints them.
 
 mod support;
 
@@ -75,6 +75,11 @@ async fn names_from_the_queue_are_printed_escaped() {
         listed.contains(r"charge\u001b[2J"),
         "the name is shown, escaped: {listed}"
     );
+    let counted = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        counted.contains(r"mail\u001b[2J"),
+        "the queue is listed, escaped: {counted}"
+    );
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout)
         .unwrap_or_else(|e| panic!("--json stays JSON ({e}): {json:?}"));
     assert_eq!(
@@ -91,6 +96,67 @@ async fn names_from_the_queue_are_printed_escaped() {
         assert_printable(&format!("{what} (stdout)"), &out.stdout);
         assert_printable(&format!("{what} (stderr)"), &out.stderr);
     }
+}
+
+/// A job record written to the metadata store by whoever can write there:
+/// its name, its parameters' names and types, and the version that
+/// published it hold terminal escapes. `enqueue --force` quotes each of
+/// them in a warning on stderr, and each must reach the terminal escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_record_from_the_queue_is_printed_escaped() {
+    let url = redis_url();
+    let app = connect(&url).await;
+    let record = json!({
+        "format": 1,
+        "name": format!("refund{EVIL}"),
+        "queue": "billing",
+        "priority": 0,
+        "retries": 0,
+        "max_attempts": 1,
+        "backoff": "none",
+        "ttl": null,
+        "timeout": null,
+        "unique": true,
+        "cron": null,
+        "params": [{
+            "name": format!("card{EVIL}"),
+            "rust_type": format!("String{EVIL}"),
+            "shape": {"type": "string"},
+        }],
+        "location": "billing::jobs (src/jobs.rs:12)",
+        // A day old: the CLI warns that no worker may be running it.
+        "published_at": Timestamp::now().as_millis() - 86_400_000,
+        "published_by": {"jobsmith": format!("0.1.0{EVIL}"), "pid": 4242},
+    });
+    app.backend()
+        .meta()
+        .expect("the backend has it")
+        .put_meta("job:refund", &serde_json::to_vec(&record).unwrap())
+        .await
+        .unwrap();
+
+    // An unknown key: the warning lists the record's parameters.
+    let forced = run(&[
+        "--url",
+        &url,
+        "enqueue",
+        "refund",
+        "--force",
+        "--args",
+        r#"{"amount": 5}"#,
+    ]);
+    drop_prefix(&url).await;
+
+    assert!(forced.status.success(), "{forced:?}");
+    let warned = String::from_utf8_lossy(&forced.stderr);
+    for shown in [r"card\u001b[2J", r"0.1.0\u001b[2J", r"refund\u001b[2J"] {
+        assert!(
+            warned.contains(shown),
+            "the warnings quote `{shown}`, escaped: {warned}"
+        );
+    }
+    assert_printable("enqueue --force (stderr)", &forced.stderr);
+    assert_printable("enqueue --force (stdout)", &forced.stdout);
 }
 
 /// Deletes every key of the test's Redis prefix.

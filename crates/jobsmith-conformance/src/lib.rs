@@ -154,6 +154,14 @@ pub trait Faults: Send + Sync {
     }
     /// Undoes [`Faults::freeze`]: what was held goes on, as after a `SIGCONT`.
     async fn thaw(&self) {}
+    /// What the backend's [`Backend::server`] must hold while these faults
+    /// apply: the `host:port` it reaches its broker at (the proxy's, when
+    /// one is in front), and where the backend has one, its region. A log
+    /// line about a broker in trouble names these for an operator to act
+    /// on. Empty where there is no server (the memory backend: the default).
+    fn server_words(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The memory backend's faults: [`MemoryBackend::set_unavailable`] and [`MemoryBackend::push_raw`].

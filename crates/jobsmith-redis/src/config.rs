@@ -26,8 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the Redis server is and how jobsmith uses it, read from a URL.
 ///
 /// `redis://[user[:password]@]host[:port][/db][?prefix=..&dead_max=..&dead_max_age=..&unique_for=..&max_payload=..&call_timeout=..]`;
-/// `rediss://` is the same over TLS (feature `tls`). Every key jobsmith
-/// writes starts with `prefix` (default [`DEFAULT_PREFIX`]).
+/// `rediss://` is the same over TLS (feature `tls`). The path is the
+/// database number, and nothing else: none is database 0. Every key
+/// jobsmith writes starts with `prefix` (default [`DEFAULT_PREFIX`]).
 ///
 /// Over TLS the server's certificate is checked against the system's root
 /// certificates, or, with `tls_ca=/path/to/ca.pem`, against the CA
@@ -67,6 +68,7 @@ impl RedisConfig {
             return Err(Error::Config(format!("`{scheme}://` is not a Redis URL: write `redis://host:6379` or `rediss://host:6380`")));
         }
         check_fragment(scheme, url.fragment())?;
+        check_database(&url)?;
         url.refuse_unknown(&[KEYS, Settings::KEYS])?;
         let settings = Settings::from_query(url.query().iter())?;
         let mut prefix = DEFAULT_PREFIX.to_owned();
@@ -160,6 +162,33 @@ fn check_fragment(scheme: &str, fragment: Option<&str>) -> Result<()> {
             redact_url(f)
         ))),
     }
+}
+
+/// Refuses a path other than a database number (none, `/`, `/0`, `/15`),
+/// which the redis client would refuse only at connect.
+fn check_database(url: &BackendUrl) -> Result<()> {
+    let path = url.path();
+    let db = path.strip_prefix('/').unwrap_or(path);
+    if db.is_empty() || (db.bytes().all(|b| b.is_ascii_digit()) && db.parse::<u32>().is_ok()) {
+        return Ok(());
+    }
+    let scheme = url.scheme();
+    if path.contains('@') {
+        // A password holding a raw `/` (`me:123/pw@host`): the URL reads its
+        // start as a host and port, the rest as the path. Show none of it.
+        return Err(Error::Config(format!(
+            "a {scheme}:// URL's path is a database number, and this one holds `@`: \
+             percent-encode a `/` in a password as `%2F` (`{scheme}://me:p%2Fw@host:6379/0`)"
+        )));
+    }
+    let host = url.host().unwrap_or("host");
+    let at = url
+        .port()
+        .map_or_else(|| host.to_owned(), |p| format!("{host}:{p}"));
+    Err(Error::Config(format!(
+        "`{path}` is not a Redis database number: a {scheme}:// URL's path is the database \
+         (0 to 15 on a default server), as in `{scheme}://{at}/0`; a key prefix is `?prefix=…`"
+    )))
 }
 
 impl std::fmt::Debug for RedisConfig {

@@ -96,6 +96,7 @@ impl SqsBackend {
 
     /// Connects with a configuration.
     pub async fn connect_with(config: SqsConfig) -> Result<Self> {
+        config.check_max_payload()?;
         config.check_prefix()?;
         config.check_keys_table()?;
         let sdk = sdk_config(&config).await;
@@ -181,6 +182,10 @@ impl SqsBackend {
 impl Backend for SqsBackend {
     fn name(&self) -> &'static str {
         "sqs"
+    }
+
+    fn server(&self) -> String {
+        self.inner.config.server()
     }
 
     fn max_payload(&self) -> usize {

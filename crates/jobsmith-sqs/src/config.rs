@@ -6,9 +6,16 @@ use std::time::Duration;
 /// The queue-name prefix used when the URL names none.
 pub const DEFAULT_PREFIX: &str = "jobsmith";
 
-/// SQS's own limit on one message, in bytes, counted as SQS counts them
-/// (the body's UTF-8 bytes plus every message attribute's name, type and value).
+/// The default limit on one message, in bytes: SQS's classic 256 KiB
+/// (`max_payload` raises it up to [`SQS_MAX_MESSAGE`]). Counted as SQS
+/// counts them: the body's UTF-8 bytes plus every message attribute's name,
+/// type and value.
 pub const SQS_MESSAGE_LIMIT: usize = 262_144;
+
+/// The largest message SQS takes on any queue, in bytes (1 MiB): the most
+/// `max_payload` may say. A queue whose `MaximumMessageSize` is lower
+/// refuses larger messages at enqueue.
+pub const SQS_MAX_MESSAGE: usize = 1_048_576;
 
 /// The default [`SqsConfig::dead_scan_window`]: 30 s.
 pub const DEFAULT_DEAD_SCAN_WINDOW: Duration = Duration::from_secs(30);
@@ -37,8 +44,8 @@ pub(crate) const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// `sqs://<region>[/<prefix>]?endpoint=<url>&fifo=true&max_receives=50&keys_table=<name>&dead_scan_window=30s`
 /// (or `?prefix=<prefix>`; values percent-encoded, an unknown setting refused)
 /// plus the [`Settings`] every backend reads (`dead_max`, `dead_max_age`,
-/// `unique_for`, `max_payload`, `call_timeout`: default
-/// [`DEFAULT_CALL_TIMEOUT`]). Credentials never appear in the URL: they
+/// `unique_for`, `max_payload`: default [`SQS_MESSAGE_LIMIT`], at most
+/// [`SQS_MAX_MESSAGE`]; `call_timeout`: default [`DEFAULT_CALL_TIMEOUT`]). Credentials never appear in the URL: they
 /// come from the standard AWS chain (environment, profile, web identity,
 /// container or instance role).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +158,7 @@ impl SqsConfig {
             }
         }
         config.settings = Settings::from_query(query.iter())?;
+        config.check_max_payload()?;
         config.check_prefix()?;
         config.check_keys_table()?;
         Ok(config)
@@ -211,6 +219,30 @@ impl SqsConfig {
         self.settings.max_payload.unwrap_or(SQS_MESSAGE_LIMIT)
     }
 
+    /// Where this configuration reaches SQS, for logs: the region, and the
+    /// endpoint's `host:port` before it when one is set
+    /// (`127.0.0.1:5000/us-east-1`); never the endpoint's credentials, path
+    /// or query.
+    pub fn server(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{}/{}", host_port(endpoint), self.region),
+            None => self.region.clone(),
+        }
+    }
+
+    /// Refuses a `max_payload` that SQS would refuse at every enqueue.
+    pub(crate) fn check_max_payload(&self) -> Result<()> {
+        match self.settings.max_payload {
+            Some(n) if n > SQS_MAX_MESSAGE => Err(Error::Config(format!(
+                "bad sqs:// URL setting `max_payload={n}`: SQS takes messages of at most \
+                 {SQS_MAX_MESSAGE} bytes (1 MiB); give {} to {SQS_MAX_MESSAGE} \
+                 (default {SQS_MESSAGE_LIMIT})",
+                Settings::MIN_PAYLOAD
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn check_prefix(&self) -> Result<()> {
         let ok = !self.prefix.is_empty()
             && self.prefix.len() <= 40
@@ -241,6 +273,23 @@ impl SqsConfig {
                 "DynamoDB table name `{name}` must be 3 to 255 letters, digits, `_`, `.` or `-`"
             )))
         }
+    }
+}
+
+/// The `host:port` of an endpoint URL, its scheme's port when it names
+/// none; what follows the host and any user info before it are left out.
+fn host_port(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // A port follows the last `:`, unless that is inside an IPv6 address's brackets.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']'));
+    match scheme {
+        _ if has_port => host.to_owned(),
+        "http" => format!("{host}:80"),
+        _ => format!("{host}:443"),
     }
 }
 
@@ -301,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn the_server_names_the_region_and_the_endpoint_s_host_and_port_only() {
+        let c = SqsConfig::new("eu-west-1");
+        assert_eq!(c.server(), "eu-west-1");
+        for (endpoint, server) in [
+            ("http://127.0.0.1:5000", "127.0.0.1:5000/eu-west-1"),
+            ("http://127.0.0.1:5000/", "127.0.0.1:5000/eu-west-1"),
+            ("http://localhost", "localhost:80/eu-west-1"),
+            (
+                "https://sqs.example.com/path?x=1",
+                "sqs.example.com:443/eu-west-1",
+            ),
+            ("https://me:s3cret@[::1]:4566", "[::1]:4566/eu-west-1"),
+            ("https://[::1]", "[::1]:443/eu-west-1"),
+        ] {
+            let c = SqsConfig::new("eu-west-1").with_endpoint(endpoint);
+            assert_eq!(c.server(), server, "{endpoint}");
+        }
+    }
+
+    #[test]
     fn refuses_what_sqs_would() {
         assert!(SqsConfig::from_url("sqs://?prefix=x").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?prefix=a.b").is_err());
@@ -308,6 +377,16 @@ mod tests {
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=a%20b").is_err());
         assert!(SqsConfig::from_url("sqs://us-east-1?keys_table=ab").is_err());
         assert!(SqsConfig::from_url("redis://x").is_err());
+        let err = SqsConfig::from_url("sqs://us-east-1?max_payload=1048577")
+            .expect_err("over SQS's limit")
+            .to_string();
+        assert!(err.contains("1024 to 1048576"), "{err}");
+        let over = SqsConfig::new("us-east-1").with_settings({
+            let mut s = Settings::default();
+            s.max_payload = Some(SQS_MAX_MESSAGE + 1);
+            s
+        });
+        assert!(over.check_max_payload().is_err());
         for bad in ["0s", "1500ms", "13h", "soon"] {
             let err = SqsConfig::from_url(&format!("sqs://us-east-1?dead_scan_window={bad}"))
                 .expect_err(bad)

@@ -57,7 +57,8 @@ mod unique;
 
 pub use backend::SqsBackend;
 pub use config::{
-    SqsConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_DEAD_SCAN_WINDOW, DEFAULT_PREFIX, SQS_MESSAGE_LIMIT,
+    SqsConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_DEAD_SCAN_WINDOW, DEFAULT_PREFIX, SQS_MAX_MESSAGE,
+    SQS_MESSAGE_LIMIT,
 };
 pub use names::priority_level;
 #[doc(hidden)]

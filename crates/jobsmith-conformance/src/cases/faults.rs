@@ -411,7 +411,9 @@ async fn fails_in_time<T: std::fmt::Debug>(
 const WORKER_IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// A worker whose broker hangs says so in its log, at `WARN`, naming the
-/// backend and the cause, within its idle reserve's wait and the URL's
+/// backend, its server (the `host:port` it connects to, and SQS's region:
+/// [`Faults::server_words`](crate::Faults::server_words)) and the cause,
+/// within its idle reserve's wait and the URL's
 /// `call_timeout` (plus a little): an operator sees a hung broker rather
 /// than a quiet worker. Once the broker answers again, it runs jobs again.
 pub async fn frozen_broker_shows_in_the_worker_log_within_call_timeout(factory: Factory) {
@@ -479,6 +481,17 @@ pub async fn frozen_broker_shows_in_the_worker_log_within_call_timeout(factory: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!("{case}: after {:?}: {warned}", frozen_at.elapsed());
+    let server = warned
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("server="))
+        .unwrap_or_else(|| panic!("the warning names the {name} backend's server: {warned}"));
+    for word in h.faults.server_words() {
+        assert!(
+            server.contains(&word),
+            "the warning names where the {name} backend connects, `{word}`, \
+             not `server={server}`: {warned}"
+        );
+    }
     h.faults.thaw().await;
     enqueue_when_back(&*h.backend, job("default", 2)).await;
     ran(2, "the worker runs jobs again once the broker answers").await;

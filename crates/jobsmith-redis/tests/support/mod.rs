@@ -166,6 +166,9 @@ impl Faults for RedisFaults {
         self.proxy.freeze();
         Some("a proxy in front of Redis stopped forwarding".into())
     }
+    fn server_words(&self) -> Vec<String> {
+        vec![self.proxy.addr.to_string()]
+    }
     async fn thaw(&self) {
         self.proxy.thaw();
     }

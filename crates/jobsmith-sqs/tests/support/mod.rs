@@ -111,6 +111,12 @@ impl Faults for SqsFaults {
         self.proxy.freeze();
         Some("a proxy in front of the SQS endpoint stopped forwarding".into())
     }
+    fn server_words(&self) -> Vec<String> {
+        vec![
+            self.proxy.addr.to_string(),
+            self.direct.config().region.clone(),
+        ]
+    }
     async fn thaw(&self) {
         self.proxy.thaw();
     }
