@@ -1,9 +1,9 @@
 //! Whole workers ([`App`] and its worker) end to end: reconnecting,
 //! retrying and dead-lettering, stopping, crashing, and sharing a backend.
 
-use super::common::{dead_of, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
+use super::common::{dead_of, due_bound, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
 use crate::{Factory, Harness, NoopCounter};
-use jobsmith_core::{App, Backend, Envelope, SettleExt, WorkerReport};
+use jobsmith_core::{App, Backend, Envelope, SettleExt, Timestamp, WorkerReport};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -438,6 +438,111 @@ pub async fn worker_stop_hands_back_at_once_what_it_takes_in(factory: Factory) {
 /// How soon after its enqueue a job that a stopping worker's backend took in
 /// reaches another process ([`worker_stop_hands_back_at_once_what_it_takes_in`]).
 const HANDED_BACK: Duration = Duration::from_secs(2);
+
+/// Delayed jobs a worker's backend took in ahead of their due time (a
+/// broker that sends delayed jobs early, or counts delays in whole seconds,
+/// leaves the last of the wait to the reserving process) go back at a
+/// graceful stop, due when they were: while the stopping worker runs out its
+/// grace period on a long job, another process gets each one as attempt 1
+/// within the backend's due-time bound, and the stopping worker starts none.
+pub async fn worker_stop_charges_nothing_to_jobs_coming_due(factory: Factory) {
+    let h = fresh(factory).await;
+    let queue = "coming";
+    enqueue(&*h.backend, sleeping_job(queue, 0, 10_000)).await;
+    let counter = NoopCounter::default();
+    // One slot runs the long job; the others' reserve waits, and takes the
+    // delayed jobs in as its backend brings them, ahead of their time.
+    let (run, stop_tx) = start_stoppable(
+        &h,
+        queue,
+        &counter,
+        COMING_DUE_MS.len() + 1,
+        Duration::from_secs(1),
+    );
+    until_started(&counter, 1).await;
+    let peer = (h.peer)().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    let jobs: Vec<Envelope> = (1..)
+        .zip(COMING_DUE_MS)
+        .map(|(n, ms)| {
+            let mut e = sleeping_job(queue, n, 0);
+            e.max_attempts = 1;
+            e.run_at = Timestamp::now().plus(Duration::from_millis(ms));
+            e
+        })
+        .collect();
+    let due_of = |n: u64| {
+        let i = usize::try_from(n - 1).expect("small");
+        sent + Duration::from_millis(COMING_DUE_MS[i])
+    };
+    h.backend.enqueue(jobs).await.expect("enqueue");
+    tokio::time::sleep_until((sent + STOP_BEFORE_DUE).into()).await;
+    let _ = stop_tx.send(());
+    // Another process reserves from the stop on, until each job came or
+    // well after the stopping worker is gone.
+    let bound = due_bound(&h);
+    let collect = tokio::spawn(async move {
+        let want = COMING_DUE_MS.len();
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut got = Vec::new();
+        while got.len() < want && Instant::now() < until {
+            let more = peer
+                .reserve(&qs(queue), want - got.len(), LONG, until - Instant::now())
+                .await
+                .expect("reserve");
+            let at = Instant::now();
+            let leases: Vec<_> = more.iter().map(|d| d.lease.clone()).collect();
+            peer.ack(&leases).await.expect("ack");
+            // Job 0, released at the end of the grace period, is not one of them.
+            got.extend(
+                more.iter()
+                    .map(|d| (env_of(d).clone(), at))
+                    .filter(|(e, _)| n_of(e) != 0),
+            );
+        }
+        got
+    });
+    let report = run.await.expect("worker task").expect("worker runs");
+    // The stopped process exits: its connection closes.
+    h.faults.kill().await;
+    let got = collect.await.expect("peer task");
+    assert_eq!(
+        counter.started(),
+        [0].into(),
+        "a stopping worker starts no job that comes due during its grace period: {report:?}"
+    );
+    let came: Vec<(u64, u32, Option<Duration>)> = got
+        .iter()
+        .map(|(e, at)| {
+            let n = n_of(e);
+            (n, e.attempt, at.checked_duration_since(due_of(n)))
+        })
+        .collect();
+    let missing: Vec<u64> = (1..=COMING_DUE_MS.len() as u64)
+        .filter(|n| !came.iter().any(|c| c.0 == *n))
+        .collect();
+    let wrong = came
+        .iter()
+        .any(|(_, attempt, late)| *attempt != 1 || late.is_some_and(|l| l > bound));
+    assert!(
+        missing.is_empty() && !wrong,
+        "jobs coming due while a worker stopped must reach another process as attempt 1, \
+         within {bound:?} of their due time; (n, attempt, late by) {came:?}, never came \
+         {missing:?}; the stopping worker's {report:?}"
+    );
+}
+
+/// When the jobs of [`worker_stop_charges_nothing_to_jobs_coming_due`] are
+/// due, in ms after their enqueue: under a second (SQS counts delays in
+/// whole seconds and holds the rest), and with delays whose bits make
+/// RabbitMQ send them 100 ms or more ahead of their time, so that each is
+/// held by the reserving process when the stop comes, [`STOP_BEFORE_DUE`].
+const COMING_DUE_MS: [u64; 3] = [970, 980, 990];
+
+/// When the worker of [`worker_stop_charges_nothing_to_jobs_coming_due`] is
+/// stopped, after the jobs' enqueue: shortly before the first is due.
+const STOP_BEFORE_DUE: Duration = Duration::from_millis(940);
 
 /// A worker that dies (kill -9) charges an attempt at most to the jobs it
 /// could have been running: its concurrency, however many jobs its backend
