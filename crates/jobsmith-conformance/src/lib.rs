@@ -278,6 +278,7 @@ macro_rules! conformance_suite {
                 worker_stop_charges_nothing_to_jobs_coming_due,
                 worker_stop_charges_nothing_to_jobs_taken_ahead,
                 worker_crash_charges_at_most_its_concurrency,
+                worker_crash_on_many_queues_and_levels_charges_at_most_its_concurrency,
                 workers_sharing_a_backend_do_not_starve_each_other,
             }
         }

@@ -217,10 +217,15 @@ async fn until_started(counter: &NoopCounter, n: usize) {
 /// holds little unacknowledged), and returns their envelopes as delivered;
 /// `why` is the assertion that each reserve (up to 5 s) finds one.
 async fn run_out(b: &dyn Backend, queue: &str, n: usize, why: &str) -> Vec<Envelope> {
+    run_out_of(b, &qs(queue), n, why).await
+}
+
+/// [`run_out`] from several queues, taken in the order given.
+async fn run_out_of(b: &dyn Backend, queues: &[String], n: usize, why: &str) -> Vec<Envelope> {
     let mut got = Vec::new();
     while got.len() < n {
         let more = b
-            .reserve(&qs(queue), n - got.len(), LONG, Duration::from_secs(5))
+            .reserve(queues, n - got.len(), LONG, Duration::from_secs(5))
             .await
             .expect("reserve");
         assert!(!more.is_empty(), "{why} ({} of {n} came)", got.len());
@@ -563,7 +568,6 @@ async fn crash_charges_at_most_concurrency(
     sleep_ms: u64,
     before_kill: usize,
 ) {
-    let concurrency = 2;
     h.backend
         .enqueue(
             (0..jobs)
@@ -573,18 +577,90 @@ async fn crash_charges_at_most_concurrency(
         .await
         .expect("enqueue");
     let counter = NoopCounter::default();
-    let worker = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .concurrency(concurrency)
-        .lease(h.short_lease)
-        .stop_on(std::future::pending());
-    let run = tokio::spawn(worker.run_report());
+    let run = start_crashing(h, &["default"], &counter);
     until_started(&counter, before_kill).await;
     if sleep_ms > 100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_crash_charged_at_most_concurrency(h, run, &counter, &["default"], jobs).await;
+}
+
+/// [`worker_crash_charges_at_most_its_concurrency`] where the worker runs two
+/// queues of three priority levels each, and the jobs come while it waits
+/// idle on all of them: however many places a backend watches for the
+/// worker, it takes in no more than the worker can run.
+pub async fn worker_crash_on_many_queues_and_levels_charges_at_most_its_concurrency(
+    factory: Factory,
+) {
+    let h = fresh(factory).await;
+    let queues = ["crash1", "crash2"];
+    let spread = |first: u64, per_place: u64, sleep_ms: u64| {
+        let mut jobs = Vec::new();
+        for queue in queues {
+            for priority in [0, 1, 2] {
+                for _ in 0..per_place {
+                    let mut e = sleeping_job(queue, first + jobs.len() as u64, sleep_ms);
+                    e.priority = priority;
+                    jobs.push(e);
+                }
+            }
+        }
+        jobs
+    };
+    // A job in each place first, so that every level is in use when the
+    // worker waits (SQS creates a level's queue for its first job).
+    let warm_up = spread(1000, 1, 0);
+    let places = warm_up.len();
+    h.backend.enqueue(warm_up).await.expect("enqueue");
+    let counter = NoopCounter::default();
+    let run = start_crashing(&h, &queues, &counter);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.get() < places as u64 {
+        assert!(Instant::now() < deadline, "the worker ran the first jobs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The worker waits on every place; then the jobs come, long ones.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let burst = spread(0, 4, 500);
+    let jobs = (places + burst.len()) as u64;
+    h.backend.enqueue(burst).await.expect("enqueue");
+    until_started(&counter, places + CRASH_CONCURRENCY).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_crash_charged_at_most_concurrency(&h, run, &counter, &queues, jobs).await;
+}
+
+/// The concurrency of the workers that the crash cases kill.
+const CRASH_CONCURRENCY: usize = 2;
+
+/// Starts a worker of [`CRASH_CONCURRENCY`] on `queues` with the harness's
+/// short lease, that runs until it is killed.
+fn start_crashing(
+    h: &Harness,
+    queues: &[&str],
+    counter: &NoopCounter,
+) -> tokio::task::JoinHandle<jobsmith_core::Result<WorkerReport>> {
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues(queues.iter().copied())
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(CRASH_CONCURRENCY)
+        .lease(h.short_lease)
+        .stop_on(std::future::pending());
+    tokio::spawn(worker.run_report())
+}
+
+/// Kills the worker `run` as a process dies, then has another process run
+/// out what is left of the `jobs` enqueued on `queues`: no more of them than
+/// the worker's concurrency may come back charged an attempt without ever
+/// having started.
+async fn assert_crash_charged_at_most_concurrency(
+    h: &Harness,
+    run: tokio::task::JoinHandle<jobsmith_core::Result<WorkerReport>>,
+    counter: &NoopCounter,
+    queues: &[&str],
+    jobs: u64,
+) {
     // The process dies: nothing of it runs on, its connection goes.
     run.abort();
     let _ = run.await;
@@ -593,9 +669,10 @@ async fn crash_charges_at_most_concurrency(
     let done = counter.get();
     let peer = (h.peer)().await;
     let left = usize::try_from(jobs - done).expect("small");
-    let got = run_out(
+    let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+    let got = run_out_of(
         &*peer,
-        "default",
+        &queues,
         left,
         "every job not completed comes back to another process once its lease runs out",
     )
@@ -606,9 +683,9 @@ async fn crash_charges_at_most_concurrency(
         .map(|e| (n_of(e), e.attempt))
         .collect();
     assert!(
-        charged_unstarted.len() <= concurrency,
-        "a dead worker of concurrency {concurrency} charged an attempt to {} jobs that never \
-         started (n, attempt now): {charged_unstarted:?}",
+        charged_unstarted.len() <= CRASH_CONCURRENCY,
+        "a dead worker of concurrency {CRASH_CONCURRENCY} charged an attempt to {} jobs that \
+         never started (n, attempt now): {charged_unstarted:?}",
         charged_unstarted.len()
     );
 }
