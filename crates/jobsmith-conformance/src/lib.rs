@@ -283,8 +283,10 @@ macro_rules! conformance_suite {
                 worker_dead_letters_an_unknown_envelope_version,
                 worker_stop_charges_no_attempt,
                 worker_stop_hands_back_at_once_what_it_takes_in,
+                worker_stop_charges_nothing_to_jobs_coming_due,
                 worker_stop_charges_nothing_to_jobs_taken_ahead,
                 worker_crash_charges_at_most_its_concurrency,
+                worker_crash_on_many_queues_and_levels_charges_at_most_its_concurrency,
                 workers_sharing_a_backend_do_not_starve_each_other,
             }
         }

@@ -264,6 +264,11 @@ impl Backend for SqsBackend {
         settle_by_kind(self, outcomes).await
     }
 
+    async fn start_reserving(&self, queues: &[String], capacity: usize) -> Result<()> {
+        self.inner.inbox.start_reserving(queues, capacity);
+        Ok(())
+    }
+
     async fn stop_reserving(&self, queues: &[String]) -> Result<()> {
         self.inner.stop_reserving(queues).await
     }

@@ -50,10 +50,12 @@ enum Swept {
 impl Inner {
     /// Receives once from each level of `queues`, highest first, until `max`
     /// are due; stops at a level that gave a full batch (more may wait there,
-    /// and lower levels must not pass it). The messages go to the inbox.
-    /// One receive per level keeps batches small, so a worker's receives and
-    /// its acks overlap instead of taking turns. A queue that fails is
-    /// reported and added to `failed`, and the next queue is swept.
+    /// and lower levels must not pass it). The messages go to the inbox; a
+    /// queue without room there ([`Inbox::claim`](crate::inbox::Inbox::claim))
+    /// is passed over. One receive per level keeps batches small, so a
+    /// worker's receives and its acks overlap instead of taking turns. A
+    /// queue that fails is reported and added to `failed`, and the next
+    /// queue is swept.
     async fn sweep(&self, queues: &[String], max: usize, visibility: u64, failed: &mut Failed) {
         for queue in queues {
             if failed.has(queue) {
@@ -84,12 +86,18 @@ impl Inner {
             if need == 0 {
                 return Ok(Swept::Full);
             }
-            let (msgs, sent) = self.receive(url, need, Duration::ZERO, visibility).await?;
-            let full = msgs.len() >= need.min(calls::BATCH);
+            let claim = self.inbox.claim(queue, need.min(calls::BATCH));
+            if claim.n() == 0 {
+                return Ok(Swept::More);
+            }
+            let (msgs, sent) = self
+                .receive(url, claim.n(), Duration::ZERO, visibility)
+                .await?;
+            let full = msgs.len() >= claim.n();
             let (got, failed) = self
                 .sort_received(queue, level, url, msgs, sent, visibility)
                 .await;
-            self.inbox.put(got);
+            self.inbox.fill(claim, got);
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -126,7 +134,10 @@ impl Inner {
 
     /// Starts a long poll on every level of `queues` that has none running,
     /// but for the queues that `failed` (a queue whose family cannot be read
-    /// is reported and added to them).
+    /// is reported and added to them). The room the inbox has for a queue
+    /// is shared out between its levels, highest first, each asking for at
+    /// most `max`; a level left without room is not polled, and is swept by
+    /// the next reserve.
     async fn start_polls(
         self: &Arc<Self>,
         queues: &[String],
@@ -135,40 +146,51 @@ impl Inner {
         visibility: u64,
         failed: &mut Failed,
     ) {
+        let mut idle = Vec::new();
         for queue in queues {
             if failed.has(queue) {
                 continue;
             }
-            let family = match self.queues.family(queue).await {
-                Ok(family) => family,
+            match self.queues.family(queue).await {
+                Ok(family) => idle.extend(
+                    family
+                        .levels_desc()
+                        .filter(|(_, url)| !self.inbox.is_polling(url))
+                        .map(|(level, url)| (queue, level, url.clone())),
+                ),
                 Err(e) => {
                     self.errors.failed(queue, "receive", &e);
                     failed.add(queue.clone(), e);
-                    continue;
                 }
-            };
-            for (level, url) in family.levels_desc() {
-                if !self.inbox.start_poll(url, queue) {
-                    continue;
-                }
-                let me = Arc::clone(self);
-                let queue = queue.clone();
-                let url = url.clone();
-                let wait = Duration::from_secs(whole_seconds_up(wait).min(20));
-                tokio::spawn(async move {
-                    let failed = match me.receive(&url, max, wait, visibility).await {
-                        Ok((msgs, sent)) => {
-                            let (got, failed) = me
-                                .sort_received(&queue, level, &url, msgs, sent, visibility)
-                                .await;
-                            me.inbox.put(got);
-                            failed
-                        }
-                        Err(e) => Some(e),
-                    };
-                    me.inbox.end_poll(&url, failed.map(|e| (queue, e)));
-                });
             }
+        }
+        let wait = Duration::from_secs(whole_seconds_up(wait).min(20));
+        let mut left = idle.len();
+        for (queue, level, url) in idle {
+            let share = self.inbox.room(queue).div_ceil(left);
+            left -= 1;
+            let claim = self.inbox.claim(queue, share.min(max).min(calls::BATCH));
+            if claim.n() == 0 || !self.inbox.start_poll(&url, queue) {
+                continue;
+            }
+            let me = Arc::clone(self);
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let failed = match me.receive(&url, claim.n(), wait, visibility).await {
+                    Ok((msgs, sent)) => {
+                        let (got, failed) = me
+                            .sort_received(&queue, level, &url, msgs, sent, visibility)
+                            .await;
+                        me.inbox.fill(claim, got);
+                        failed
+                    }
+                    Err(e) => {
+                        drop(claim);
+                        Some(e)
+                    }
+                };
+                me.inbox.end_poll(&url, failed.map(|e| (queue, e)));
+            });
         }
     }
 
@@ -341,6 +363,7 @@ impl Inner {
                 break;
             }
         }
+        self.inbox.stop_reserving(queues);
         first_error.map_or(Ok(()), Err)
     }
 

@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 pub(super) const WAKE_BOUND: Duration = Duration::from_millis(250);
 pub(super) const LONG: Duration = Duration::from_secs(30);
 
+/// How late after its due time a delayed or retried job must be handed out
+/// to a reserve that was already waiting when the job was stored.
+const DUE_BOUND: Duration = Duration::from_millis(100);
+
+/// The due-time bound `h` is held to: the contract's [`DUE_BOUND`], or its
+/// documented approximation.
+pub(super) fn due_bound(h: &Harness) -> Duration {
+    h.approximations.due_wake_bound.unwrap_or(DUE_BOUND)
+}
+
 pub(super) async fn fresh(factory: Factory) -> Harness {
     factory(Settings::default()).await
 }

@@ -2,8 +2,8 @@
 //! wake-ups, leases and their expiry, and jobs whose time to live runs out.
 
 use super::common::{
-    assert_woken, bury, dead_of, enqueue, env_of, fresh, job, migration_of, n_of, qs, stats, take,
-    take_one, waiting_reserve, LONG,
+    assert_woken, bury, dead_of, due_bound, enqueue, env_of, fresh, job, migration_of, n_of, qs,
+    stats, take, take_one, waiting_reserve, LONG,
 };
 use crate::{Factory, Harness};
 use jobsmith_core::{Backend, Delivery, Envelope, LeaseStatus, SettleExt, Timestamp};
@@ -308,19 +308,10 @@ pub async fn heartbeat_keeps_the_lease(factory: Factory) {
     );
 }
 
-/// How late after its due time a delayed or retried job must be handed out
-/// to a reserve that was already waiting when the job was stored.
-const DUE_BOUND: Duration = Duration::from_millis(100);
-
 /// How long a job stored while a reserve waits is due after it is stored:
 /// far below the 10 s the reserve waits, so a reserve that does not look
 /// again until its wait ends fails the bound by seconds.
 const DUE_IN: Duration = Duration::from_millis(1200);
-
-/// The bound `h` is held to: the contract's, or its documented approximation.
-fn due_bound(h: &Harness) -> Duration {
-    h.approximations.due_wake_bound.unwrap_or(DUE_BOUND)
-}
 
 /// A `run_at` [`DUE_IN`] from now, and the instant it stands for.
 fn due_soon() -> (Timestamp, Instant) {

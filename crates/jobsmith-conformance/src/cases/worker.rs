@@ -1,9 +1,9 @@
 //! Whole workers ([`App`] and its worker) end to end: reconnecting,
 //! retrying and dead-lettering, stopping, crashing, and sharing a backend.
 
-use super::common::{dead_of, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
+use super::common::{dead_of, due_bound, enqueue, env_of, fresh, job, n_of, qs, stats, LONG};
 use crate::{Factory, Harness, NoopCounter};
-use jobsmith_core::{App, Backend, Envelope, SettleExt, WorkerReport};
+use jobsmith_core::{App, Backend, Envelope, SettleExt, Timestamp, WorkerReport};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,10 +217,15 @@ async fn until_started(counter: &NoopCounter, n: usize) {
 /// holds little unacknowledged), and returns their envelopes as delivered;
 /// `why` is the assertion that each reserve (up to 5 s) finds one.
 async fn run_out(b: &dyn Backend, queue: &str, n: usize, why: &str) -> Vec<Envelope> {
+    run_out_of(b, &qs(queue), n, why).await
+}
+
+/// [`run_out`] from several queues, taken in the order given.
+async fn run_out_of(b: &dyn Backend, queues: &[String], n: usize, why: &str) -> Vec<Envelope> {
     let mut got = Vec::new();
     while got.len() < n {
         let more = b
-            .reserve(&qs(queue), n - got.len(), LONG, Duration::from_secs(5))
+            .reserve(queues, n - got.len(), LONG, Duration::from_secs(5))
             .await
             .expect("reserve");
         assert!(!more.is_empty(), "{why} ({} of {n} came)", got.len());
@@ -439,6 +444,111 @@ pub async fn worker_stop_hands_back_at_once_what_it_takes_in(factory: Factory) {
 /// reaches another process ([`worker_stop_hands_back_at_once_what_it_takes_in`]).
 const HANDED_BACK: Duration = Duration::from_secs(2);
 
+/// Delayed jobs a worker's backend took in ahead of their due time (a
+/// broker that sends delayed jobs early, or counts delays in whole seconds,
+/// leaves the last of the wait to the reserving process) go back at a
+/// graceful stop, due when they were: while the stopping worker runs out its
+/// grace period on a long job, another process gets each one as attempt 1
+/// within the backend's due-time bound, and the stopping worker starts none.
+pub async fn worker_stop_charges_nothing_to_jobs_coming_due(factory: Factory) {
+    let h = fresh(factory).await;
+    let queue = "coming";
+    enqueue(&*h.backend, sleeping_job(queue, 0, 10_000)).await;
+    let counter = NoopCounter::default();
+    // One slot runs the long job; the others' reserve waits, and takes the
+    // delayed jobs in as its backend brings them, ahead of their time.
+    let (run, stop_tx) = start_stoppable(
+        &h,
+        queue,
+        &counter,
+        COMING_DUE_MS.len() + 1,
+        Duration::from_secs(1),
+    );
+    until_started(&counter, 1).await;
+    let peer = (h.peer)().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    let jobs: Vec<Envelope> = (1..)
+        .zip(COMING_DUE_MS)
+        .map(|(n, ms)| {
+            let mut e = sleeping_job(queue, n, 0);
+            e.max_attempts = 1;
+            e.run_at = Timestamp::now().plus(Duration::from_millis(ms));
+            e
+        })
+        .collect();
+    let due_of = |n: u64| {
+        let i = usize::try_from(n - 1).expect("small");
+        sent + Duration::from_millis(COMING_DUE_MS[i])
+    };
+    h.backend.enqueue(jobs).await.expect("enqueue");
+    tokio::time::sleep_until((sent + STOP_BEFORE_DUE).into()).await;
+    let _ = stop_tx.send(());
+    // Another process reserves from the stop on, until each job came or
+    // well after the stopping worker is gone.
+    let bound = due_bound(&h);
+    let collect = tokio::spawn(async move {
+        let want = COMING_DUE_MS.len();
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut got = Vec::new();
+        while got.len() < want && Instant::now() < until {
+            let more = peer
+                .reserve(&qs(queue), want - got.len(), LONG, until - Instant::now())
+                .await
+                .expect("reserve");
+            let at = Instant::now();
+            let leases: Vec<_> = more.iter().map(|d| d.lease.clone()).collect();
+            peer.ack(&leases).await.expect("ack");
+            // Job 0, released at the end of the grace period, is not one of them.
+            got.extend(
+                more.iter()
+                    .map(|d| (env_of(d).clone(), at))
+                    .filter(|(e, _)| n_of(e) != 0),
+            );
+        }
+        got
+    });
+    let report = run.await.expect("worker task").expect("worker runs");
+    // The stopped process exits: its connection closes.
+    h.faults.kill().await;
+    let got = collect.await.expect("peer task");
+    assert_eq!(
+        counter.started(),
+        [0].into(),
+        "a stopping worker starts no job that comes due during its grace period: {report:?}"
+    );
+    let came: Vec<(u64, u32, Option<Duration>)> = got
+        .iter()
+        .map(|(e, at)| {
+            let n = n_of(e);
+            (n, e.attempt, at.checked_duration_since(due_of(n)))
+        })
+        .collect();
+    let missing: Vec<u64> = (1..=COMING_DUE_MS.len() as u64)
+        .filter(|n| !came.iter().any(|c| c.0 == *n))
+        .collect();
+    let wrong = came
+        .iter()
+        .any(|(_, attempt, late)| *attempt != 1 || late.is_some_and(|l| l > bound));
+    assert!(
+        missing.is_empty() && !wrong,
+        "jobs coming due while a worker stopped must reach another process as attempt 1, \
+         within {bound:?} of their due time; (n, attempt, late by) {came:?}, never came \
+         {missing:?}; the stopping worker's {report:?}"
+    );
+}
+
+/// When the jobs of [`worker_stop_charges_nothing_to_jobs_coming_due`] are
+/// due, in ms after their enqueue: under a second (SQS counts delays in
+/// whole seconds and holds the rest), and with delays whose bits make
+/// RabbitMQ send them 100 ms or more ahead of their time, so that each is
+/// held by the reserving process when the stop comes, [`STOP_BEFORE_DUE`].
+const COMING_DUE_MS: [u64; 3] = [970, 980, 990];
+
+/// When the worker of [`worker_stop_charges_nothing_to_jobs_coming_due`] is
+/// stopped, after the jobs' enqueue: shortly before the first is due.
+const STOP_BEFORE_DUE: Duration = Duration::from_millis(940);
+
 /// A worker that dies (kill -9) charges an attempt at most to the jobs it
 /// could have been running: its concurrency, however many jobs its backend
 /// took in ahead, and however many the worker took ahead of its free slots
@@ -458,7 +568,6 @@ async fn crash_charges_at_most_concurrency(
     sleep_ms: u64,
     before_kill: usize,
 ) {
-    let concurrency = 2;
     h.backend
         .enqueue(
             (0..jobs)
@@ -468,18 +577,90 @@ async fn crash_charges_at_most_concurrency(
         .await
         .expect("enqueue");
     let counter = NoopCounter::default();
-    let worker = App::from_backend(Arc::clone(&h.backend))
-        .worker()
-        .registry(crate::noop_registry())
-        .state(counter.clone())
-        .concurrency(concurrency)
-        .lease(h.short_lease)
-        .stop_on(std::future::pending());
-    let run = tokio::spawn(worker.run_report());
+    let run = start_crashing(h, &["default"], &counter);
     until_started(&counter, before_kill).await;
     if sleep_ms > 100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_crash_charged_at_most_concurrency(h, run, &counter, &["default"], jobs).await;
+}
+
+/// [`worker_crash_charges_at_most_its_concurrency`] where the worker runs two
+/// queues of three priority levels each, and the jobs come while it waits
+/// idle on all of them: however many places a backend watches for the
+/// worker, it takes in no more than the worker can run.
+pub async fn worker_crash_on_many_queues_and_levels_charges_at_most_its_concurrency(
+    factory: Factory,
+) {
+    let h = fresh(factory).await;
+    let queues = ["crash1", "crash2"];
+    let spread = |first: u64, per_place: u64, sleep_ms: u64| {
+        let mut jobs = Vec::new();
+        for queue in queues {
+            for priority in [0, 1, 2] {
+                for _ in 0..per_place {
+                    let mut e = sleeping_job(queue, first + jobs.len() as u64, sleep_ms);
+                    e.priority = priority;
+                    jobs.push(e);
+                }
+            }
+        }
+        jobs
+    };
+    // A job in each place first, so that every level is in use when the
+    // worker waits (SQS creates a level's queue for its first job).
+    let warm_up = spread(1000, 1, 0);
+    let places = warm_up.len();
+    h.backend.enqueue(warm_up).await.expect("enqueue");
+    let counter = NoopCounter::default();
+    let run = start_crashing(&h, &queues, &counter);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.get() < places as u64 {
+        assert!(Instant::now() < deadline, "the worker ran the first jobs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The worker waits on every place; then the jobs come, long ones.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let burst = spread(0, 4, 500);
+    let jobs = (places + burst.len()) as u64;
+    h.backend.enqueue(burst).await.expect("enqueue");
+    until_started(&counter, places + CRASH_CONCURRENCY).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_crash_charged_at_most_concurrency(&h, run, &counter, &queues, jobs).await;
+}
+
+/// The concurrency of the workers that the crash cases kill.
+const CRASH_CONCURRENCY: usize = 2;
+
+/// Starts a worker of [`CRASH_CONCURRENCY`] on `queues` with the harness's
+/// short lease, that runs until it is killed.
+fn start_crashing(
+    h: &Harness,
+    queues: &[&str],
+    counter: &NoopCounter,
+) -> tokio::task::JoinHandle<jobsmith_core::Result<WorkerReport>> {
+    let worker = App::from_backend(Arc::clone(&h.backend))
+        .worker()
+        .queues(queues.iter().copied())
+        .registry(crate::noop_registry())
+        .state(counter.clone())
+        .concurrency(CRASH_CONCURRENCY)
+        .lease(h.short_lease)
+        .stop_on(std::future::pending());
+    tokio::spawn(worker.run_report())
+}
+
+/// Kills the worker `run` as a process dies, then has another process run
+/// out what is left of the `jobs` enqueued on `queues`: no more of them than
+/// the worker's concurrency may come back charged an attempt without ever
+/// having started.
+async fn assert_crash_charged_at_most_concurrency(
+    h: &Harness,
+    run: tokio::task::JoinHandle<jobsmith_core::Result<WorkerReport>>,
+    counter: &NoopCounter,
+    queues: &[&str],
+    jobs: u64,
+) {
     // The process dies: nothing of it runs on, its connection goes.
     run.abort();
     let _ = run.await;
@@ -488,9 +669,10 @@ async fn crash_charges_at_most_concurrency(
     let done = counter.get();
     let peer = (h.peer)().await;
     let left = usize::try_from(jobs - done).expect("small");
-    let got = run_out(
+    let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+    let got = run_out_of(
         &*peer,
-        "default",
+        &queues,
         left,
         "every job not completed comes back to another process once its lease runs out",
     )
@@ -501,9 +683,9 @@ async fn crash_charges_at_most_concurrency(
         .map(|e| (n_of(e), e.attempt))
         .collect();
     assert!(
-        charged_unstarted.len() <= concurrency,
-        "a dead worker of concurrency {concurrency} charged an attempt to {} jobs that never \
-         started (n, attempt now): {charged_unstarted:?}",
+        charged_unstarted.len() <= CRASH_CONCURRENCY,
+        "a dead worker of concurrency {CRASH_CONCURRENCY} charged an attempt to {} jobs that \
+         never started (n, attempt now): {charged_unstarted:?}",
         charged_unstarted.len()
     );
 }

@@ -158,11 +158,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ///
     /// A backend that takes jobs in ahead of [`Backend::reserve`] (a
     /// consumer's prefetch, background receives) then holds no more than
-    /// `capacity` of them, running or not: where the broker counts an
-    /// attempt for every job a process held when it died, a crash is charged
-    /// for at most the jobs the process could have been running. The
-    /// default does nothing: a backend that takes in only what a reserve
-    /// hands out (memory, Redis) holds nothing more.
+    /// `capacity` of them that a reserve has not handed out, however many
+    /// queues and priority levels it watches for them (RabbitMQ's prefetch
+    /// holds no more than `capacity` in all, running or not; SQS's receives
+    /// share `capacity` between them): where the broker counts an attempt
+    /// for every job a process held when it died, a crash is charged for at
+    /// most `capacity` jobs that never started. The default does nothing: a
+    /// backend that takes in only what a reserve hands out (memory, Redis)
+    /// holds nothing more.
     async fn start_reserving(&self, queues: &[String], capacity: usize) -> Result<()> {
         let _ = (queues, capacity);
         Ok(())
