@@ -239,7 +239,61 @@ fn ci() -> Result<(), String> {
         "--workspace",
     ]))?;
     package()?;
+    quickstart_stays_small()?;
     setup::ensure_tools()?;
     services::ensure_all()?;
     test()
+}
+
+/// The crates whose presence in the quickstart's build means a broker
+/// client came in: the quickstart runs on the memory backend, and builds
+/// cold in about 35 s on a 2-core machine (107 crates) because none of
+/// these do; the backends are one `--features` flag away.
+const NOT_IN_THE_QUICKSTART: [&str; 4] = ["aws-sdk-sqs", "lapin", "redis", "tokio-postgres"];
+
+/// Fails when the quickstart (`cargo run --example quickstart`, the
+/// README's first command) would build a broker client: features unified
+/// across the workspace's default members once pulled in 244 crates.
+fn quickstart_stays_small() -> Result<(), String> {
+    let out = cargo()
+        .args([
+            "tree",
+            "--package",
+            "jobsmith-examples",
+            "--edges",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<&str> = NOT_IN_THE_QUICKSTART
+        .into_iter()
+        .filter(|name| {
+            tree.lines()
+                .any(|l| l.split_whitespace().next() == Some(*name))
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the quickstart now builds {}: keep broker clients behind the examples' features (examples/Cargo.toml) and out of the default members' dependencies",
+            found.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_quickstart_builds_no_broker_client() {
+        super::quickstart_stays_small().unwrap();
+    }
 }
