@@ -75,19 +75,21 @@ impl Names {
         }
     }
 
-    pub(crate) fn hold(&self, q: &str, key: &str) -> String {
-        format!("{}.{q}.key.{}", self.prefix, hash_hex(key.as_bytes()))
+    /// The queue whose one message is the holder of `key` (see `unique.rs`).
+    pub(crate) fn hold(&self, q: &str, key: &str, form: KeyForm) -> String {
+        format!("{}.{q}.key.{}", self.prefix, form.hash(key))
     }
 
     /// Where the holder of `key` is named: read by enqueues that found the
     /// key taken. The hold queue itself is never read, because a message
     /// being read does not count towards its `x-max-length`.
-    pub(crate) fn owner(&self, q: &str, key: &str) -> String {
-        format!("{}.{q}.owner.{}", self.prefix, hash_hex(key.as_bytes()))
+    pub(crate) fn owner(&self, q: &str, key: &str, form: KeyForm) -> String {
+        format!("{}.{q}.owner.{}", self.prefix, form.hash(key))
     }
 
-    pub(crate) fn done(&self, q: &str, key: &str) -> String {
-        format!("{}.{q}.done.{}", self.prefix, hash_hex(key.as_bytes()))
+    /// Where a completed job's `key` is remembered for `unique_for`.
+    pub(crate) fn done(&self, q: &str, key: &str, form: KeyForm) -> String {
+        format!("{}.{q}.done.{}", self.prefix, form.hash(key))
     }
 
     /// Where a long lease's job waits while it runs, named after the lease token.
@@ -190,6 +192,27 @@ pub(crate) fn due_pattern(q: &str) -> String {
 /// jobsmith priority to broker priority: below 0 → 0, 0 → 1, 1..=9 → 2..=10, above → 10.
 pub(crate) fn broker_priority(p: i32) -> u8 {
     u8::try_from(p.saturating_add(1).clamp(0, i32::from(MAX_PRIORITY))).unwrap_or(MAX_PRIORITY)
+}
+
+/// How an idempotency key's queues are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyForm {
+    /// By the first 128 bits of the key's SHA-256, as 32 hex digits: keys
+    /// may come from a job's caller, who must not be able to make two of
+    /// them share a queue (the second job would be a no-op).
+    Sha256,
+    /// By [`hash_hex`], as versions before this one did: read, and freed,
+    /// so that a key held by a job they enqueued still holds.
+    Fnv,
+}
+
+impl KeyForm {
+    fn hash(self, key: &str) -> String {
+        match self {
+            KeyForm::Sha256 => jobsmith_core::hash::sha256_hex(key.as_bytes(), 16),
+            KeyForm::Fnv => hash_hex(key.as_bytes()),
+        }
+    }
 }
 
 /// A stable 128-bit hash (two FNV-1a 64 passes), as 32 hex digits: short,

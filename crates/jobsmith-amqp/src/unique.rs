@@ -13,12 +13,22 @@
 //! the owner and hold queues are deleted, in that order. Enqueue checks the
 //! done queue before and after taking the hold, so a completion racing an
 //! enqueue is seen by one check or the other.
+//!
+//! `<hash>` is the first 128 bits of the key's SHA-256 (`KeyForm::Sha256`):
+//! a key may come from a job's caller, and a fast hash would let them make
+//! two keys share queues, turning a real job into a no-op. Versions before
+//! it named the queues by two FNV-1a passes (`KeyForm::Fnv`); a key held or
+//! remembered under those names is still honoured (read by claims and
+//! lookups) and freed with the key, so jobs enqueued before an upgrade keep
+//! their keys for their lifetime. That costs a keyed enqueue two passive
+//! declares more.
 
 use crate::call::Calls;
 use crate::error::from_lapin;
 use crate::inner::Inner;
 use crate::link::Link;
 use crate::message::{self, Confirmed, Outgoing};
+use crate::names::KeyForm;
 use jobsmith_core::{Error, JobId, Result};
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
@@ -107,11 +117,14 @@ impl Inner {
         key: &str,
         id: &JobId,
     ) -> Result<Claim> {
-        let hold = self.names.hold(q, key);
-        let owner = self.names.owner(q, key);
-        let done = self.names.done(q, key);
+        let hold = self.names.hold(q, key, KeyForm::Sha256);
+        let owner = self.names.owner(q, key, KeyForm::Sha256);
+        let done = self.names.done(q, key, KeyForm::Sha256);
         let mut ch = link.admin().await?;
         let calls = &link.calls;
+        if let Some(existing) = self.holder_of(link, &mut ch, q, key, KeyForm::Fnv).await? {
+            return Ok(Claim::Existing(existing));
+        }
         for _ in 0..40 {
             if let Some(existing) = peek(link, &mut ch, &done).await? {
                 return Ok(Claim::Existing(existing));
@@ -157,10 +170,37 @@ impl Inner {
         key: &str,
     ) -> Result<Option<JobId>> {
         let mut ch = link.admin().await?;
-        if let Some(done) = peek(link, &mut ch, &self.names.done(q, key)).await? {
+        for form in [KeyForm::Sha256, KeyForm::Fnv] {
+            if let Some(holder) = self.holder_of(link, &mut ch, q, key, form).await? {
+                return Ok(Some(holder));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The job that the queues of `key` in `form` name: the completed one
+    /// the done queue remembers, else the owner.
+    async fn holder_of(
+        &self,
+        link: &Link,
+        ch: &mut Channel,
+        q: &str,
+        key: &str,
+        form: KeyForm,
+    ) -> Result<Option<JobId>> {
+        if let Some(done) = peek(link, ch, &self.names.done(q, key, form)).await? {
             return Ok(Some(done));
         }
-        peek(link, &mut ch, &self.names.owner(q, key)).await
+        peek(link, ch, &self.names.owner(q, key, form)).await
+    }
+
+    /// Deletes the owner and hold queues of `key` in both forms: the key is free.
+    async fn release_holds(&self, calls: &Calls, ch: &Channel, q: &str, key: &str) -> Result<()> {
+        for form in [KeyForm::Sha256, KeyForm::Fnv] {
+            delete(calls, ch, self.names.owner(q, key, form)).await?;
+            delete(calls, ch, self.names.hold(q, key, form)).await?;
+        }
+        Ok(())
     }
 
     /// The job holding `key` completed: remember it for `unique_for`, then free the hold.
@@ -171,7 +211,7 @@ impl Inner {
         key: &str,
         id: &JobId,
     ) -> Result<()> {
-        let done = self.names.done(q, key);
+        let done = self.names.done(q, key, KeyForm::Sha256);
         let ch = link.admin().await?;
         let calls = &link.calls;
         declare(calls, &ch, &done, self.topology().done_args()).await?;
@@ -180,16 +220,13 @@ impl Inner {
             .props
             .with_expiration(message::expiration(self.cfg.settings.unique_for));
         message::publish_confirmed(calls, &ch, vec![msg]).await?;
-        delete(calls, &ch, self.names.owner(q, key)).await?;
-        delete(calls, &ch, self.names.hold(q, key)).await
+        self.release_holds(calls, &ch, q, key).await
     }
 
     /// The job holding `key` died or expired: the key is free again.
     pub(crate) async fn free_key(&self, link: &Link, q: &str, key: &str) -> Result<()> {
         let ch = link.admin().await?;
-        let calls = &link.calls;
-        delete(calls, &ch, self.names.owner(q, key)).await?;
-        delete(calls, &ch, self.names.hold(q, key)).await
+        self.release_holds(&link.calls, &ch, q, key).await
     }
 
     /// A dead job is requeued: it takes its key again, whoever had it.
@@ -200,9 +237,10 @@ impl Inner {
         key: &str,
         id: &JobId,
     ) -> Result<()> {
-        let hold = self.names.hold(q, key);
+        let hold = self.names.hold(q, key, KeyForm::Sha256);
         let ch = link.admin().await?;
         let calls = &link.calls;
+        self.release_holds(calls, &ch, q, key).await?;
         declare(calls, &ch, &hold, self.topology().hold_args()).await?;
         let purge = ch.queue_purge(hold.as_str().into(), QueuePurgeOptions::default());
         calls.answer("queue.purge", purge).await?;
@@ -219,7 +257,7 @@ impl Inner {
         key: &str,
         id: &JobId,
     ) -> Result<()> {
-        let owner = self.names.owner(q, key);
+        let owner = self.names.owner(q, key, KeyForm::Sha256);
         declare(calls, ch, &owner, self.topology().owner_args()).await?;
         message::publish_confirmed(calls, ch, vec![id_message(owner, id)]).await
     }

@@ -1,9 +1,12 @@
-//! The one stable, non-cryptographic hash: FNV-1a, 64 bits.
+//! The stable hashes: FNV-1a 64, fast, for names built from what the
+//! application chooses (AMQP queue names); and SHA-256, for names built
+//! from what a job's caller may choose (idempotency keys), which a fast
+//! hash would let them make collide on purpose.
 //!
-//! Its values name things users already store (the `unique` keys of earlier
-//! versions, AMQP queue names), so they never change with the Rust version,
-//! the platform or the process, as `std`'s hashers may. Public for the
-//! backend crates (AMQP queue names), hidden: not an API for applications.
+//! Their values name things users already store (the `unique` keys of
+//! earlier versions, AMQP queue names), so they never change with the Rust
+//! version, the platform or the process, as `std`'s hashers may. Public for
+//! the backend crates, hidden: not an API for applications.
 
 /// The standard FNV-1a 64 offset basis: [`fnv1a_64`] from it is plain FNV-1a 64.
 pub const FNV1A_64_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -14,6 +17,19 @@ pub fn fnv1a_64(basis: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(basis, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The first `bytes_kept` bytes of the SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8], bytes_kept: usize) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(2 * bytes_kept);
+    for b in digest.iter().take(bytes_kept) {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -31,5 +47,10 @@ mod tests {
             0xd514_21b3_d1d9_d8b9
         );
         assert_eq!(fnv1a_64(0x6c62_272e_07bb_0142, b"a"), 0xe5c9_b637_22c2_ee79);
+        assert_eq!(
+            sha256_hex(b"abc", 32),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256_hex(b"abc", 16), "ba7816bf8f01cfea414140de5dae2223");
     }
 }
