@@ -152,8 +152,8 @@ pub(crate) const MAX_LEAD_MS: u64 = 250;
 /// levels: [`HOP_LEAD_MS`] per level it waits in (one per set bit), at most
 /// a quarter of the delay and [`MAX_LEAD_MS`]. Each hop is a dead-letter:
 /// about 1 ms on an idle broker, 10 ms or more under load, and the whole
-/// path stalls for 100–400 ms now and then while workers connect and
-/// declare their topology (the soak measured p50 12–17 ms and p99 92–108 ms
+/// path stalls for 100–400 ms now and then under load, for reasons not known
+/// yet (`docs/backends/rabbitmq.md`; the soak measured p50 12–17 ms and p99 92–108 ms
 /// for delays of about a second without a lead). Sent this much early, the
 /// job waits out the rest in the reserving process, which starts it when it
 /// is due, to the millisecond, unless the broker was slower than the lead.
