@@ -98,7 +98,7 @@ async fn a_memory_alarm_fails_enqueue_within_call_timeout_and_loses_nothing() {
     // The worker's URL differs by a client setting, so that the server its
     // log lines name is told apart from the enqueuer's.
     let worker_backend =
-        jobsmith_amqp::AmqpBackend::connect(&format!("{url}&connection_timeout=10000"))
+        jobsmith_amqp::AmqpBackend::connect(&format!("{url}&connection_timeout=2000"))
             .await
             .expect("the test's own node is reachable");
     let worker_server = worker_backend.server();
