@@ -27,7 +27,8 @@
 //! of the contract it tests: the [`Backend`] hot path, settling, and the
 //! capability traits ([`DeadLetters`](jobsmith_core::DeadLetters),
 //! [`Inspect`](jobsmith_core::Inspect), [`MetaStore`](jobsmith_core::MetaStore),
-//! [`Migrate`](jobsmith_core::Migrate)), then faults and whole workers.
+//! [`Migrate`](jobsmith_core::Migrate)), then faults, whole workers, and
+//! whole workers stopping or crashing (`stops`).
 
 pub mod cases;
 pub mod errors;
@@ -281,13 +282,15 @@ macro_rules! conformance_suite {
                 worker_retries_then_dead_letters,
                 worker_dead_letters_bad_input_and_carries_on,
                 worker_dead_letters_an_unknown_envelope_version,
+                workers_sharing_a_backend_do_not_starve_each_other,
+            }
+            stops {
                 worker_stop_charges_no_attempt,
                 worker_stop_hands_back_at_once_what_it_takes_in,
                 worker_stop_charges_nothing_to_jobs_coming_due,
                 worker_stop_charges_nothing_to_jobs_taken_ahead,
                 worker_crash_charges_at_most_its_concurrency,
                 worker_crash_on_many_queues_and_levels_charges_at_most_its_concurrency,
-                workers_sharing_a_backend_do_not_starve_each_other,
             }
         }
     };

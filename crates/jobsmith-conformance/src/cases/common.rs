@@ -1,7 +1,7 @@
 //! Helpers the cases share: a fresh harness, suite jobs, reserving, the
 //! capabilities of a backend, and waiting for a wake-up.
 
-use crate::{Factory, Harness};
+use crate::{Factory, Harness, NoopCounter};
 use jobsmith_core::{
     Backend, DeadLetters, Delivery, Envelope, Inspect, JobId, MetaStore, Migrate, Settings,
     SettleExt,
@@ -163,4 +163,27 @@ pub(super) async fn assert_woken(
         "an idle reserve woke {late:?} after {path}; it must wake within {WAKE_BOUND:?}, without sleep-polling"
     );
     got.pop().expect("checked")
+}
+
+/// Waits up to 10 s for `counter` to have seen `n` starts.
+pub(super) async fn until_started(counter: &NoopCounter, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.started().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the worker started {} of {n} jobs within 10 s",
+            counter.started().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The suite's job `n`, sleeping `sleep_ms` when it runs.
+pub(super) fn sleeping_job(queue: &str, n: u64, sleep_ms: u64) -> Envelope {
+    Envelope::with_args(
+        "conformance_noop",
+        queue,
+        &json!({"fail_times": 0, "sleep_ms": sleep_ms, "n": n}),
+    )
+    .expect("plain JSON serializes")
 }

@@ -15,4 +15,5 @@ pub mod meta;
 pub mod migrate;
 pub mod payload;
 pub mod settle;
+pub mod stops;
 pub mod worker;
