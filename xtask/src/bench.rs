@@ -140,9 +140,15 @@ fn url_for(backend: &str) -> Result<String, String> {
             env_or("JOBSMITH_REDIS_URL", "redis://127.0.0.1:6379"),
             "prefix",
         ),
-        "amqp" => with(
-            env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "prefix",
+        // Every run's namespace is new: its queues and exchanges go away
+        // ten minutes after the run, instead of staying on the broker (each
+        // queue costs the broker file handles, and it has about 1,000).
+        "amqp" => format!(
+            "{}&expires=10m",
+            with(
+                env_or("JOBSMITH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                "prefix",
+            )
         ),
         "sqs" => with(
             env_or(
