@@ -283,6 +283,7 @@ macro_rules! conformance_suite {
                 worker_dead_letters_bad_input_and_carries_on,
                 worker_dead_letters_an_unknown_envelope_version,
                 workers_sharing_a_backend_do_not_starve_each_other,
+                worker_takes_short_jobs_in_batches_of_its_concurrency,
             }
             stops {
                 worker_stop_charges_no_attempt,

@@ -249,6 +249,37 @@ pub async fn workers_sharing_a_backend_do_not_starve_each_other(factory: Factory
     );
 }
 
+/// A worker draining short jobs asks the backend for as many as its
+/// concurrency allows at each reserve, not for the few slots left while the
+/// jobs it has just taken are starting: a reserve is a round trip, and
+/// batches that shrink to half the concurrency halve the drain rate. On a
+/// backend that takes jobs in ahead by itself (RabbitMQ, SQS) the batches are
+/// what the broker has delivered, so there only every job's run is checked.
+pub async fn worker_takes_short_jobs_in_batches_of_its_concurrency(factory: Factory) {
+    let h = fresh(factory).await;
+    let jobs: u64 = 800;
+    h.backend
+        .enqueue((0..jobs).map(|n| job("default", n)).collect())
+        .await
+        .expect("enqueue");
+    let (counter, report) = run_until_idle(&h, "the worker drains").await;
+    assert_eq!(counter.started().len() as u64, jobs, "every job ran");
+    assert_eq!(report.started, jobs, "{report:?}");
+    if h.backend.prefetches() {
+        return;
+    }
+    // At the default concurrency of 16: 50 full reserves, and a few that find
+    // the queue empty at the end. Batches of 12 on average are the least let by.
+    let most = jobs / 12 + 10;
+    assert!(
+        report.reserves <= most,
+        "{} reserves for {jobs} jobs of no time ({:.1} jobs a reserve): at most {most} were \
+         expected at concurrency 16 ({report:?})",
+        report.reserves,
+        jobs as f64 / report.reserves.max(1) as f64
+    );
+}
+
 /// Runs a worker with the suite's job over `h` until its queues are idle;
 /// the counter of its runs and the worker's report. `what` names the run in
 /// the failure message.

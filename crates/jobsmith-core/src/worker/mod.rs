@@ -76,6 +76,10 @@ pub struct WorkerReport {
     pub released: u64,
     /// Settlements the backend refused because the lease was lost.
     pub lost_leases: u64,
+    /// Reserve calls made to the backend. Short jobs come in batches of up
+    /// to the concurrency, so `started / reserves` near it means few round
+    /// trips per job.
+    pub reserves: u64,
 }
 
 impl App {

@@ -202,6 +202,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         waiting: Mutex::new(HashMap::new()),
         in_hand: AtomicUsize::new(0),
         freed: Notify::new(),
+        started: Notify::new(),
         mean_run_us: AtomicU64::new(u64::MAX),
     });
     let settler_task = Task::spawn(settler(Arc::clone(&shared), settle_rx));
@@ -256,11 +257,25 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             let freed = shared.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
+            let started = shared.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
             let in_hand = shared.in_hand.load(Ordering::SeqCst);
             let most = worker.concurrency + shared.ahead(worker.concurrency, prefetch);
             // Never more unstarted jobs than slots: a kill -9 charges an
             // attempt to at most `concurrency` jobs that never ran.
             let unstarted = shared.waiting.lock_unpoisoned().len();
+            // Jobs just handed out whose slots are free start within a task
+            // switch. Asked now, the backend would bring only the room they
+            // leave, and short jobs would come in ever smaller batches: wait
+            // the moment it takes them to start instead.
+            if unstarted.min(slots.available_permits()) > 0 {
+                tokio::select! {
+                    () = &mut stop => break 'reserve,
+                    () = started => {}
+                }
+                continue;
+            }
             let room = most
                 .saturating_sub(in_hand)
                 .min(worker.concurrency.saturating_sub(unstarted))
@@ -283,6 +298,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
         // returns, and a lease dropped unsettled is charged an attempt when
         // it runs out. A stop makes the backend end the reserve early instead.
         let asked = std::time::Instant::now();
+        shared.counters.reserves.inc();
         let reserve = backend.reserve(&order, room, worker.lease, poll);
         tokio::pin!(reserve);
         let reserved = tokio::select! {

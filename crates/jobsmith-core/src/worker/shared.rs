@@ -35,6 +35,7 @@ pub(super) struct Counters {
     pub(super) expired: Counter,
     pub(super) released: Counter,
     pub(super) lost: Counter,
+    pub(super) reserves: Counter,
 }
 
 /// The `queue` label of a job from a queue the worker does not reserve from.
@@ -72,6 +73,8 @@ pub(super) struct Shared {
     pub(super) in_hand: AtomicUsize,
     /// Told each time a job leaves `in_hand`.
     pub(super) freed: Notify,
+    /// Told each time a job leaves `waiting`: it starts, or goes back.
+    pub(super) started: Notify,
     /// A moving mean of how long a job runs, in microseconds; `u64::MAX`
     /// until the first one has run.
     pub(super) mean_run_us: AtomicU64,
@@ -159,7 +162,11 @@ impl Shared {
     /// back at the stop, or to forget it once lost (it runs elsewhere).
     /// `None` when one of those took it first.
     pub(super) fn take_waiting(&self, slot: u64) -> Option<Lease> {
-        self.waiting.lock_unpoisoned().remove(&slot)
+        let lease = self.waiting.lock_unpoisoned().remove(&slot);
+        if lease.is_some() {
+            self.started.notify_one();
+        }
+        lease
     }
 
     /// A job has left the worker's hands.
@@ -237,6 +244,7 @@ impl Shared {
             expired: c.expired.get(),
             released: c.released.get(),
             lost_leases: c.lost.get(),
+            reserves: c.reserves.get(),
         }
     }
 }
