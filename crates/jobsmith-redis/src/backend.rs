@@ -12,6 +12,7 @@ use crate::reply;
 use crate::scripts::{Scripts, CHUNK, SETTLE_LIMIT};
 use crate::wake::Waiter;
 use futures_util::future::try_join_all;
+use jobsmith_core::lock::LockExt;
 use jobsmith_core::{
     settle_by_kind, Backend, DeadLetters, Delivery, Envelope, Error, Inspect, JobId, Lease,
     LeaseStatus, Malformed, MetaStore, Migrate, Outcome, QueueErrors, Result, Timestamp,
@@ -51,7 +52,15 @@ pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     /// Queues failing on their own, reported while the others go on.
     pub(crate) errors: QueueErrors,
+    /// When this process last registered each queue it enqueued to.
+    registered: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a queue this process registered is taken to stay registered.
+/// Nothing but a hand-made deletion removes a queue from the registry; an
+/// enqueue after that much time registers it again, so such a deletion
+/// hides a queue from `stats` for at most this long.
+const REGISTERED_FOR: Duration = Duration::from_secs(60);
 
 /// Where `client` connects: `host:port/db` (no credentials).
 fn address_of(client: &Client) -> String {
@@ -134,6 +143,7 @@ impl RedisBackend {
                 keys,
                 config,
                 errors: QueueErrors::new(),
+                registered: std::sync::Mutex::default(),
             }),
         })
     }
@@ -374,10 +384,21 @@ impl Backend for RedisBackend {
         for (i, env) in jobs.iter().enumerate() {
             groups.entry(env.queue.as_str()).or_default().push(i);
         }
-        let mut register = redis::cmd("SADD");
-        register
-            .arg(self.inner.keys.queues())
-            .arg(groups.keys().collect::<Vec<_>>());
+        // Queues not registered lately, in the set `stats` reads: a single
+        // enqueue to a known queue is then one call, not two.
+        let unregistered: Vec<&str> = {
+            let now = std::time::Instant::now();
+            let registered = self.inner.registered.lock_unpoisoned();
+            groups
+                .keys()
+                .copied()
+                .filter(|q| {
+                    registered
+                        .get(*q)
+                        .is_none_or(|at| now.duration_since(*at) >= REGISTERED_FOR)
+                })
+                .collect()
+        };
         // Every chunk is sent at once, pipelined on the one connection.
         let script = &Scripts::get().enqueue;
         let mut calls = Vec::new();
@@ -416,10 +437,22 @@ impl Backend for RedisBackend {
         let mut conn = self.conn();
         let (_, done) = futures_util::future::try_join(
             async {
-                register
+                if unregistered.is_empty() {
+                    return Ok(());
+                }
+                redis::cmd("SADD")
+                    .arg(self.inner.keys.queues())
+                    .arg(&unregistered)
                     .query_async::<Value>(&mut conn)
                     .await
-                    .map_err(from_redis)
+                    .map_err(from_redis)?;
+                // Noted only once the set holds them: a failed call tries again.
+                let now = std::time::Instant::now();
+                let mut registered = self.inner.registered.lock_unpoisoned();
+                for q in &unregistered {
+                    registered.insert((*q).to_owned(), now);
+                }
+                Ok(())
             },
             try_join_all(calls),
         )
