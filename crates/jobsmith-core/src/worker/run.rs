@@ -382,6 +382,12 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
                 shared.done_with();
             });
         }
+        // The jobs just spawned take their slots (and short ones finish)
+        // before the next reserve is sized: until a job has its slot it
+        // counts as unstarted and in hand, and a reserve sized at once would
+        // ask for only the room they leave (on SQS at the worker's defaults,
+        // a receive of six after each receive of ten, and as many deletes).
+        tokio::task::yield_now().await;
     }
 
     // Nothing more comes in: jobs enqueued or released from here on stay
