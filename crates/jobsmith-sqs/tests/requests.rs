@@ -105,3 +105,52 @@ async fn a_worker_draining_short_jobs_receives_and_deletes_ten_at_a_time() {
     );
     b.delete_all_queues().await.expect("clean up");
 }
+
+/// Requests by operation since `before`, leaving out those that did not change.
+fn since(before: &[(String, u64)]) -> Vec<(String, u64)> {
+    jobsmith_sqs::requests_sent_by_operation()
+        .into_iter()
+        .filter_map(|(op, n)| {
+            let was = before.iter().find(|(o, _)| *o == op).map_or(0, |(_, n)| *n);
+            (n > was).then(|| (op, n - was))
+        })
+        .collect()
+}
+
+/// A process finds a queue's family with one listing and creates only what
+/// it lacks: no `GetQueueUrl` per queue of the family.
+#[tokio::test]
+async fn a_family_is_found_with_one_listing_and_only_what_is_missing_is_created() {
+    let b = support::backend(Settings::default(), None).await;
+    let job = || Envelope::with_args("conformance_noop", "q", &json!({ "n": 0 })).expect("JSON");
+    let ops = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|(op, n)| ((*op).to_owned(), *n)).collect()
+    };
+    let before = jobsmith_sqs::requests_sent_by_operation();
+    b.enqueue(vec![job()]).await.expect("enqueue");
+    assert_eq!(
+        since(&before),
+        ops(&[
+            ("CreateQueue", 3),
+            ("GetQueueAttributes", 1),
+            ("ListQueues", 1),
+            ("SendMessageBatch", 1),
+        ]),
+        "a new family: one listing, its three queues created, the dead-letter queue's ARN read"
+    );
+    let other = jobsmith_sqs::SqsBackend::connect_with(b.config().clone())
+        .await
+        .expect("the SQS endpoint is reachable");
+    let before = jobsmith_sqs::requests_sent_by_operation();
+    other.enqueue(vec![job()]).await.expect("enqueue");
+    assert_eq!(
+        since(&before),
+        ops(&[
+            ("GetQueueAttributes", 1),
+            ("ListQueues", 1),
+            ("SendMessageBatch", 1),
+        ]),
+        "another process finds the whole family in the listing"
+    );
+    b.delete_all_queues().await.expect("clean up");
+}
