@@ -201,6 +201,10 @@ struct Figures {
     rss_mib: f64,
     /// SQS: requests per job over the enqueue and the drain at defaults.
     requests_per_job: Option<f64>,
+    /// SQS: of those, the requests that found or created the queues (once
+    /// per process and queue, in the first enqueue): all the enqueue sent
+    /// but its `SendMessageBatch` calls.
+    setup_requests: Option<u64>,
     /// SQS: requests an idle worker at defaults makes per minute.
     idle_requests_per_min: Option<f64>,
 }
@@ -338,6 +342,15 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
     let started = Instant::now();
     enqueue(&app, jobs).await?;
     let enqueue_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+    let setup_requests = sqs.then(|| {
+        let sends = |ops: &[(String, u64)]| {
+            ops.iter()
+                .find(|(op, _)| op == "SendMessageBatch")
+                .map_or(0, |(_, n)| *n)
+        };
+        let now = jobsmith::sqs::requests_sent_by_operation();
+        (jobsmith::sqs::requests_sent() - requests0) - (sends(&now) - sends(&ops0))
+    });
 
     // 2. Drain with one worker at its defaults; CPU time is read around the drain alone.
     let cpu0 = cpu_time();
@@ -350,6 +363,16 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
             "bench: sqs requests by operation over the enqueue and the drain at defaults, per job:"
         );
         print_requests(&ops0, jobs as f64, "job");
+        if let (Some(setup), Some(per_job)) = (setup_requests, requests_per_job) {
+            eprintln!(
+                "bench:   of which set-up (finding or creating the queues, once per process and queue): {setup} requests, {:.3} per job",
+                setup as f64 / jobs as f64
+            );
+            eprintln!(
+                "bench:   steady state without the set-up: {:.3} per job",
+                per_job - setup as f64 / jobs as f64
+            );
+        }
     }
     let drain_per_s = jobs as f64 / defaults.as_secs_f64();
     let worker_cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / (jobs as f64 / 1000.0);
@@ -455,6 +478,7 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         worker_cpu_ms_per_1k,
         rss_mib: peak_rss_mib(),
         requests_per_job,
+        setup_requests,
         idle_requests_per_min,
     })
 }

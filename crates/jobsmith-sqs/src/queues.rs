@@ -2,14 +2,16 @@
 //!
 //! A family is created when first used: the dead-letter queue, then the
 //! level-0 queue with a redrive policy pointing at it, then the expired-jobs
-//! counter; other priority levels when a job first needs them. Existing
-//! queues are used by name, whatever created them. Levels created by other
+//! counter; other priority levels when a job first needs them. One listing
+//! of the family's names finds the queues that exist, whatever created
+//! them, and only the others are created. Levels created by other
 //! processes are found by listing the family's names, at most every
 //! [`REFRESH`].
 
 use crate::config::SqsConfig;
 use crate::error::{from_sdk, is_missing_queue};
 use crate::names::{Namer, Role};
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use jobsmith_core::lock::LockExt;
@@ -43,6 +45,24 @@ impl Family {
     pub(crate) fn levels_desc(&self) -> impl Iterator<Item = (i8, &String)> {
         self.levels.iter().rev().map(|(l, u)| (*l, u))
     }
+}
+
+/// What one listing found of a family.
+#[derive(Debug, Default)]
+struct Listed {
+    levels: BTreeMap<i8, String>,
+    dead: Option<String>,
+    expired: Option<String>,
+}
+
+/// Whether `CreateQueue` refused because a queue of that name exists with
+/// other attributes.
+fn exists_otherwise<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    e.code()
+        .is_some_and(|c| c.contains("QueueNameExists") || c.contains("QueueAlreadyExists"))
 }
 
 /// The families this backend has seen, by jobsmith queue name.
@@ -113,13 +133,26 @@ impl Queues {
             }
             return Ok(self.store(queue, f));
         }
-        let dead = self.ensure(queue, Role::Dead, None).await?;
+        // One listing finds what exists of the family; only what it lacks
+        // is created (no `GetQueueUrl` per queue: three requests fewer for
+        // each process and queue, which weigh on a short-lived process).
+        let Listed {
+            mut levels,
+            dead,
+            expired,
+        } = self.list_family(queue).await?;
+        let dead = match dead {
+            Some(url) => url,
+            None => self.create(queue, Role::Dead, None).await?,
+        };
         let dead_arn = self.arn(&dead).await?;
-        let mut levels = self.list_levels(queue).await?;
         if let std::collections::btree_map::Entry::Vacant(slot) = levels.entry(0) {
-            slot.insert(self.ensure(queue, Role::Level(0), Some(&dead_arn)).await?);
+            slot.insert(self.create(queue, Role::Level(0), Some(&dead_arn)).await?);
         }
-        let expired = self.ensure(queue, Role::Expired, None).await?;
+        let expired = match expired {
+            Some(url) => url,
+            None => self.create(queue, Role::Expired, None).await?,
+        };
         Ok(self.store(
             queue,
             Family {
@@ -191,17 +224,26 @@ impl Queues {
     }
 
     async fn list_levels(&self, queue: &str) -> Result<BTreeMap<i8, String>> {
+        Ok(self.list_family(queue).await?.levels)
+    }
+
+    /// The SQS queues of `queue`'s family that exist, from one listing of
+    /// the names that start with its level-0 queue's.
+    async fn list_family(&self, queue: &str) -> Result<Listed> {
         let start = self.namer.name(queue, Role::Level(0))?;
         let start = start.trim_end_matches(".fifo");
-        let mut levels = BTreeMap::new();
+        let mut listed = Listed::default();
         for (name, url) in self.list(start).await? {
-            if let Some((q, Role::Level(l))) = self.namer.parse(&name) {
-                if q == queue {
-                    levels.insert(l, url);
+            match self.namer.parse(&name) {
+                Some((q, Role::Level(l))) if q == queue => {
+                    listed.levels.insert(l, url);
                 }
+                Some((q, Role::Dead)) if q == queue => listed.dead = Some(url),
+                Some((q, Role::Expired)) if q == queue => listed.expired = Some(url),
+                _ => {}
             }
         }
-        Ok(levels)
+        Ok(listed)
     }
 
     async fn url(&self, name: &str) -> Result<Option<String>> {
@@ -233,6 +275,16 @@ impl Queues {
         if let Some(url) = self.url(&name).await? {
             return Ok(url);
         }
+        self.create(queue, role, dead_arn).await
+    }
+
+    /// Creates `queue`'s queue for `role`, which a listing did not show;
+    /// its URL. A listing may miss a queue just created (on AWS, listings
+    /// lag): `CreateQueue` with the same attributes then answers the
+    /// existing queue's URL, and with others (another process's settings)
+    /// refuses, and the queue is used by name as it is.
+    async fn create(&self, queue: &str, role: Role, dead_arn: Option<&str>) -> Result<String> {
+        let name = self.namer.name(queue, role)?;
         let mut req = self.client.create_queue().queue_name(&name);
         let fifo = self.fifo && role != Role::Expired;
         if fifo {
@@ -253,7 +305,16 @@ impl Queues {
             });
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let out = req.send().await.map_err(|e| from_sdk("CreateQueue", e))?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) if exists_otherwise(&e) => {
+                if let Some(url) = self.url(&name).await? {
+                    return Ok(url);
+                }
+                return Err(from_sdk("CreateQueue", e));
+            }
+            Err(e) => return Err(from_sdk("CreateQueue", e)),
+        };
         tracing::info!(queue = %name, "created SQS queue");
         out.queue_url().map(str::to_owned).ok_or_else(|| {
             jobsmith_core::Error::backend(format!("sqs: CreateQueue {name} gave no URL"))

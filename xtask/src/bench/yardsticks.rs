@@ -189,8 +189,10 @@ pub(super) fn sqs(rt: &tokio::runtime::Runtime, url: &str, jobs: u64, ours: Opti
         if let (Some(per_job), Some(idle)) = (f.requests_per_job, f.idle_requests_per_min) {
             // $0.40 per million standard-queue requests (AWS list price, first tier).
             let usd_per_million_requests = 0.40;
+            let setup = f.setup_requests.unwrap_or(0);
             eprintln!(
-                "bench: sqs requests: {per_job:.3} per job in steady state (enqueue and drain at defaults), {idle:.1} per idle worker per minute"
+                "bench: sqs requests: {per_job:.3} per job over the enqueue and the drain at defaults, set-up included ({:.3} in steady state, without the {setup} set-up requests), {idle:.1} per idle worker per minute",
+                per_job - setup as f64 / jobs as f64
             );
             eprintln!(
                 "bench:   at $0.40 per million requests: ${:.3} per million jobs, ${:.2} per idle worker per month (30 days)",

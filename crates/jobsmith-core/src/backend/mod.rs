@@ -203,6 +203,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// How often a worker samples queue depth into its gauges when the
+    /// application does not say (`Worker::sample_every`). The default, 5 s,
+    /// is for brokers whose counts cost nothing but a round trip; a broker
+    /// that bills each request may ask for less (SQS: 15 s).
+    fn depth_sample_every(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
     /// Writes out what the backend keeps in this process on its way to the
     /// broker: outcome counts not yet added to the shared counters (RabbitMQ,
     /// SQS; see [`QueueStats::processed`]). The worker calls it when it

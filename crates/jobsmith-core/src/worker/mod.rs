@@ -52,7 +52,8 @@ pub struct Worker {
     pub(crate) registry: Option<Registry>,
     pub(crate) stop: Option<BoxFuture<'static, ()>>,
     pub(crate) until_idle: bool,
-    pub(crate) sample_every: Duration,
+    /// `None`: the backend's [`Backend::depth_sample_every`](crate::Backend::depth_sample_every).
+    pub(crate) sample_every: Option<Duration>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     pub(crate) schedules: Vec<Pending>,
@@ -103,7 +104,7 @@ impl Worker {
             registry: None,
             stop: None,
             until_idle: false,
-            sample_every: Duration::from_secs(5),
+            sample_every: None,
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
             schedules: Vec::new(),
@@ -204,9 +205,10 @@ impl Worker {
 
     /// How often queue depth and the oldest ready job's age are sampled from
     /// the backend into the `jobsmith_queue_depth` and
-    /// `jobsmith_queue_oldest_age_seconds` gauges. Default 5 s; at least 100 ms.
+    /// `jobsmith_queue_oldest_age_seconds` gauges. Default 5 s (15 s on
+    /// SQS, where each sample costs billed requests); at least 100 ms.
     pub fn sample_every(mut self, every: Duration) -> Self {
-        self.sample_every = every.max(Duration::from_millis(100));
+        self.sample_every = Some(every.max(Duration::from_millis(100)));
         self
     }
 

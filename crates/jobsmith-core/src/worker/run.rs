@@ -210,7 +210,9 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let sampler_task = Task::spawn(heartbeat::sample_depth(
         Arc::clone(&shared),
         queues.clone(),
-        worker.sample_every,
+        worker
+            .sample_every
+            .unwrap_or_else(|| backend.depth_sample_every()),
     ));
     #[cfg(feature = "prometheus")]
     let endpoint_task = endpoint
