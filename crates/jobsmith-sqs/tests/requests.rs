@@ -52,11 +52,14 @@ async fn each_request_is_counted_once_by_its_operation() {
 }
 
 /// A worker at its defaults draining short jobs receives and deletes ten at
-/// a time: each receive asks for the slots its jobs will have freed by the
-/// time the messages come (not only those free when it is sent), and the
-/// acks go out in tens. Before, receives alternated between ten and the six
-/// slots left free, and each delete took what one receive had brought:
-/// about 0.126 receives and 0.124 deletes per job instead of 0.1.
+/// a time: the worker sizes its next reserve only once the jobs of the last
+/// one have taken their free slots (the conformance case
+/// `worker_takes_short_jobs_in_batches_of_its_concurrency` holds that rule on
+/// every backend that hands out what it is asked for), and the acks go out in
+/// tens. This case adds what only SQS can count, its billed requests. Before,
+/// receives alternated between ten and the six slots left free, and each
+/// delete took what one receive had brought: about 0.126 receives and 0.124
+/// deletes per job instead of 0.1.
 #[tokio::test]
 async fn a_worker_draining_short_jobs_receives_and_deletes_ten_at_a_time() {
     use jobsmith_conformance::{noop_registry, NoopCounter};
