@@ -115,6 +115,7 @@ pub(super) fn to_json(f: &Figures) -> serde_json::Value {
         "evalsha_p50_ms": f.evalsha_p50_ms.map(|r| round(r, 3)),
         "worker_cpu_ms_per_1k": round(f.worker_cpu_ms_per_1k, 2),
         "rss_mib": round(f.rss_mib, 1),
+        "rss_run_mib": round(f.rss_run_mib, 1),
         "requests_per_job": f.requests_per_job.map(|r| round(r, 3)),
         "setup_requests": f.setup_requests,
         "idle_requests_per_min": f.idle_requests_per_min.map(|r| round(r, 1)),

@@ -30,3 +30,10 @@ pub(super) fn peak_rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Starts [`peak_rss_mib`] again from the present resident memory (Linux's
+/// `clear_refs` 5), so that a phase's own peak can be read; false where the
+/// kernel refuses it, and the peak then still counts what came before.
+pub(super) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
