@@ -196,6 +196,10 @@ struct Figures {
     /// Redis: the p50 of one awaited `EVALSHA` of `return 1` from the redis
     /// crate in this process, timed beside each of those enqueues.
     evalsha_p50_ms: Option<f64>,
+    /// Redis: the p50 of one awaited enqueue with no worker in the process.
+    enqueue_alone_p50_ms: Option<f64>,
+    /// Redis: the p50 of the bare `EVALSHA` timed beside each of those.
+    evalsha_alone_p50_ms: Option<f64>,
     /// During the drain at defaults.
     worker_cpu_ms_per_1k: f64,
     /// Peak resident memory during the drain at defaults.
@@ -248,7 +252,11 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             "bench: {backend}: {jobs} jobs at {}",
             jobsmith::redact_url(&url)
         );
-        match rt.block_on(bench_one(backend, &url, jobs)) {
+        let measured = rt.block_on(bench_one(backend, &url, jobs));
+        if backend == "redis" {
+            rt.block_on(forget_redis_namespace(&url));
+        }
+        match measured {
             Ok(f) => all.push(f),
             Err(e) => return Err(format!("{backend}: {e}")),
         }
@@ -411,6 +419,30 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
     // 4. Idle latency: one job at a time into an idle worker at its defaults,
     // each enqueue awaited alone.
     let samples: u64 = if sqs { 50 } else { 1000 };
+    let mut bare = match backend {
+        "redis" => Some(BareRedis::connect(url).await?),
+        _ => None,
+    };
+    // First the same awaited enqueues with no worker in the process, each
+    // beside a bare EVALSHA: what an enqueue costs a web process that does
+    // not also run the jobs. The worker below runs these jobs unmeasured.
+    let mut alone_us = Vec::new();
+    let mut alone_evalsha_us = Vec::new();
+    if let Some(bare) = &mut bare {
+        for _ in 0..samples {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let sent = Instant::now();
+            bench_noop
+                .delay(0)
+                .on(&app)
+                .await
+                .map_err(|e| format!("enqueue: {e}"))?;
+            alone_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            alone_evalsha_us.push(bare.round_trip_us().await?);
+        }
+    }
+    let queued_alone = alone_us.len() as u64;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = app
         .worker()
@@ -419,15 +451,13 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         .stop_on(async move {
             let _ = stop_rx.await;
         });
+    let before = probe.count.load(Ordering::SeqCst);
     let handle = tokio::spawn(worker.run_report());
+    wait_for(&probe, before + queued_alone, Duration::from_secs(60)).await?;
     probe.measuring.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = probe.count.load(Ordering::SeqCst);
     let mut enqueue_us = Vec::with_capacity(samples as usize);
-    let mut bare = match backend {
-        "redis" => Some(BareRedis::connect(url).await?),
-        _ => None,
-    };
     let mut evalsha_us = Vec::with_capacity(samples as usize);
     for i in 1..=samples {
         probe.target.store(base + i, Ordering::SeqCst);
@@ -474,6 +504,8 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
     lat.sort_unstable();
     enqueue_us.sort_unstable();
     evalsha_us.sort_unstable();
+    alone_us.sort_unstable();
+    alone_evalsha_us.sort_unstable();
 
     let rss_run_mib = peak_rss_mib().max(run_peak_before).max(drain_rss_mib);
     eprintln!(
@@ -489,7 +521,9 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         latency_p50_ms: percentile_ms(&lat, 0.50),
         latency_p99_ms: percentile_ms(&lat, 0.99),
         enqueue_one_p50_ms: percentile_ms(&enqueue_us, 0.50),
-        evalsha_p50_ms: bare.map(|_| percentile_ms(&evalsha_us, 0.50)),
+        evalsha_p50_ms: bare.as_ref().map(|_| percentile_ms(&evalsha_us, 0.50)),
+        enqueue_alone_p50_ms: bare.as_ref().map(|_| percentile_ms(&alone_us, 0.50)),
+        evalsha_alone_p50_ms: bare.map(|_| percentile_ms(&alone_evalsha_us, 0.50)),
         worker_cpu_ms_per_1k,
         rss_mib: drain_rss_mib,
         rss_run_mib,
@@ -497,6 +531,51 @@ async fn bench_one(backend: &str, url: &str, jobs: u64) -> Result<Figures, Strin
         setup_requests,
         idle_requests_per_min,
     })
+}
+
+/// Deletes the keys of a Redis run's namespace (`{tag:queue}:…` and
+/// `tag:…`), so that benches leave nothing behind on a shared server.
+async fn forget_redis_namespace(url: &str) {
+    let Some(tag) = url
+        .split("prefix=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+    else {
+        return;
+    };
+    let forget = async {
+        let client = redis::Client::open(url.split('?').next().unwrap_or(url))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut keys: Vec<String> = Vec::new();
+        for pattern in [format!("{{{tag}:*"), format!("{tag}:*")] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        for chunk in keys.chunks(500) {
+            redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok::<usize, redis::RedisError>(keys.len())
+    };
+    if let Err(e) = forget.await {
+        eprintln!("bench: could not delete the run's keys (prefix {tag}): {e}");
+    }
 }
 
 /// A bare redis-crate connection, for the round trip an enqueue is compared with.

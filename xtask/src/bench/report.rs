@@ -113,6 +113,8 @@ pub(super) fn to_json(f: &Figures) -> serde_json::Value {
         "latency_p99_ms": round(f.latency_p99_ms, 3),
         "enqueue_one_p50_ms": round(f.enqueue_one_p50_ms, 3),
         "evalsha_p50_ms": f.evalsha_p50_ms.map(|r| round(r, 3)),
+        "enqueue_alone_p50_ms": f.enqueue_alone_p50_ms.map(|r| round(r, 3)),
+        "evalsha_alone_p50_ms": f.evalsha_alone_p50_ms.map(|r| round(r, 3)),
         "worker_cpu_ms_per_1k": round(f.worker_cpu_ms_per_1k, 2),
         "rss_mib": round(f.rss_mib, 1),
         "rss_run_mib": round(f.rss_run_mib, 1),

@@ -74,6 +74,12 @@ pub(super) fn redis(ours: Option<&Figures>) {
             f.enqueue_one_p50_ms / rtt
         );
     }
+    if let (Some(one), Some(rtt)) = (f.enqueue_alone_p50_ms, f.evalsha_alone_p50_ms) {
+        eprintln!(
+            "bench:   with no worker in the process, a single awaited enqueue (p50 {one:.3} ms) is {:.2}× one awaited EVALSHA (p50 {rtt:.3} ms)",
+            one / rtt
+        );
+    }
     if let Some(rtt) = evalsha {
         eprintln!(
             "bench:   and {:.2}× redis-benchmark's EVALSHA round trip",
