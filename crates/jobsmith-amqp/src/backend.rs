@@ -30,10 +30,17 @@ const CATCH_UP: Duration = Duration::from_millis(100);
 const EARLY: Duration = Duration::from_millis(2);
 
 /// A job that arrives early by up to this much is held by the reserving
-/// process until it is due (delayed messages are sent ahead by up to
+/// process until it is due (staged jobs come [`names::STAGE_EARLY_MS`]
+/// early, and earlier versions' delayed messages up to
 /// [`names::MAX_LEAD_MS`]); one earlier still (clock skew between publishers)
 /// is re-delayed through the broker.
-const HOLD: Duration = Duration::from_millis(names::MAX_LEAD_MS + 300);
+const HOLD: Duration = Duration::from_millis(
+    if names::STAGE_EARLY_MS > names::MAX_LEAD_MS {
+        names::STAGE_EARLY_MS
+    } else {
+        names::MAX_LEAD_MS
+    } + 300,
+);
 
 /// A backend on RabbitMQ. Clones share one connection.
 ///

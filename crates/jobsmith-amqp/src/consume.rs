@@ -300,11 +300,14 @@ impl Inner {
                 }
             }
         });
-        let mut st = self.state.lock_unpoisoned();
-        st.wanted.insert(q.to_owned());
-        st.consuming.insert(q.to_owned());
-        st.consumers
-            .insert(q.to_owned(), Consuming { gen, tag, task });
+        {
+            let mut st = self.state.lock_unpoisoned();
+            st.wanted.insert(q.to_owned());
+            st.consuming.insert(q.to_owned());
+            st.consumers
+                .insert(q.to_owned(), Consuming { gen, tag, task });
+        }
+        crate::stage::ensure(self, link, q).await;
         Ok(ready)
     }
 
@@ -325,6 +328,9 @@ impl Inner {
                 .filter_map(|q| {
                     st.wanted.remove(q);
                     st.consuming.remove(q);
+                    if let Some(s) = st.stagers.remove(q) {
+                        s.stop();
+                    }
                     st.consumers.remove(q)
                 })
                 .collect()

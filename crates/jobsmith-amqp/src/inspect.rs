@@ -17,7 +17,10 @@ impl AmqpBackend {
         let calls = &link.calls;
         let ready = u64::from(passive_count(calls, &ch, names.work(q)).await?);
         let scheduled: u64 = futures_util::future::try_join_all(
-            (0..crate::names::LEVELS).map(|k| passive_count(calls, &ch, names.level_queue(q, k))),
+            (0..crate::names::LEVELS)
+                .map(|k| names.level_queue(q, k))
+                .chain([names.soon(q)])
+                .map(|name| passive_count(calls, &ch, name)),
         )
         .await?
         .into_iter()
@@ -42,8 +45,8 @@ impl AmqpBackend {
             (buf.len() as u64, oldest)
         });
         let in_flight = st.leases.values().filter(|h| h.queue == q).count() as u64;
-        // Jobs sent ahead of their time and held here until due are still scheduled.
-        let held_early = st.held_early(q) as u64;
+        // Jobs held here until due, staged or early, are still scheduled.
+        let held_early = (st.held_early(q) + st.stagers.get(q).map_or(0, |s| s.held())) as u64;
         Ok({
             let mut stats = QueueStats::new(q.to_owned());
             stats.ready = ready + buffered;

@@ -55,6 +55,7 @@ mod names;
 mod park;
 mod raw;
 mod settle;
+mod stage;
 mod state;
 mod tls;
 mod topology;

@@ -82,17 +82,30 @@ pub(crate) fn job_with_body(
     let mut props = job_props(env.id.as_str(), names::broker_priority(env.priority));
     let delay = env.run_at.since(now);
     let ms = u64::try_from(delay.min(names::max_delay()).as_millis()).unwrap_or(u64::MAX);
-    // Sent ahead of its time by what its hops may take: the reserving
-    // process holds what arrives early until it is due (`backend.rs`).
-    let ms = ms - names::lead_ms(ms);
-    if ms >= 1 {
+    // The levels take it to the staging queue `STAGE_MS` before it is due,
+    // where a process holds it until then (`stage.rs`).
+    if ms > names::STAGE_MS {
+        let ms = ms - names::STAGE_MS;
         return Outgoing {
             exchange: names.level_exchange(names::first_level(ms)),
-            routing_key: names::delay_key(ms, &env.queue),
+            routing_key: names::staged_key(ms, &env.queue),
             body,
             props,
         };
     }
+    if ms > names::STAGE_EARLY_MS {
+        // Straight to the staging queue. Its TTL moves the job on after
+        // `STAGE_MS` when no process holds it; this one's own is shorter.
+        return Outgoing {
+            exchange: String::new(),
+            routing_key: names.soon(&env.queue),
+            body,
+            props: props.with_expiration(expiration(Duration::from_millis(ms))),
+        };
+    }
+    // Due now, or soon enough that a holder would reject it into the work
+    // queue at once: straight there, and the reserving process holds it
+    // until it is due (`backend.rs`).
     if let Some(at) = env.expires_at {
         // The broker drops (and counts, via the expired queue) what runs out in line.
         props = props.with_expiration(expiration(at.since(now)));

@@ -124,7 +124,7 @@ impl Moves {
             calls: link.calls.clone(),
             left: AtomicUsize::new(0),
         });
-        let mut sources = vec![inner.names.work(queue)];
+        let mut sources = vec![inner.names.work(queue), inner.names.soon(queue)];
         sources.extend((0..LEVELS).rev().map(|k| inner.names.level_queue(queue, k)));
         let expires_at = Timestamp::now().plus(hold);
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //! For a prefix `p` and a queue `q`: the work queue `p.q`, its dead-letter
 //! queue `p.q.dead`, its expired-job counter `p.q.expired`, its outcome
 //! counter `p.q.counts` and that counter's lock `p.q.counts.lock`, its delay levels
-//! `p.q.delay.00` to `p.q.delay.35`, and idempotency key queues
+//! `p.q.delay.00` to `p.q.delay.35` and its staging queue `p.q.soon`, and idempotency key queues
 //! `p.q.key.<hash>` / `p.q.done.<hash>`, and park queues `p.q.park.<token>`
 //! for long leases; the metadata store is `p._meta.<hash>` per entry and the
 //! index `p._meta`. Exchanges `p.delay.00`..`p.delay.35`
@@ -55,6 +55,12 @@ impl Names {
 
     pub(crate) fn level_queue(&self, q: &str, k: u32) -> String {
         format!("{}.{q}.delay.{k:02}", self.prefix)
+    }
+
+    /// Where a delayed job waits out its last [`STAGE_MS`], held by a
+    /// process that works `q`; its TTL moves it to the work queue when none does.
+    pub(crate) fn soon(&self, q: &str) -> String {
+        format!("{}.{q}.soon", self.prefix)
     }
 
     pub(crate) fn level_exchange(&self, k: u32) -> String {
@@ -120,8 +126,9 @@ impl Names {
 
 /// The routing key of a delayed message: one word per level, most significant
 /// first (`1` = wait in that level), then the queue's hash as the last word.
+/// Staged keys (see [`STAGE_MS`]) add a last word, [`STAGED`].
 pub(crate) fn delay_key(delay_ms: u64, q: &str) -> String {
-    let mut key = String::with_capacity(2 * LEVELS as usize + 33);
+    let mut key = String::with_capacity(2 * LEVELS as usize + 35);
     for k in (0..LEVELS).rev() {
         key.push(if delay_ms >> k & 1 == 1 { '1' } else { '0' });
         key.push('.');
@@ -130,38 +137,67 @@ pub(crate) fn delay_key(delay_ms: u64, q: &str) -> String {
     key
 }
 
+/// The routing key of a delayed message whose levels end in the queue's
+/// staging queue rather than its work queue: [`delay_key`] and one more
+/// word. A topic pattern's `*` matches one word, so the 37-word patterns of
+/// earlier versions never match a 38-word key, nor these patterns theirs:
+/// the two routes share the level queues and exchanges and never cross.
+pub(crate) fn staged_key(delay_ms: u64, q: &str) -> String {
+    let mut key = delay_key(delay_ms, q);
+    key.push('.');
+    key.push_str(STAGED);
+    key
+}
+
+/// The last word of a staged routing key and its patterns.
+pub(crate) const STAGED: &str = "s";
+
 /// The level a delay of `delay_ms` (at least 1) enters at: its highest set
 /// bit. Levels above would only pass the message down, and each topic
-/// exchange a message crosses costs the broker a match of the 37-word key
+/// exchange a message crosses costs the broker a match of the routing key
 /// (publishing at the top level made a 1 ms delay cross 36 of them:
 /// publish and confirm took 5 ms instead of under 1).
 pub(crate) fn first_level(delay_ms: u64) -> u32 {
     (u64::BITS - 1 - delay_ms.max(1).leading_zeros()).min(LEVELS - 1)
 }
 
-/// What each dead-letter hop through a delay level is allowed, in ms: a
-/// delayed message is sent that much sooner per level it will wait in, and
-/// the reserving process holds it from its arrival until it is due (see
-/// [`lead_ms`]).
-const HOP_LEAD_MS: u64 = 20;
+/// How long before its due time a delayed job leaves the broker's timers,
+/// in ms: the levels let it go into the queue's staging queue this much
+/// early (a shorter delay goes there at once), and a process that works the
+/// queue holds it until it is due, then rejects it, which dead-letters it
+/// into the work queue at once.
+///
+/// Every level is a queue whose TTL timer lets its messages go, and on a
+/// busy broker whose two cores other processes also want, those timers fire
+/// late, while deliveries driven by messages stay prompt: on a private 3.10
+/// node taking 1,000 persistent jobs/s beside two busy loops, a single
+/// level (one timer) let messages go p99 294-673 ms and at most about 1 s
+/// late, while jobs published straight to a work queue arrived p99 9-22 ms
+/// after they were sent (docs/backends/rabbitmq.md). A second covers the
+/// worst seen; what waits it out is a rejection, a message the broker acts
+/// on as it arrives. Without a process holding it (no worker running), the
+/// staging queue's own TTL of the same length moves the job on time, give or
+/// take those timers.
+pub(crate) const STAGE_MS: u64 = 1_000;
 
-/// The most a delayed message is sent ahead of its due time, in ms.
+/// How long before its due time a staged job is rejected into the work
+/// queue, in ms (and the delay below which a job goes straight there): what
+/// the hop from the staging queue to a reserving process may take. That hop
+/// is driven by messages, about 2 ms on an idle broker, but a busy broker
+/// on a machine whose cores other processes want stalls it for 100-250 ms
+/// at times, on every worker at once: the soak beside two busy loops
+/// started staged jobs rejected 50 ms ahead p99 42-398 ms late, and 250 ms
+/// ahead 12 ms (retries, whose backoff is shorter than this, 37-63 ms). The
+/// reserving process holds what arrives early until it is due, in a slot of
+/// its prefetch, as it held jobs that earlier versions sent ahead by up to
+/// [`MAX_LEAD_MS`].
+pub(crate) const STAGE_EARLY_MS: u64 = 250;
+
+/// How early a delivery may reach a work queue from earlier versions, which
+/// sent delayed messages ahead of their due time by up to 250 ms and had the
+/// reserving process hold them (one still in the levels at an upgrade
+/// arrives that early), or now from staging.
 pub(crate) const MAX_LEAD_MS: u64 = 250;
-
-/// How much sooner than `delay_ms` a delayed message is sent through the
-/// levels: [`HOP_LEAD_MS`] per level it waits in (one per set bit), at most
-/// a quarter of the delay and [`MAX_LEAD_MS`]. Each hop is a dead-letter:
-/// about 1 ms on an idle broker, 10 ms or more under load, and the whole
-/// path stalls for 100–400 ms now and then under load, for reasons not known
-/// yet (`docs/backends/rabbitmq.md`; the soak measured p50 12–17 ms and p99 92–108 ms
-/// for delays of about a second without a lead). Sent this much early, the
-/// job waits out the rest in the reserving process, which starts it when it
-/// is due, to the millisecond, unless the broker was slower than the lead.
-pub(crate) fn lead_ms(delay_ms: u64) -> u64 {
-    (u64::from(delay_ms.count_ones()) * HOP_LEAD_MS)
-        .min(delay_ms / 4)
-        .min(MAX_LEAD_MS)
-}
 
 /// The largest delay one trip through the levels can give.
 pub(crate) fn max_delay() -> Duration {
@@ -170,7 +206,7 @@ pub(crate) fn max_delay() -> Duration {
 
 /// The binding pattern that matches bit `k` = `bit` and any queue (`q = None`) or one queue.
 pub(crate) fn level_pattern(k: u32, bit: char, q: Option<&str>) -> String {
-    let mut p = String::with_capacity(2 * LEVELS as usize + 33);
+    let mut p = String::with_capacity(2 * LEVELS as usize + 35);
     for i in (0..LEVELS).rev() {
         p.push(if i == k { bit } else { '*' });
         p.push('.');
@@ -187,6 +223,13 @@ pub(crate) fn due_pattern(q: &str) -> String {
     let mut p = "*.".repeat(LEVELS as usize);
     p.push_str(&hash_hex(q.as_bytes()));
     p
+}
+
+/// A pattern for staged keys: `pattern` and the staged word.
+pub(crate) fn staged(mut pattern: String) -> String {
+    pattern.push('.');
+    pattern.push_str(STAGED);
+    pattern
 }
 
 /// jobsmith priority to broker priority: below 0 → 0, 0 → 1, 1..=9 → 2..=10, above → 10.
@@ -260,19 +303,16 @@ mod tests {
     }
 
     #[test]
-    fn a_delay_is_sent_ahead_by_its_hops_within_a_quarter_and_the_cap() {
-        assert_eq!(lead_ms(0), 0);
-        assert_eq!(lead_ms(3), 0);
-        // 100 ms (3 set bits): 60 ms for its hops, but no more than 25.
-        assert_eq!(lead_ms(100), 25);
-        // 1006 ms (8 set bits).
-        assert_eq!(lead_ms(1006), 160);
-        // 2047 ms (11 set bits).
-        assert_eq!(lead_ms(2047), 220);
-        assert_eq!(lead_ms((1u64 << LEVELS) - 1), MAX_LEAD_MS);
-        for d in [1, 7, 64, 100, 999, 1024, 65_535] {
-            assert!(lead_ms(d) <= d / 4, "{d}");
-        }
+    fn staged_keys_have_one_word_more_than_earlier_patterns() {
+        let key = staged_key(0b101, "q");
+        assert_eq!(key.split('.').count(), LEVELS as usize + 2);
+        assert!(key.starts_with(&delay_key(0b101, "q")));
+        let pat = staged(level_pattern(2, '1', Some("q")));
+        assert_eq!(pat.split('.').count(), LEVELS as usize + 2);
+        assert_eq!(
+            staged(due_pattern("q")).split('.').count(),
+            LEVELS as usize + 2
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub(crate) struct State {
     pub(crate) reserving: Vec<(Vec<String>, usize)>,
     /// Queues whose topology is declared on the current connection.
     pub(crate) declared: HashSet<String>,
+    /// The holders of queues' staged delayed jobs (`stage.rs`), by queue.
+    pub(crate) stagers: HashMap<String, crate::stage::Stager>,
     /// Queues the broker refused to declare or consume, with when and why:
     /// not tried again for a second, so that a broken queue costs the broker
     /// a refusal (and a closed channel) a second, not one per reserve.
@@ -152,6 +154,7 @@ impl State {
         self.outstanding.reset(gen);
         self.consuming.clear();
         self.consumers.clear();
+        self.stagers.clear();
         self.declared.clear();
         self.refused.clear();
         self.buffers.clear();

@@ -7,8 +7,12 @@
 //! (`names::first_level`).
 //! Per queue (declared when a process first uses it, on each connection): the
 //! work queue, its dead-letter and expired queues, its outcome counter and
-//! the counter's lock, and its 36 delay-level queues, each with a TTL of
-//! 2^k ms that dead-letters to the next level.
+//! the counter's lock, its 36 delay-level queues, each with a TTL of
+//! 2^k ms that dead-letters to the next level, and its staging queue, which
+//! dead-letters to the work queue (`stage.rs`). Each level binding exists
+//! twice: for the 37-word routing keys of earlier versions, which end in the
+//! work queue, and for staged keys, one word longer, which end in the
+//! staging queue.
 
 use crate::call::Calls;
 use crate::config::AmqpConfig;
@@ -137,6 +141,23 @@ impl Topology<'_> {
         t
     }
 
+    /// A staging queue: what no process holds goes on to the work queue
+    /// after [`names::STAGE_MS`] (a message's own `expiration` can make it sooner),
+    /// and what a process rejects goes there at once.
+    fn soon_args(&self, q: &str) -> FieldTable {
+        let mut t = self.base(false);
+        t.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(names::STAGE_MS).unwrap_or(i64::MAX)),
+        );
+        t.insert("x-dead-letter-exchange".into(), text(""));
+        t.insert(
+            "x-dead-letter-routing-key".into(),
+            text(&self.names.work(q)),
+        );
+        t
+    }
+
     /// The registry of queue names: one small message per queue and process start.
     pub(crate) fn registry_args(&self) -> FieldTable {
         let mut t = self.base(false);
@@ -208,15 +229,19 @@ impl Topology<'_> {
             ch.exchange_declare(x.into(), ExchangeKind::Topic, opts, FieldTable::default())
         }));
         calls.answer("exchange.declare", declares).await?;
-        // A zero bit at level k skips the level: on to the next exchange down.
-        let binds = try_join_all((0..LEVELS).map(|k| {
-            ch.exchange_bind(
-                self.names.after_level(k).into(),
-                self.names.level_exchange(k).into(),
-                names::level_pattern(k, '0', None).into(),
-                ExchangeBindOptions::default(),
-                FieldTable::default(),
-            )
+        // A zero bit at level k skips the level: on to the next exchange
+        // down, for earlier versions' keys and for staged ones.
+        let binds = try_join_all((0..LEVELS).flat_map(|k| {
+            let plain = names::level_pattern(k, '0', None);
+            [names::staged(plain.clone()), plain].map(|pattern| {
+                ch.exchange_bind(
+                    self.names.after_level(k).into(),
+                    self.names.level_exchange(k).into(),
+                    pattern.into(),
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+            })
         }));
         calls.answer("exchange.bind", binds).await?;
         Ok(())
@@ -268,19 +293,31 @@ impl Topology<'_> {
             FieldTable::default(),
         );
         calls.answer("queue.bind", bind).await?;
+        declare(n.soon(q), self.soon_args(q)).await?;
+        let bind = ch.queue_bind(
+            n.soon(q).into(),
+            n.due_exchange().into(),
+            names::staged(names::due_pattern(q)).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        calls.answer("queue.bind", bind).await?;
         let levels =
             try_join_all((0..LEVELS).map(|k| {
                 ch.queue_declare(n.level_queue(q, k).into(), durable, self.level_args(k))
             }));
         calls.answer("queue.declare", levels).await?;
-        let binds = try_join_all((0..LEVELS).map(|k| {
-            ch.queue_bind(
-                n.level_queue(q, k).into(),
-                n.level_exchange(k).into(),
-                names::level_pattern(k, '1', Some(q)).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        let binds = try_join_all((0..LEVELS).flat_map(|k| {
+            let plain = names::level_pattern(k, '1', Some(q));
+            [names::staged(plain.clone()), plain].map(|pattern| {
+                ch.queue_bind(
+                    n.level_queue(q, k).into(),
+                    n.level_exchange(k).into(),
+                    pattern.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+            })
         }));
         calls.answer("queue.bind", binds).await?;
         Ok(Declared::Ready(declared.message_count()))

@@ -155,14 +155,6 @@ pub(crate) fn lateness_bound(backend: &str) -> LatenessBound {
             p50: 500,
             p99: 2_000,
         },
-        // RabbitMQ at full load on two cores stalls its dead-letter path
-        // (the delay levels) for 100-400 ms at times, for reasons not known
-        // yet (docs/backends/rabbitmq.md); delayed jobs sent ahead by up to
-        // 250 ms ride out most of it, not all: CI's run of 2026-12-07 16:50 had delayed p99 256 ms
-        // and retried p99 373 ms, where other runs had 11-186 ms
-        // (docs/reliability.md). The bound is what the known tail reaches,
-        // so that anything worse still fails; the target stays 100 ms.
-        "amqp" => LatenessBound { p50: 10, p99: 500 },
         _ => LatenessBound::default(),
     }
 }

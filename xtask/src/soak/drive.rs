@@ -135,7 +135,14 @@ pub(super) async fn enqueue_all(app: &App, jobs: Vec<Enqueue>, counts: &Counts) 
 /// messages again.
 pub(super) const AFTER_RESTART: Duration = Duration::from_secs(15);
 
-/// Waits until the queue is empty (twice in a row, after `not_before` and at
+/// How long the queue must count empty before the drain is over: longer
+/// than any process holds a job out of every count. A RabbitMQ worker holds
+/// a delayed job for its last second out of the other processes' counts
+/// (its queue's staging, docs/backends/rabbitmq.md), and an empty count
+/// taken twice 500 ms apart missed one such job in a soak of 2026-12-08.
+const EMPTY_FOR: Duration = Duration::from_millis(1_500);
+
+/// Waits until the queue is empty (for [`EMPTY_FOR`], after `not_before` and at
 /// least [`AFTER_RESTART`] after the last broker restart), or until nothing
 /// has moved for two minutes. Returns what is left.
 pub(super) async fn drain(
@@ -147,7 +154,7 @@ pub(super) async fn drain(
 ) -> u64 {
     const STALL: Duration = Duration::from_secs(120);
     let rows_sql = format!("SELECT count(*) FROM {}", ledger::attempts_table(run));
-    let mut empty_polls = 0;
+    let mut empty_since: Option<Instant> = None;
     let mut last = (None, None);
     let mut moved = Instant::now();
     loop {
@@ -166,12 +173,11 @@ pub(super) async fn drain(
                 now_ms() > up.saturating_add(u64::try_from(AFTER_RESTART.as_millis()).unwrap_or(0))
             });
         if left == Some(0) && Instant::now() > not_before && settled {
-            empty_polls += 1;
-            if empty_polls >= 2 {
+            if empty_since.get_or_insert_with(Instant::now).elapsed() >= EMPTY_FOR {
                 return 0;
             }
         } else {
-            empty_polls = 0;
+            empty_since = None;
         }
         if moved.elapsed() > STALL {
             eprintln!("soak: nothing moved for {STALL:?}; checking what there is");
