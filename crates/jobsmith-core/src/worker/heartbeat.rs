@@ -27,7 +27,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                     }
                     if shared.cancel(slot) {
                         tracing::warn!(id = %crate::printable(lease.id.as_str()), queue = %crate::printable(&lease.queue), "lease lost while the job runs; asking it to stop");
-                    } else if shared.take_waiting(slot).is_some() {
+                    } else if shared.take_waiting(slot, false).is_some() {
                         tracing::warn!(id = %crate::printable(lease.id.as_str()), queue = %crate::printable(&lease.queue), "lease lost while the job waited for a slot; it is left to run elsewhere");
                     }
                 }

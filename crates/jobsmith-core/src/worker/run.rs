@@ -392,7 +392,8 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
                     _ = stopping.wait_for(|s| *s) => None,
                 };
                 if let Some(permit) = permit {
-                    if let Some(lease) = shared.take_waiting(slot) {
+                    let last_slot = permit.semaphore().available_permits() == 0;
+                    if let Some(lease) = shared.take_waiting(slot, last_slot) {
                         execute(Arc::clone(&shared), Delivery { lease, envelope }).await;
                     }
                     drop(permit);

@@ -73,7 +73,8 @@ pub(super) struct Shared {
     pub(super) in_hand: AtomicUsize,
     /// Told each time a job leaves `in_hand`.
     pub(super) freed: Notify,
-    /// Told each time a job leaves `waiting`: it starts, or goes back.
+    /// Told when the reserve loop's wait for just-handed-out jobs to start
+    /// can end: `waiting` has emptied, or a job took the last free slot.
     pub(super) started: Notify,
     /// A moving mean of how long a job runs, in microseconds; `u64::MAX`
     /// until the first one has run.
@@ -161,9 +162,17 @@ impl Shared {
     /// Takes the lease of a job waiting for a slot: to start it, to hand it
     /// back at the stop, or to forget it once lost (it runs elsewhere).
     /// `None` when one of those took it first.
-    pub(super) fn take_waiting(&self, slot: u64) -> Option<Lease> {
-        let lease = self.waiting.lock_unpoisoned().remove(&slot);
-        if lease.is_some() {
+    ///
+    /// `last_slot`: the caller holds the last free slot. The reserve loop
+    /// waits while jobs wait and slots are free, so it is woken only when
+    /// that ends, not once per job.
+    pub(super) fn take_waiting(&self, slot: u64, last_slot: bool) -> Option<Lease> {
+        let (lease, emptied) = {
+            let mut waiting = self.waiting.lock_unpoisoned();
+            let lease = waiting.remove(&slot);
+            (lease, waiting.is_empty())
+        };
+        if lease.is_some() && (emptied || last_slot) {
             self.started.notify_one();
         }
         lease
