@@ -1,5 +1,6 @@
 //! The wire format: one [`Envelope`] per job, identical on every backend.
 
+use crate::event::EventRef;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -94,6 +95,9 @@ pub struct Envelope {
     /// The error of the last failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The event this job was created for, when a publish created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventRef>,
 }
 
 impl Envelope {
@@ -117,6 +121,7 @@ impl Envelope {
             idempotency_key: None,
             trace: None,
             last_error: None,
+            event: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::event::Subscribe;
 use jobsmith_grammar as grammar;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -28,6 +29,9 @@ pub struct JobOptions {
     /// A periodic schedule, from `#[job(cron = "...")]`: every worker enqueues
     /// the job once per tick. Default none.
     pub cron: Option<CronOptions>,
+    /// The event name or topic pattern the job subscribes to, from
+    /// `#[job(on = ...)]`: every publish that matches creates one of it. Default none.
+    pub on: Option<Subscribe>,
 }
 
 /// A job's periodic schedule, as `#[job(cron = "...", tz = "...", missed = "...")]` writes it.
@@ -47,7 +51,7 @@ pub struct CronOptions {
 impl JobOptions {
     /// The defaults: queue `"default"`, priority 0, 3 retries, exponential backoff
     /// from 1 s doubling to at most 1 h with full jitter, no TTL, no timeout, not unique,
-    /// no schedule.
+    /// no schedule, no subscription.
     pub const DEFAULT: JobOptions = JobOptions {
         queue: "default",
         priority: 0,
@@ -57,6 +61,7 @@ impl JobOptions {
         timeout: None,
         unique: false,
         cron: None,
+        on: None,
     };
 }
 

@@ -1,6 +1,6 @@
 //! The grammar of [jobsmith](https://docs.rs/jobsmith)'s option values:
-//! human durations, backoffs, cron expressions, IANA time-zone names and
-//! missed-tick policies.
+//! human durations, backoffs, cron expressions, IANA time-zone names,
+//! missed-tick policies, and event names and topic patterns.
 //!
 //! The `#[job]` macro checks `ttl = ".."`, `backoff = ".."`, `cron = ".."`,
 //! `tz = ".."` and `missed = ".."` with these parsers when the user's crate
@@ -26,7 +26,9 @@
 mod backoff;
 mod duration;
 mod schedule;
+mod topic;
 
 pub use crate::backoff::{parse_backoff, Backoff, Jitter};
 pub use crate::duration::{format_duration, parse_duration};
 pub use crate::schedule::{parse_cron, parse_missed, parse_zone, Missed};
+pub use crate::topic::{parse_event_name, parse_topic_pattern, topic_matches, MAX_TOPIC_LEN};

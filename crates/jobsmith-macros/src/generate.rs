@@ -315,7 +315,7 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
             some(quote!(#p::CronOptions { expr: #expr, tz: #tz, missed: #p::Missed::#missed }));
         fields.push(quote!(cron: #value));
     }
-    if fields.len() == 8 {
+    if fields.len() == 9 {
         quote!(#p::JobOptions { #(#fields),* })
     } else {
         quote!(#p::JobOptions { #(#fields,)* ..#p::JobOptions::DEFAULT })
