@@ -263,6 +263,15 @@ macro_rules! conformance_suite {
                 metadata_store_puts_gets_and_lists,
                 metadata_reads_racing_a_writer_always_find_a_value,
             }
+            events {
+                events_fan_out_one_job_per_subscription,
+                events_patterns_match_as_topics,
+                events_failing_subscriber_is_retried_alone,
+                events_publish_tried_again_creates_no_job_twice,
+                events_subscription_added_midstream_gets_later_publishes,
+                events_removed_subscription_gets_nothing_more,
+                events_worker_registers_runs_and_dead_letters_misfits,
+            }
             migrate {
                 migrate_take_holds_ready_and_scheduled,
                 migrate_hold_that_runs_out_gives_the_job_back,

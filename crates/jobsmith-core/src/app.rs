@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::job::BoxFuture;
 use crate::lock::RwLockExt;
 use crate::memory::MemoryBackend;
+use crate::publish::SubscriptionCache;
 use crate::url::BackendUrl;
 use futures_util::{StreamExt, TryStreamExt};
 use std::fmt;
@@ -21,6 +22,7 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone)]
 pub struct App {
     backend: Arc<dyn Backend>,
+    subscriptions: Arc<SubscriptionCache>,
 }
 
 static DEFAULT: RwLock<Option<App>> = RwLock::new(None);
@@ -31,14 +33,15 @@ const LOOKUPS_AT_ONCE: usize = 16;
 impl App {
     /// An app on `backend`.
     pub fn new(backend: impl Backend) -> Self {
-        Self {
-            backend: Arc::new(backend),
-        }
+        Self::from_backend(Arc::new(backend))
     }
 
     /// An app on a shared backend.
     pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            subscriptions: Arc::default(),
+        }
     }
 
     /// An app on a new in-process memory backend.
@@ -70,6 +73,11 @@ impl App {
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The subscriptions this app's publishes read (`publish.rs`).
+    pub(crate) fn subscription_cache(&self) -> &SubscriptionCache {
+        &self.subscriptions
     }
 
     /// Makes this app the one that enqueues without `.on(&app)` use.

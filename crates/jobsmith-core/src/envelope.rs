@@ -97,7 +97,7 @@ pub struct Envelope {
     pub last_error: Option<String>,
     /// The event this job was created for, when a publish created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<EventRef>,
+    pub event: Option<Box<EventRef>>,
 }
 
 impl Envelope {

@@ -80,6 +80,16 @@ pub enum Error {
         /// Where the second is defined.
         second: String,
     },
+    /// Two event types were declared with one name.
+    #[error("two event types are declared as `{name}`: {first} and {second}; give one of them another `#[event(name = \"...\")]`")]
+    DuplicateEvent {
+        /// The shared name.
+        name: String,
+        /// The first type and where it is defined.
+        first: String,
+        /// The second type and where it is defined.
+        second: String,
+    },
     /// The worker was started with no jobs linked in.
     #[error("no jobs are registered: the crate that defines your #[job] functions is not linked into this binary; add `use your_jobs_crate as _;` to main.rs")]
     NoJobs,

@@ -44,6 +44,28 @@ pub struct EventRegistration(pub &'static EventDef);
 
 inventory::collect!(EventRegistration);
 
+/// Every event type linked into this binary, by name; an error naming both
+/// types when two share a name.
+pub(crate) fn registered_events(
+) -> crate::Result<std::collections::BTreeMap<&'static str, &'static EventDef>> {
+    let mut by_name: std::collections::BTreeMap<&'static str, &'static EventDef> =
+        std::collections::BTreeMap::new();
+    for reg in inventory::iter::<EventRegistration> {
+        let def = reg.0;
+        if let Some(prev) = by_name.insert(def.name, def) {
+            let describe = |d: &EventDef| format!("`{}` at {}", d.rust_type, d.location);
+            let (a, b) = (describe(prev), describe(def));
+            let (first, second) = if a <= b { (a, b) } else { (b, a) };
+            return Err(crate::Error::DuplicateEvent {
+                name: def.name.to_owned(),
+                first,
+                second,
+            });
+        }
+    }
+    Ok(by_name)
+}
+
 /// What a handler of a topic pattern receives: the event's name and its
 /// payload as JSON, since the pattern may match events of many types.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

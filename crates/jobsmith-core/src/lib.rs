@@ -41,6 +41,7 @@ mod options;
 mod printable;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod publish;
 mod queue_errors;
 mod record;
 mod registry;
@@ -58,7 +59,7 @@ mod worker;
 pub use self::url::{closest, redact_url, BackendUrl, UrlQuery};
 pub use app::App;
 pub use backend::{
-    settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Inspect, Lease, LeaseStatus,
+    settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Events, Inspect, Lease, LeaseStatus,
     Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind, SettleExt,
 };
 pub use backoff::{Backoff, Jitter};
@@ -78,6 +79,7 @@ pub use jobsmith_grammar::parse_duration;
 pub use memory::MemoryBackend;
 pub use options::{CronOptions, JobOptions, Missed};
 pub use printable::{printable, printable_lines, Printable};
+pub use publish::Publish;
 pub use queue_errors::QueueErrors;
 pub use record::{
     published_job, published_jobs, ArgsMisfit, JobRecord, ParamRecord, Publisher, RECORD_FORMAT,

@@ -37,11 +37,7 @@ pub fn topic_matches(pattern: &str, name: &str) -> bool {
                     next[j] = any;
                 }
             }
-            "*" => {
-                for j in 1..=name.len() {
-                    next[j] = matched[j - 1];
-                }
-            }
+            "*" => next[1..].copy_from_slice(&matched[..name.len()]),
             literal => {
                 for j in 1..=name.len() {
                     next[j] = matched[j - 1] && name[j - 1] == literal;

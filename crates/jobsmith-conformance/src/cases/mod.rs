@@ -7,6 +7,7 @@
 
 mod common;
 pub mod dead_letters;
+pub mod events;
 pub mod faults;
 pub mod hot_path;
 pub mod inspect;

@@ -7,6 +7,7 @@
 use crate::envelope::{Envelope, JobId};
 
 mod dead;
+mod events;
 mod inspect;
 mod meta;
 mod migrate;
@@ -16,6 +17,8 @@ mod settle;
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 pub use dead::{DeadJob, DeadLetters};
+pub use events::Events;
+pub(crate) use events::MetaEvents;
 pub use inspect::{Inspect, QueueStats};
 pub use meta::MetaStore;
 pub use migrate::Migrate;
@@ -239,6 +242,12 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn as_migrate(&self) -> Option<&dyn Migrate> {
         None
     }
+
+    /// Its own keeping of event subscriptions, if it has one. Without one,
+    /// [`events`](#method.events) keeps them in the [`MetaStore`].
+    fn as_events(&self) -> Option<&dyn Events> {
+        None
+    }
 }
 
 impl dyn Backend {
@@ -260,6 +269,18 @@ impl dyn Backend {
             .ok_or_else(|| self.unsupported("metadata store (cron schedules and job records)"))
     }
 
+    /// The [`Events`] capability: the backend's own, or else subscriptions
+    /// kept in its [`MetaStore`]; [`Error::Unsupported`] when it has neither.
+    pub fn events(&self) -> Result<Box<dyn Events + '_>> {
+        if let Some(events) = self.as_events() {
+            return Ok(Box::new(Native(events)));
+        }
+        match self.as_meta_store() {
+            Some(meta) => Ok(Box::new(MetaEvents(meta))),
+            None => Err(self.unsupported("events (a place to keep subscriptions)")),
+        }
+    }
+
     /// The [`Migrate`] capability, or [`Error::Unsupported`] naming it.
     pub fn migration(&self) -> Result<&dyn Migrate> {
         self.as_migrate()
@@ -271,5 +292,24 @@ impl dyn Backend {
             backend: self.name(),
             capability,
         }
+    }
+}
+
+/// A backend's own [`Events`], behind the same box as [`MetaEvents`].
+#[derive(Debug)]
+struct Native<'a>(&'a dyn Events);
+
+#[async_trait::async_trait]
+impl Events for Native<'_> {
+    async fn put_subscription(&self, sub: &crate::event::Subscription) -> Result<()> {
+        self.0.put_subscription(sub).await
+    }
+
+    async fn remove_subscription(&self, job: &str) -> Result<bool> {
+        self.0.remove_subscription(job).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<crate::event::Subscription>> {
+        self.0.subscriptions().await
     }
 }

@@ -14,6 +14,7 @@ mod outcome;
 mod run;
 mod settle;
 mod shared;
+mod subscribe;
 
 use crate::app::App;
 use crate::context::StateMap;

@@ -170,6 +170,9 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
             false
         }
     };
+    // Before the first reserve and before `run` goes on: from here, every
+    // publish reaches the jobs this worker runs.
+    super::subscribe::register(&worker.app, &registry, &queues).await?;
     let _publish_task = Task::spawn(record::refresh(
         Arc::clone(&backend),
         registry.clone(),
