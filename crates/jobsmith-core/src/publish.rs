@@ -137,49 +137,92 @@ impl App {
             .await
     }
 
+    /// Publishes many events of one type in as few round trips as the
+    /// backend allows: every job they create is enqueued in one batch. Each
+    /// event gets a new id; the answers are in order.
+    pub async fn publish_all<E: Event>(
+        &self,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<Vec<Published>> {
+        let batch = events
+            .into_iter()
+            .map(|e| Ok((E::NAME, crate::args::to_json(&e)?, EventId::new())))
+            .collect::<Result<Vec<_>>>()?;
+        self.publish_batch(&batch).await
+    }
+
     async fn publish_raw(&self, name: &str, payload: &RawValue, id: EventId) -> Result<Published> {
+        let mut one = self
+            .publish_batch(&[(name, payload.to_owned(), id)])
+            .await?;
+        one.pop()
+            .ok_or_else(|| Error::backend("a publish of one event gave no answer"))
+    }
+
+    async fn publish_batch(
+        &self,
+        batch: &[(&str, Box<RawValue>, EventId)],
+    ) -> Result<Vec<Published>> {
         let subs = self.subscription_cache().get(self).await?;
         let now = Timestamp::now();
-        let event = EventRef {
-            id,
-            name: name.to_owned(),
-        };
         let trace = crate::trace::current_traceparent();
-        let mut envs = Vec::new();
-        let mut reached = Vec::new();
-        for sub in subs.iter().filter(|s| s.matches(name)) {
-            let env = job_for(sub, &event, payload, now, trace.clone())?;
-            envs.push(env);
-            reached.push(sub.job.as_str());
-        }
-        if !envs.is_empty() {
-            let mut delays = Doubling::new(Duration::from_millis(50), Duration::from_secs(1));
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                match self.backend().enqueue(envs.clone()).await {
-                    Ok(_) => break,
-                    Err(e) if e.is_transient() && tries < PUBLISH_TRIES => {
-                        let delay = delays.next_delay();
-                        tracing::warn!(event = %name, error = %e, ?delay, "publish failed; trying again with the same event id");
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(e) => return Err(e),
+        // Built again for each try, the same each time: no copy is kept.
+        let build = || -> Result<(Vec<Envelope>, Vec<Published>)> {
+            let mut envs = Vec::new();
+            let mut answers = Vec::with_capacity(batch.len());
+            for (name, payload, id) in batch {
+                let event = EventRef {
+                    id: id.clone(),
+                    name: (*name).to_owned(),
+                };
+                let mut reached = 0;
+                for sub in subs.iter().filter(|s| s.matches(name)) {
+                    envs.push(job_for(sub, &event, payload, now, trace.clone())?);
+                    reached += 1;
                 }
+                answers.push(Published {
+                    id: event.id,
+                    reached,
+                });
             }
-            for (env, job) in envs.iter().zip(&reached) {
-                metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => env.queue.clone())
-                    .increment(1);
-                metrics::counter!("jobsmith_event_jobs_total", "subscription" => (*job).to_owned())
-                    .increment(1);
+            Ok((envs, answers))
+        };
+        let (mut envs, answers) = build()?;
+        let mut per_queue: Vec<(String, u64)> = Vec::new();
+        let mut per_job: Vec<(String, u64)> = Vec::new();
+        for env in &envs {
+            count(&mut per_queue, &env.queue);
+            count(&mut per_job, &env.job);
+        }
+        let mut delays = Doubling::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tries = 1;
+        while !envs.is_empty() {
+            match self.backend().enqueue(envs).await {
+                Ok(_) => break,
+                Err(e) if e.is_transient() && tries < PUBLISH_TRIES => {
+                    tries += 1;
+                    let delay = delays.next_delay();
+                    tracing::warn!(error = %e, ?delay, "publish failed; trying again with the same event ids");
+                    tokio::time::sleep(delay).await;
+                    envs = build()?.0;
+                }
+                Err(e) => return Err(e),
             }
         }
-        metrics::counter!("jobsmith_events_published_total", "event" => name.to_owned())
-            .increment(1);
-        Ok(Published {
-            id: event.id,
-            reached: reached.len(),
-        })
+        for (queue, n) in per_queue {
+            metrics::counter!("jobsmith_jobs_enqueued_total", "queue" => queue).increment(n);
+        }
+        for (job, n) in per_job {
+            metrics::counter!("jobsmith_event_jobs_total", "subscription" => job).increment(n);
+        }
+        let mut per_event: Vec<(String, u64)> = Vec::new();
+        for (name, _, _) in batch {
+            count(&mut per_event, name);
+        }
+        for (name, n) in per_event {
+            metrics::counter!("jobsmith_events_published_total", "event" => name).increment(n);
+        }
+        Ok(answers)
     }
 
     /// Every subscription on the backend, read now.
@@ -225,6 +268,14 @@ impl App {
         let removed = self.backend().events()?.remove_subscription(job).await?;
         self.subscription_cache().forget().await;
         Ok(removed)
+    }
+}
+
+/// Adds one to `key`'s count: the few distinct labels of a batch, in order.
+fn count(counts: &mut Vec<(String, u64)>, key: &str) {
+    match counts.iter_mut().find(|(k, _)| k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key.to_owned(), 1)),
     }
 }
 

@@ -125,6 +125,25 @@ pub async fn events_fan_out_one_job_per_subscription(factory: Factory) {
     assert_eq!(ttl, Duration::from_secs(3600));
     assert_eq!(env_of(&mail[0]).max_attempts, 4);
     assert!(env_of(&mail[0]).expires_at.is_none());
+    let many = app
+        .publish_all([signed_up(8), signed_up(9)])
+        .await
+        .expect("publish many");
+    assert_eq!(many.iter().map(|p| p.reached).collect::<Vec<_>>(), [3, 3]);
+    assert_ne!(many[0].id, many[1].id, "each event has its own id");
+    let mail = jobs_of(b, "ev_mail", 4).await;
+    let audit = jobs_of(b, "ev_audit", 2).await;
+    let mut users: Vec<u64> = mail
+        .iter()
+        .chain(&audit)
+        .map(|d| args_of(d)["e"]["user_id"].as_u64().expect("user_id"))
+        .collect();
+    users.sort_unstable();
+    assert_eq!(
+        users,
+        [8, 8, 8, 9, 9, 9],
+        "one job per event and subscription"
+    );
 }
 
 /// Topic patterns match as RabbitMQ's topic exchange does (`*` one word,
