@@ -263,6 +263,7 @@ fn the_registry_has_every_job_with_its_options() {
             timeout: Some(Duration::from_secs(30)),
             unique: true,
             cron: None,
+            on: None,
         }
     );
     assert!(
