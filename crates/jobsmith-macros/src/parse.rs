@@ -29,7 +29,7 @@ impl<T> Default for Slot<T> {
 }
 
 impl<T> Slot<T> {
-    fn set(&mut self, key: &Ident, value: T, errors: &mut Errors) {
+    pub(crate) fn set(&mut self, key: &Ident, value: T, errors: &mut Errors) {
         if self.0.is_some() {
             errors.push(syn::Error::new(
                 key.span(),
@@ -72,7 +72,7 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
         let key = match meta.path.get_ident() {
             Some(key) => key.clone(),
             None => {
-                errors.push(meta.error(unknown(&meta.path)));
+                errors.push(meta.error(unknown(&meta.path, OPTION_NAMES)));
                 return skip_value(&meta);
             }
         };
@@ -108,36 +108,12 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
                     Ok(())
                 }
             }
-            "crate" => {
-                let path = match value_expr(&meta)? {
-                    Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => Some(p.path),
-                    Expr::Lit(ExprLit {
-                        lit: Lit::Str(s), ..
-                    }) => match s.parse::<Path>() {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            errors.push(syn::Error::new(
-                                s.span(),
-                                "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
-                            ));
-                            None
-                        }
-                    },
-                    other => {
-                        errors.push(syn::Error::new_spanned(
-                            other,
-                            "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
-                        ));
-                        None
-                    }
-                };
-                if let Some(path) = path {
-                    opts.krate.set(&key, path, errors);
-                }
-                Ok(())
-            }
+            "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
             _ => {
-                errors.push(syn::Error::new(key.span(), unknown(&meta.path)));
+                errors.push(syn::Error::new(
+                    key.span(),
+                    unknown(&meta.path, OPTION_NAMES),
+                ));
                 skip_value(&meta)
             }
         }
@@ -148,14 +124,12 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
     opts
 }
 
-/// The message for an option that does not exist, with a suggestion when one is close.
-fn unknown(path: &Path) -> String {
+/// The message for an option that is not one of `names`, with a suggestion
+/// when one is close.
+pub(crate) fn unknown(path: &Path, names: &[&str]) -> String {
     let written = quote::quote!(#path).to_string().replace(' ', "");
-    let expected = OPTION_NAMES.join(", ");
-    match OPTION_NAMES
-        .iter()
-        .find(|name| edit_distance(name, &written) <= 2)
-    {
+    let expected = names.join(", ");
+    match names.iter().find(|name| edit_distance(name, &written) <= 2) {
         Some(close) => {
             format!(
                 "unknown option `{written}`; did you mean `{close}`? Expected one of: {expected}"
@@ -182,7 +156,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Consumes whatever follows an option that is being rejected, so that
 /// parsing can go on to the next one.
-fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(syn::Token![=]) {
         value_expr(meta)?;
     } else if meta.input.peek(syn::token::Paren) {
@@ -207,7 +181,7 @@ fn expect_no_args(meta: &ParseNestedMeta<'_>, key: &Ident, errors: &mut Errors) 
     Ok(())
 }
 
-fn parse_str(
+pub(crate) fn parse_str(
     meta: &ParseNestedMeta<'_>,
     key: &Ident,
     errors: &mut Errors,
@@ -228,6 +202,41 @@ fn parse_str(
             other,
             format!("`{key}` takes a string: write `{key} = \"...\"`"),
         )),
+    }
+    Ok(())
+}
+
+/// `crate = path`, or the path as a string, as serde's `crate = "..."` is written.
+pub(crate) fn parse_crate(
+    meta: &ParseNestedMeta<'_>,
+    key: &Ident,
+    errors: &mut Errors,
+    slot: &mut Slot<Path>,
+) -> syn::Result<()> {
+    let path = match value_expr(meta)? {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => Some(p.path),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => match s.parse::<Path>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    s.span(),
+                    "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
+                ));
+                None
+            }
+        },
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
+            ));
+            None
+        }
+    };
+    if let Some(path) = path {
+        slot.set(key, path, errors);
     }
     Ok(())
 }
