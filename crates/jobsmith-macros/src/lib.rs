@@ -44,7 +44,8 @@ fn expand(
     let output = match parse::function(item) {
         Ok(item) => match validate::function(item, &mut errors) {
             validate::Checked::Valid(job)
-                if validate::scheduled_job_args(&job, &opts, &mut errors) =>
+                if validate::scheduled_job_args(&job, &opts, &mut errors)
+                    && validate::event_handler_args(&job, &opts, &mut errors) =>
             {
                 generate::job(&job, &opts)
             }

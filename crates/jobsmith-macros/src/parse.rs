@@ -4,12 +4,15 @@
 use crate::Errors;
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
-use syn::{Expr, ExprLit, ExprUnary, Ident, ItemFn, Lit, LitBool, LitInt, LitStr, Path, UnOp};
+use syn::{
+    Expr, ExprLit, ExprPath, ExprUnary, Ident, ItemFn, Lit, LitBool, LitInt, LitStr, Path, Type,
+    TypePath, UnOp,
+};
 
 /// The option names, in the order the "unknown option" error lists them.
 pub(crate) const OPTION_NAMES: &[&str] = &[
     "name", "queue", "priority", "retries", "backoff", "ttl", "timeout", "unique", "cron", "tz",
-    "missed", "crate",
+    "missed", "on", "crate",
 ];
 
 /// An integer option: its value, and the expression it was written as, for errors.
@@ -44,6 +47,25 @@ impl<T> Slot<T> {
     pub(crate) fn take(&mut self) -> Option<(usize, T)> {
         self.0.take()
     }
+
+    /// Whether the option was given (and well-formed).
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// `on = ...` as written, with its key, which a conflict with `cron` is reported on.
+pub(crate) struct RawOn {
+    pub(crate) key: Ident,
+    pub(crate) target: OnTarget,
+}
+
+/// What `on = ...` names.
+pub(crate) enum OnTarget {
+    /// `on = UserSignedUp`: an event type.
+    Event(Box<Type>),
+    /// `on = "user.*"`: a topic pattern.
+    Pattern(LitStr),
 }
 
 /// `#[job(...)]` as written: literal values, not yet checked for meaning.
@@ -60,6 +82,7 @@ pub(crate) struct RawOptions {
     pub(crate) cron: Slot<LitStr>,
     pub(crate) tz: Slot<LitStr>,
     pub(crate) missed: Slot<LitStr>,
+    pub(crate) on: Slot<RawOn>,
     pub(crate) krate: Slot<Path>,
 }
 
@@ -108,6 +131,7 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
                     Ok(())
                 }
             }
+            "on" => parse_on(&meta, &key, errors, &mut opts.on),
             "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
             _ => {
                 errors.push(syn::Error::new(
@@ -238,6 +262,50 @@ pub(crate) fn parse_crate(
     if let Some(path) = path {
         slot.set(key, path, errors);
     }
+    Ok(())
+}
+
+/// `on = EventType` or `on = "topic.pattern"`. An event type cannot be
+/// generic, so a path expression spells every type `on` can take.
+fn parse_on(
+    meta: &ParseNestedMeta<'_>,
+    key: &Ident,
+    errors: &mut Errors,
+    slot: &mut Slot<RawOn>,
+) -> syn::Result<()> {
+    if !meta.input.peek(syn::Token![=]) {
+        errors.push(syn::Error::new(
+            key.span(),
+            format!(
+                "`{key}` needs a value: write `{key} = UserSignedUp` (an event type) \
+                 or `{key} = \"user.*\"` (a topic pattern)"
+            ),
+        ));
+        return skip_value(meta);
+    }
+    let target = match value_expr(meta)? {
+        Expr::Path(ExprPath {
+            qself, path, attrs, ..
+        }) if attrs.is_empty() => OnTarget::Event(Box::new(Type::Path(TypePath { qself, path }))),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => OnTarget::Pattern(s),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format!(
+                    "`{key}` takes an event type or a topic pattern: write `{key} = UserSignedUp` \
+                     or `{key} = \"user.*\"`"
+                ),
+            ));
+            return Ok(());
+        }
+    };
+    let on = RawOn {
+        key: key.clone(),
+        target,
+    };
+    slot.set(key, on, errors);
     Ok(())
 }
 

@@ -82,6 +82,12 @@ pub use jobsmith_macros::job;
 ///     user_id: u64,
 /// }
 ///
+/// // Runs once for every `UserSignedUp` published.
+/// #[job(on = UserSignedUp, queue = "email")]
+/// async fn send_welcome(event: UserSignedUp, ctx: JobContext) {
+///     println!("welcome {} (job {})", event.user_id, ctx.id());
+/// }
+///
 /// assert_eq!(UserSignedUp::NAME, "user.signed_up");
 /// ```
 ///
@@ -94,7 +100,8 @@ pub use jobsmith_macros::job;
 /// | `crate = path` | Where the generated code finds jobsmith (default `::jobsmith`), for crates that re-export it. |
 ///
 /// Two event types with one name are an error when the worker starts,
-/// naming both.
+/// naming both. A job subscribes to an event with `#[job(on = ..)]`; see
+/// [`#[job]`](macro@job), *Events*.
 pub use jobsmith_macros::Event;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;
