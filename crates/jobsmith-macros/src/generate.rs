@@ -4,7 +4,7 @@
 //! the standard library through `::core`, so it works whatever the user has
 //! in scope. The function body is re-emitted as tokens, never re-parsed.
 
-use crate::validate::{Job, Options};
+use crate::validate::{Job, On, Options};
 use jobsmith_grammar::{Backoff, Jitter, Missed};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -135,6 +135,7 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
     let serde_path = format!("{}::serde", p).replace(' ', "");
     let type_def = job_type(item, &attrs);
     let options = job_options(opts, &p);
+    let subscription = subscription(job, opts, &p);
     let job_doc = format!("Enqueues the job `{name_str}` with these arguments.");
     let schedule_doc = format!("Enqueues the job `{name_str}` to run at `at`.");
     let await_doc = "Await the result to enqueue on the default app, or call `.on(&app)`.";
@@ -144,6 +145,8 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
 
         #(#everywhere)*
         const _: () = {
+            #subscription
+
             #[derive(#p::serde::Serialize, #p::serde::Deserialize)]
             #[serde(crate = #serde_path)]
             struct __JobsmithArgs<#(#generics),*> {
@@ -258,6 +261,41 @@ pub(crate) fn job(job: &Job, opts: &Options) -> TokenStream {
     }
 }
 
+/// For an event handler, `__JOBSMITH_ON`, the name or pattern it subscribes
+/// to, and a check that its event parameter takes what it subscribes to: an
+/// error on the parameter's type, with the trait's message, when it does
+/// not. A type given to `on` that is not an event is an error on that type;
+/// the check and the name are in one body, so that it is one error, not two.
+fn subscription(job: &Job, opts: &Options, p: &TokenStream) -> TokenStream {
+    let (Some(on), Some(param)) = (&opts.on, job.serialized().next()) else {
+        return TokenStream::new();
+    };
+    let ty = &param.ty;
+    let (check, name) = match on {
+        On::Event(event) => {
+            let check = respan(quote!(#p::subscribes_to), ty.span());
+            let event_trait = respan(quote!(#p::Event), event.span());
+            (
+                quote_spanned!(ty.span()=> #check::<#event, #ty>()),
+                quote_spanned!(event.span()=> <#event as #event_trait>::NAME),
+            )
+        }
+        On::Pattern(pattern) => {
+            let check = respan(quote!(#p::takes_any_event), ty.span());
+            (
+                quote_spanned!(ty.span()=> #check::<#ty>()),
+                quote!(#pattern),
+            )
+        }
+    };
+    quote! {
+        const __JOBSMITH_ON: &'static str = {
+            #check;
+            #name
+        };
+    }
+}
+
 /// The `JobOptions` constant: the options given, the runtime's defaults for the rest.
 fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
     let duration = |d: Duration| {
@@ -314,6 +352,12 @@ fn job_options(opts: &Options, p: &TokenStream) -> TokenStream {
         let value =
             some(quote!(#p::CronOptions { expr: #expr, tz: #tz, missed: #p::Missed::#missed }));
         fields.push(quote!(cron: #value));
+    }
+    if let Some(on) = &opts.on {
+        // `subscription` defines the name, next to its checks.
+        let any = matches!(on, On::Pattern(_));
+        let value = some(quote!(#p::Subscribe { pattern: __JOBSMITH_ON, any: #any }));
+        fields.push(quote!(on: #value));
     }
     if fields.len() == 9 {
         quote!(#p::JobOptions { #(#fields),* })

@@ -1,14 +1,16 @@
-//! The `#[job]` attribute of [jobsmith](https://docs.rs/jobsmith).
+//! The `#[job]` attribute and `#[derive(Event)]` of [jobsmith](https://docs.rs/jobsmith).
 //!
-//! Use it through the `jobsmith` crate (`jobsmith::job`), whose documentation
-//! describes every option; the code this crate generates names only
-//! `::jobsmith::__private` and `::core`.
+//! Use them through the `jobsmith` crate (`jobsmith::job`, `jobsmith::Event`),
+//! whose documentation describes every option; the code this crate generates
+//! names only `::jobsmith::__private` and `::core`.
 //!
 //! The expansion is a pipeline of four steps, one module each: `parse` the
 //! options and the function, `validate` them (the options with the grammar
 //! the runtime uses, `jobsmith_grammar`), then `generate` the job or, when
-//! there were errors, emit a `fallback` next to them.
+//! there were errors, emit a `fallback` next to them. `event` is the same
+//! four steps for the derive.
 
+mod event;
 mod fallback;
 mod generate;
 mod parse;
@@ -23,6 +25,14 @@ pub fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(args.into(), item.into()).into()
 }
 
+/// Makes a type an event, named by `#[event(name = "...")]`. The `jobsmith`
+/// crate re-exports this derive as `jobsmith::Event`, next to the trait, and
+/// documents it there.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(item: TokenStream) -> TokenStream {
+    event::expand(item.into()).into()
+}
+
 /// The pipeline: parse, validate, then generate or fall back; errors come out together.
 fn expand(
     args: proc_macro2::TokenStream,
@@ -34,7 +44,8 @@ fn expand(
     let output = match parse::function(item) {
         Ok(item) => match validate::function(item, &mut errors) {
             validate::Checked::Valid(job)
-                if validate::scheduled_job_args(&job, &opts, &mut errors) =>
+                if validate::scheduled_job_args(&job, &opts, &mut errors)
+                    && validate::event_handler_args(&job, &opts, &mut errors) =>
             {
                 generate::job(&job, &opts)
             }
@@ -65,6 +76,11 @@ impl Errors {
     /// Adds an error.
     fn push(&mut self, error: syn::Error) {
         self.errors.push((self.position, error));
+    }
+
+    /// Adds an error filed under `position`, the position of the option it is about.
+    fn push_at(&mut self, position: usize, error: syn::Error) {
+        self.errors.push((position, error));
     }
 
     /// How many errors were pushed.

@@ -4,12 +4,15 @@
 use crate::Errors;
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
-use syn::{Expr, ExprLit, ExprUnary, Ident, ItemFn, Lit, LitBool, LitInt, LitStr, Path, UnOp};
+use syn::{
+    Expr, ExprLit, ExprPath, ExprUnary, Ident, ItemFn, Lit, LitBool, LitInt, LitStr, Path, Type,
+    TypePath, UnOp,
+};
 
 /// The option names, in the order the "unknown option" error lists them.
 pub(crate) const OPTION_NAMES: &[&str] = &[
     "name", "queue", "priority", "retries", "backoff", "ttl", "timeout", "unique", "cron", "tz",
-    "missed", "crate",
+    "missed", "on", "crate",
 ];
 
 /// An integer option: its value, and the expression it was written as, for errors.
@@ -29,7 +32,7 @@ impl<T> Default for Slot<T> {
 }
 
 impl<T> Slot<T> {
-    fn set(&mut self, key: &Ident, value: T, errors: &mut Errors) {
+    pub(crate) fn set(&mut self, key: &Ident, value: T, errors: &mut Errors) {
         if self.0.is_some() {
             errors.push(syn::Error::new(
                 key.span(),
@@ -44,6 +47,25 @@ impl<T> Slot<T> {
     pub(crate) fn take(&mut self) -> Option<(usize, T)> {
         self.0.take()
     }
+
+    /// Whether the option was given (and well-formed).
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// `on = ...` as written, with its key, which a conflict with `cron` is reported on.
+pub(crate) struct RawOn {
+    pub(crate) key: Ident,
+    pub(crate) target: OnTarget,
+}
+
+/// What `on = ...` names.
+pub(crate) enum OnTarget {
+    /// `on = UserSignedUp`: an event type.
+    Event(Box<Type>),
+    /// `on = "user.*"`: a topic pattern.
+    Pattern(LitStr),
 }
 
 /// `#[job(...)]` as written: literal values, not yet checked for meaning.
@@ -60,6 +82,7 @@ pub(crate) struct RawOptions {
     pub(crate) cron: Slot<LitStr>,
     pub(crate) tz: Slot<LitStr>,
     pub(crate) missed: Slot<LitStr>,
+    pub(crate) on: Slot<RawOn>,
     pub(crate) krate: Slot<Path>,
 }
 
@@ -72,7 +95,7 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
         let key = match meta.path.get_ident() {
             Some(key) => key.clone(),
             None => {
-                errors.push(meta.error(unknown(&meta.path)));
+                errors.push(meta.error(unknown(&meta.path, OPTION_NAMES)));
                 return skip_value(&meta);
             }
         };
@@ -108,36 +131,13 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
                     Ok(())
                 }
             }
-            "crate" => {
-                let path = match value_expr(&meta)? {
-                    Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => Some(p.path),
-                    Expr::Lit(ExprLit {
-                        lit: Lit::Str(s), ..
-                    }) => match s.parse::<Path>() {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            errors.push(syn::Error::new(
-                                s.span(),
-                                "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
-                            ));
-                            None
-                        }
-                    },
-                    other => {
-                        errors.push(syn::Error::new_spanned(
-                            other,
-                            "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
-                        ));
-                        None
-                    }
-                };
-                if let Some(path) = path {
-                    opts.krate.set(&key, path, errors);
-                }
-                Ok(())
-            }
+            "on" => parse_on(&meta, &key, errors, &mut opts.on),
+            "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
             _ => {
-                errors.push(syn::Error::new(key.span(), unknown(&meta.path)));
+                errors.push(syn::Error::new(
+                    key.span(),
+                    unknown(&meta.path, OPTION_NAMES),
+                ));
                 skip_value(&meta)
             }
         }
@@ -148,14 +148,12 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
     opts
 }
 
-/// The message for an option that does not exist, with a suggestion when one is close.
-fn unknown(path: &Path) -> String {
+/// The message for an option that is not one of `names`, with a suggestion
+/// when one is close.
+pub(crate) fn unknown(path: &Path, names: &[&str]) -> String {
     let written = quote::quote!(#path).to_string().replace(' ', "");
-    let expected = OPTION_NAMES.join(", ");
-    match OPTION_NAMES
-        .iter()
-        .find(|name| edit_distance(name, &written) <= 2)
-    {
+    let expected = names.join(", ");
+    match names.iter().find(|name| edit_distance(name, &written) <= 2) {
         Some(close) => {
             format!(
                 "unknown option `{written}`; did you mean `{close}`? Expected one of: {expected}"
@@ -182,7 +180,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Consumes whatever follows an option that is being rejected, so that
 /// parsing can go on to the next one.
-fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(syn::Token![=]) {
         value_expr(meta)?;
     } else if meta.input.peek(syn::token::Paren) {
@@ -207,7 +205,7 @@ fn expect_no_args(meta: &ParseNestedMeta<'_>, key: &Ident, errors: &mut Errors) 
     Ok(())
 }
 
-fn parse_str(
+pub(crate) fn parse_str(
     meta: &ParseNestedMeta<'_>,
     key: &Ident,
     errors: &mut Errors,
@@ -229,6 +227,85 @@ fn parse_str(
             format!("`{key}` takes a string: write `{key} = \"...\"`"),
         )),
     }
+    Ok(())
+}
+
+/// `crate = path`, or the path as a string, as serde's `crate = "..."` is written.
+pub(crate) fn parse_crate(
+    meta: &ParseNestedMeta<'_>,
+    key: &Ident,
+    errors: &mut Errors,
+    slot: &mut Slot<Path>,
+) -> syn::Result<()> {
+    let path = match value_expr(meta)? {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => Some(p.path),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => match s.parse::<Path>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    s.span(),
+                    "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
+                ));
+                None
+            }
+        },
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                "`crate` takes a path: write `crate = ::my_reexport::jobsmith`",
+            ));
+            None
+        }
+    };
+    if let Some(path) = path {
+        slot.set(key, path, errors);
+    }
+    Ok(())
+}
+
+/// `on = EventType` or `on = "topic.pattern"`. An event type cannot be
+/// generic, so a path expression spells every type `on` can take.
+fn parse_on(
+    meta: &ParseNestedMeta<'_>,
+    key: &Ident,
+    errors: &mut Errors,
+    slot: &mut Slot<RawOn>,
+) -> syn::Result<()> {
+    if !meta.input.peek(syn::Token![=]) {
+        errors.push(syn::Error::new(
+            key.span(),
+            format!(
+                "`{key}` needs a value: write `{key} = UserSignedUp` (an event type) \
+                 or `{key} = \"user.*\"` (a topic pattern)"
+            ),
+        ));
+        return skip_value(meta);
+    }
+    let target = match value_expr(meta)? {
+        Expr::Path(ExprPath {
+            qself, path, attrs, ..
+        }) if attrs.is_empty() => OnTarget::Event(Box::new(Type::Path(TypePath { qself, path }))),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => OnTarget::Pattern(s),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format!(
+                    "`{key}` takes an event type or a topic pattern: write `{key} = UserSignedUp` \
+                     or `{key} = \"user.*\"`"
+                ),
+            ));
+            return Ok(());
+        }
+    };
+    let on = RawOn {
+        key: key.clone(),
+        target,
+    };
+    slot.set(key, on, errors);
     Ok(())
 }
 

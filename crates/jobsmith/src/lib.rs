@@ -69,6 +69,40 @@ pub use jobsmith_core::{
 };
 #[doc = include_str!("../docs/jobs.md")]
 pub use jobsmith_macros::job;
+/// Derives [`Event`](trait@Event) for a type, with the name given by
+/// `#[event(name = "...")]`, and registers the type at link time.
+///
+/// ```
+/// use jobsmith::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, Event)]
+/// #[event(name = "user.signed_up")]
+/// struct UserSignedUp {
+///     user_id: u64,
+/// }
+///
+/// // Runs once for every `UserSignedUp` published.
+/// #[job(on = UserSignedUp, queue = "email")]
+/// async fn send_welcome(event: UserSignedUp, ctx: JobContext) {
+///     println!("welcome {} (job {})", event.user_id, ctx.id());
+/// }
+///
+/// assert_eq!(UserSignedUp::NAME, "user.signed_up");
+/// ```
+///
+/// The type also needs `serde::Serialize` and `serde::Deserialize`, and
+/// cannot be generic: one name stands for one type.
+///
+/// | option | meaning |
+/// |---|---|
+/// | `name = "..."` | Required. Words of ASCII letters, digits, `_` and `-`, separated by dots (`user.signed_up`), at most 255 bytes; checked when your crate compiles. The name travels with every job the event creates and is what topic patterns match, so renaming the Rust type changes nothing; changing the name starts a new event. |
+/// | `crate = path` | Where the generated code finds jobsmith (default `::jobsmith`), for crates that re-export it. |
+///
+/// Two event types with one name are an error when the worker starts,
+/// naming both. A job subscribes to an event with `#[job(on = ..)]`; see
+/// [`#[job]`](macro@job), *Events*.
+pub use jobsmith_macros::Event;
 #[cfg(feature = "redis")]
 pub use jobsmith_redis as redis;
 #[cfg(feature = "sqs")]
@@ -78,8 +112,8 @@ pub use jobsmith_sqs as sqs;
 pub mod prelude {
     pub use crate::connect::Connect as _;
     pub use crate::{
-        in_hours, in_minutes, in_seconds, job, App, Cron, Failure, JobContext, Missed,
-        ResultExt as _, State,
+        in_hours, in_minutes, in_seconds, job, AnyEvent, App, Cron, Event, Failure, JobContext,
+        Missed, ResultExt as _, State,
     };
 }
 

@@ -1,6 +1,7 @@
-//! What `#[job]` expands to, compiled under strict lints and checked at run time:
-//! direct calls, the envelopes that `.delay` and `.schedule` build, the
-//! registry entries, and runs through the registered runner with state injected.
+//! What `#[job]` and `#[derive(Event)]` expand to, compiled under strict lints
+//! and checked at run time: direct calls, the envelopes that `.delay` and
+//! `.schedule` build, the registry entries, runs through the registered runner
+//! with state injected, and event handlers' subscriptions.
 
 #![deny(warnings, clippy::pedantic)]
 
@@ -153,6 +154,36 @@ async fn direct_calls_run_the_body() {
     plot(Point { x: 1, y: 2 }, Some("p".into())).await.unwrap();
 }
 
+/// An event, with a derived name.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+#[event(name = "user.signed_up")]
+pub struct UserSignedUp {
+    user_id: u64,
+}
+
+/// Greets every user who signs up.
+#[job(on = UserSignedUp, queue = "email")]
+async fn greet(event: UserSignedUp, mailer: State<Mailer>) {
+    mailer
+        .sent
+        .lock()
+        .unwrap()
+        .push((event.user_id, "greet".into()));
+}
+
+/// Sees every event about users.
+///
+/// # Errors
+/// When the event is not about a user.
+#[job(on = "user.#", retries = 0)]
+async fn audit_users(event: AnyEvent, ctx: JobContext) -> Result<(), String> {
+    if event.name.starts_with("user.") {
+        Ok(())
+    } else {
+        Err(format!("{} in {}", event.name, ctx.name()))
+    }
+}
+
 #[test]
 fn delay_builds_the_envelope() {
     let env = send_welcome
@@ -263,6 +294,7 @@ fn the_registry_has_every_job_with_its_options() {
             timeout: Some(Duration::from_secs(30)),
             unique: true,
             cron: None,
+            on: None,
         }
     );
     assert!(
@@ -277,6 +309,22 @@ fn the_registry_has_every_job_with_its_options() {
     );
 
     assert_eq!(registry.get("tick").unwrap().options, JobOptions::DEFAULT);
+    assert_eq!(
+        registry.get("greet").unwrap().options,
+        JobOptions {
+            queue: "email",
+            on: Some(jobsmith::__private::Subscribe {
+                pattern: "user.signed_up",
+                any: false,
+            }),
+            ..JobOptions::DEFAULT
+        }
+    );
+    let audit = registry.get("audit_users").unwrap().options;
+    assert_eq!(
+        (audit.on.map(|on| (on.pattern, on.any)), audit.retries),
+        (Some(("user.#", true)), 0)
+    );
     let add_options = registry.get("add").unwrap().options;
     assert_eq!(
         add_options,
@@ -348,6 +396,37 @@ async fn the_runner_decodes_arguments_and_injects_state() {
         .state::<AtomicU64>()
         .unwrap();
     assert_eq!(counter.load(Ordering::SeqCst), 35);
+
+    let env = greet
+        .delay(UserSignedUp { user_id: 11 })
+        .into_envelope()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(env.args.get()).unwrap(),
+        serde_json::json!({"event": {"user_id": 11}})
+    );
+    let greet_def = registry.get("greet").unwrap();
+    let run = (greet_def.run)(&env.args, JobContext::inline("greet", Arc::clone(&state))).unwrap();
+    assert_eq!(run.await, Ok(()));
+    assert_eq!(
+        mailer.sent.lock().unwrap().last(),
+        Some(&(11, "greet".to_owned()))
+    );
+
+    let event = AnyEvent {
+        name: "billing.paid".into(),
+        payload: serde_json::json!({"cents": 5}),
+    };
+    let env = audit_users.delay(event).into_envelope().unwrap();
+    let audit_def = registry.get("audit_users").unwrap();
+    let failure = (audit_def.run)(
+        &env.args,
+        JobContext::inline("audit_users", Arc::clone(&state)),
+    )
+    .unwrap()
+    .await
+    .unwrap_err();
+    assert_eq!(failure.message(), "billing.paid in audit_users");
 
     let env = tick.delay().into_envelope().unwrap();
     let before = TICKS.load(Ordering::SeqCst);

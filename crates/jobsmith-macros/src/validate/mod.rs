@@ -12,9 +12,31 @@ mod options;
 mod types;
 
 pub(crate) use function::{function, Checked, Job};
-pub(crate) use options::{options, Options};
+pub(crate) use options::{options, On, Options};
 
 use crate::Errors;
+
+/// An event handler is given the event as its one serialized argument:
+/// zero or several is an error on the parameter list.
+pub(crate) fn event_handler_args(job: &Job, opts: &Options, errors: &mut Errors) -> bool {
+    let serialized: Vec<String> = job.serialized().map(|p| format!("`{}`", p.ident)).collect();
+    if opts.on.is_none() || serialized.len() == 1 {
+        return true;
+    }
+    let found = if serialized.is_empty() {
+        "this one takes none".to_owned()
+    } else {
+        format!("this one takes {}", serialized.join(", "))
+    };
+    errors.push(syn::Error::new(
+        job.item.sig.paren_token.span.join(),
+        format!(
+            "a handler of `on = ..` takes exactly one serialized parameter, the event; \
+             others must be injected (`State<T>`, `JobContext`): {found}"
+        ),
+    ));
+    false
+}
 
 /// A scheduled job is enqueued by its schedule, which has no arguments to
 /// give it: each serialized parameter is an error.

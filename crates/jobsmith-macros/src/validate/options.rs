@@ -3,10 +3,10 @@
 //! their ranges. A malformed option is an error on its value that says what
 //! to write, and is left at the runtime's default.
 
-use crate::parse::{Int, RawOptions, Slot};
+use crate::parse::{Int, OnTarget, RawOn, RawOptions, Slot};
 use crate::Errors;
 use jobsmith_grammar::{parse_backoff, parse_cron, parse_duration, parse_missed, parse_zone};
-use jobsmith_grammar::{Backoff, Missed};
+use jobsmith_grammar::{parse_topic_pattern, Backoff, Missed};
 use std::time::Duration;
 use syn::LitStr;
 
@@ -25,8 +25,19 @@ pub(crate) struct Options {
     pub(crate) unique: Option<bool>,
     /// A periodic schedule.
     pub(crate) cron: Option<Cron>,
+    /// The events the job handles.
+    pub(crate) on: Option<On>,
     /// The path of the `jobsmith` crate, `::jobsmith` unless `crate = ...` says otherwise.
     pub(crate) krate: syn::Path,
+}
+
+/// A checked `on`.
+pub(crate) enum On {
+    /// `on = EventType`: the handler takes the event's own type. Whether it
+    /// is an event is left to the compiler, through the `Event` bound.
+    Event(Box<syn::Type>),
+    /// `on = "user.*"`: a valid topic pattern; the handler takes `AnyEvent`.
+    Pattern(LitStr),
 }
 
 /// A checked `cron`, `tz` and `missed`.
@@ -51,6 +62,7 @@ pub(crate) fn options(mut raw: RawOptions, errors: &mut Errors) -> Options {
         errors.position = saved;
         checked
     }
+    let scheduled_and_subscribed = raw.on.is_set() && raw.cron.is_set();
     let options = Options {
         name: check(&mut raw.name, errors, |s, e| non_empty(&s, "name", e)),
         queue: check(&mut raw.queue, errors, |s, e| non_empty(&s, "queue", e)),
@@ -66,13 +78,41 @@ pub(crate) fn options(mut raw: RawOptions, errors: &mut Errors) -> Options {
             positive_duration(&d, "timeout", e)
         }),
         unique: check(&mut raw.unique, errors, |u, _| Some(u)),
-        cron: cron(&mut raw, errors),
+        on: on(&mut raw.on, scheduled_and_subscribed, errors),
+        cron: cron(&mut raw, errors).filter(|_| !scheduled_and_subscribed),
         krate: check(&mut raw.krate, errors, |k, _| Some(k))
             .unwrap_or_else(|| syn::parse_quote!(::jobsmith)),
     };
     // What follows (the function's errors) comes after every option's.
     errors.position = usize::MAX;
     options
+}
+
+/// Checks `on`: a pattern with the grammar the broker matches it with. A job
+/// given both `on` and `cron` is an error on `on`, and is left with neither,
+/// so that neither's checks of the parameters add to that error.
+fn on(slot: &mut Slot<RawOn>, with_cron: bool, errors: &mut Errors) -> Option<On> {
+    let (position, on) = slot.take()?;
+    if with_cron {
+        errors.push_at(
+            position,
+            syn::Error::new(
+                on.key.span(),
+                "a job runs either on a schedule or on an event: remove `cron` or `on`",
+            ),
+        );
+        return None;
+    }
+    match on.target {
+        OnTarget::Event(ty) => Some(On::Event(ty)),
+        OnTarget::Pattern(lit) => match parse_topic_pattern(&lit.value()) {
+            Ok(()) => Some(On::Pattern(lit)),
+            Err(message) => {
+                errors.push_at(position, syn::Error::new(lit.span(), message));
+                None
+            }
+        },
+    }
 }
 
 /// Checks `cron`, `tz` and `missed` with the runtime's parser; `tz` and

@@ -1,0 +1,46 @@
+//! Parsing: every `#[event(..)]` attribute's options into set-once slots,
+//! with the same errors as `#[job(..)]`'s. Only syntax is checked here.
+
+use crate::parse::{parse_crate, parse_str, skip_value, unknown, Slot};
+use crate::Errors;
+use syn::{Attribute, LitStr, Path};
+
+/// The option names, in the order the "unknown option" error lists them.
+const OPTION_NAMES: &[&str] = &["name", "crate"];
+
+/// `#[event(...)]` as written.
+#[derive(Default)]
+pub(super) struct RawOptions {
+    pub(super) name: Slot<LitStr>,
+    pub(super) krate: Slot<Path>,
+}
+
+/// Parses the options of every `#[event(..)]` on the type; every problem
+/// goes to `errors`, and parsing carries on past it.
+pub(super) fn options(attrs: &[Attribute], errors: &mut Errors) -> RawOptions {
+    let mut opts = RawOptions::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("event")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            errors.position += 1;
+            let Some(key) = meta.path.get_ident().cloned() else {
+                errors.push(meta.error(unknown(&meta.path, OPTION_NAMES)));
+                return skip_value(&meta);
+            };
+            match key.to_string().as_str() {
+                "name" => parse_str(&meta, &key, errors, &mut opts.name),
+                "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
+                _ => {
+                    errors.push(syn::Error::new(
+                        key.span(),
+                        unknown(&meta.path, OPTION_NAMES),
+                    ));
+                    skip_value(&meta)
+                }
+            }
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    opts
+}

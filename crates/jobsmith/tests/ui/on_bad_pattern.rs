@@ -1,0 +1,8 @@
+use jobsmith::prelude::*;
+
+#[job(on = "user*")]
+async fn audit(event: AnyEvent) {
+    let _ = event;
+}
+
+fn main() {}
