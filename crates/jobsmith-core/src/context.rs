@@ -2,6 +2,7 @@
 
 use crate::backend::{Backend, Lease};
 use crate::envelope::JobId;
+use crate::event::EventRef;
 use crate::failure::Failure;
 use crate::time::Timestamp;
 use std::any::{Any, TypeId};
@@ -98,6 +99,8 @@ pub struct JobContext {
     renew: Option<(Arc<dyn Backend>, Duration)>,
     /// The tick, for a job enqueued by a schedule, or when it was due.
     scheduled_for: Timestamp,
+    /// The event the job was created for, if a publish created it.
+    event: Option<Box<EventRef>>,
 }
 
 impl JobContext {
@@ -118,7 +121,14 @@ impl JobContext {
             cancel,
             renew,
             scheduled_for: Timestamp::now(),
+            event: None,
         }
+    }
+
+    /// Sets the event the job was created for.
+    pub(crate) fn with_event(mut self, event: Option<Box<EventRef>>) -> Self {
+        self.event = event;
+        self
     }
 
     /// Sets when the job was due (its schedule's tick, or its `run_at`).
@@ -160,6 +170,13 @@ impl JobContext {
     /// due to run (for a retry, when the retry was due). For a job run inline, now.
     pub fn scheduled_for(&self) -> Timestamp {
         self.scheduled_for
+    }
+
+    /// The event this job was created for (its id and name), when a publish
+    /// created it: the id is the same in every subscriber's job and on every
+    /// attempt, so a handler can use it to take effect once.
+    pub fn event(&self) -> Option<&EventRef> {
+        self.event.as_deref()
     }
 
     /// This attempt's number, from 1.

@@ -419,7 +419,9 @@ fn run_welcome(
     let args: Args = serde_json::from_str(args.get())?;
     Ok(Box::pin(async move {
         if let Some(seen) = ctx.state::<Seen>() {
-            seen.push(ctx.attempt(), args.e.user_id);
+            // A run that does not see its event is recorded as user 0.
+            let knows = ctx.event().is_some_and(|e| e.name == SignedUp::NAME);
+            seen.push(ctx.attempt(), if knows { args.e.user_id } else { 0 });
         }
         if args.e.user_id == 13 && ctx.attempt() == 1 {
             return Err(Failure::retryable("planned failure"));
@@ -430,7 +432,7 @@ fn run_welcome(
 
 /// A worker registers the subscriptions of the jobs it runs before its
 /// first reserve; its handler runs each published event with the
-/// subscriber's retries; an event job whose payload does not fit the
+/// subscriber's retries, and sees the event in its context; an event job whose payload does not fit the
 /// handler (published by name with the wrong shape) is dead-lettered with
 /// its event named, and the worker carries on.
 pub async fn events_worker_registers_runs_and_dead_letters_misfits(factory: Factory) {
@@ -501,7 +503,11 @@ pub async fn events_worker_registers_runs_and_dead_letters_misfits(factory: Fact
             );
             let mut runs = runs;
             runs.sort_unstable();
-            assert_eq!(runs, [(1, 12), (1, 13), (2, 13)], "13 retried once, alone");
+            assert_eq!(
+                runs,
+                [(1, 12), (1, 13), (2, 13)],
+                "13 retried once, alone; each run saw its event"
+            );
             break;
         }
         assert!(

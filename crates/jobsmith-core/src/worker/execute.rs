@@ -86,7 +86,8 @@ async fn decide(
             .as_deref()
             .and_then(crate::schedule::tick_of_key)
             .unwrap_or(env.run_at),
-    );
+    )
+    .with_event(env.event.clone());
     let fut = match (def.run)(&env.args, ctx) {
         Ok(fut) => fut,
         Err(e) => {
