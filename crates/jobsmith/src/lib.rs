@@ -61,11 +61,11 @@ pub use jobsmith_core::prometheus;
 pub use jobsmith_core::{
     in_hours, in_minutes, in_seconds, published_job, published_jobs, redact_url, schedules,
     shape_of, testing, trace, AnyEvent, App, ArgsMisfit, Backend, Backoff, Cron, CronOptions,
-    DeadJob, DeadLetters, Enqueue, Envelope, Error, Event, EventId, EventRef, Events, Failure, Inspect,
-    Jitter, Job, JobArg, JobContext, JobDef, JobId, JobOptions, JobRecord, MemoryBackend,
-    MetaStore, Migrate, Missed, Outcome, Param, ParamRecord, Publish, Published, Publisher, QueueStats,
-    Registry, Result, ResultExt, ScheduleInfo, Settings, SettleExt, Shape, State, StateMap,
-    Subscription, Timestamp, When, Worker, WorkerReport, REFRESH_EVERY,
+    DeadJob, DeadLetters, Enqueue, Envelope, Error, Event, EventId, EventRef, Events, Failure,
+    Inspect, Jitter, Job, JobArg, JobContext, JobDef, JobId, JobOptions, JobRecord, MemoryBackend,
+    MetaStore, Migrate, Missed, Outcome, Param, ParamRecord, Publish, Published, Publisher,
+    QueueStats, Registry, Result, ResultExt, ScheduleInfo, Settings, SettleExt, Shape, State,
+    StateMap, Subscription, Timestamp, When, Worker, WorkerReport, REFRESH_EVERY,
 };
 #[doc = include_str!("../docs/jobs.md")]
 pub use jobsmith_macros::job;
