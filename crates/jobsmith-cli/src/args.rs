@@ -33,6 +33,40 @@ pub enum Command {
     /// Periodic schedules: each one's next and previous fire times and the
     /// id of the last job it enqueued, as the workers recorded them.
     Schedules,
+    /// Event subscriptions, as the workers registered them: list them, or remove one.
+    Subscriptions {
+        /// `remove JOB`; without it, the list.
+        #[command(subcommand)]
+        command: Option<SubscriptionsCommand>,
+    },
+    /// Publish an event by name: one job for each subscription it matches.
+    Publish(PublishArgs),
+}
+
+/// `jobsmith subscriptions …`.
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Remove the subscription of a job: publishes stop reaching it within a
+    /// second; its jobs already queued stay. A worker that runs the job
+    /// registers it again when it starts.
+    Remove {
+        /// The subscribing job's name, as the list shows it.
+        job: String,
+    },
+}
+
+/// `jobsmith publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The event's name, such as `user.signed_up`.
+    pub name: String,
+    /// The event's payload as JSON, as the event type serializes, e.g. `{"user_id": 7}`.
+    #[arg(value_name = "JSON")]
+    pub payload: String,
+    /// Publish under this event id (to try again a publish whose answer was
+    /// lost: no subscription gets a second job); a new id by default.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
 }
 
 /// `jobsmith stats`.

@@ -93,6 +93,9 @@ struct Listed {
     queue: String,
     job: Option<String>,
     attempt: Option<u32>,
+    /// The event the job was created for, when a publish created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<jobsmith::EventRef>,
     died_at: String,
     reason: String,
 }
@@ -223,6 +226,7 @@ fn list(jobs: &[DeadJob], json: bool, out: &mut dyn Write) -> Result<()> {
                     queue: d.queue.clone(),
                     job: env.as_ref().map(|e| e.job.clone()),
                     attempt: env.as_ref().map(|e| e.attempt),
+                    event: env.as_ref().and_then(|e| e.event.as_deref().cloned()),
                     died_at: rfc3339(d.died_at),
                     reason: d.reason.clone(),
                 }
@@ -247,6 +251,9 @@ fn list(jobs: &[DeadJob], json: bool, out: &mut dyn Write) -> Result<()> {
                     .map_or_else(|| "(not an envelope)".into(), |e| e.job.clone()),
                 env.as_ref()
                     .map_or_else(|| "-".into(), |e| e.attempt.to_string()),
+                env.as_ref()
+                    .and_then(|e| e.event.as_deref())
+                    .map_or_else(|| "-".into(), |e| e.name.clone()),
                 format!("{} ago", human(now.since(d.died_at))),
                 one_line(&d.reason, 60),
             ]
@@ -254,7 +261,7 @@ fn list(jobs: &[DeadJob], json: bool, out: &mut dyn Write) -> Result<()> {
         .collect();
     table::write(
         out,
-        &["ID", "QUEUE", "JOB", "ATTEMPT", "DIED", "REASON"],
+        &["ID", "QUEUE", "JOB", "ATTEMPT", "EVENT", "DIED", "REASON"],
         &rows,
     )?;
     Ok(())
@@ -287,6 +294,14 @@ fn show(d: &DeadJob, json: bool, out: &mut dyn Write) -> Result<()> {
         human(Timestamp::now().since(d.died_at))
     )?;
     writeln!(out, "reason: {}", d.reason)?;
+    if let Some(event) = d.envelope().and_then(|e| e.event) {
+        writeln!(
+            out,
+            "event:  {} (id {})",
+            printable(&event.name),
+            printable(event.id.as_str())
+        )?;
+    }
     match (envelope, raw) {
         (Some(env), _) => {
             let text = serde_json::to_string_pretty(&env).map_err(jobsmith::Error::Serialize)?;

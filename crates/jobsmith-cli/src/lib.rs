@@ -1,5 +1,6 @@
 //! The `jobsmith` command: queue stats, dead-letter review, enqueue by name,
-//! periodic schedules, and moving jobs between backends.
+//! periodic schedules, event subscriptions and publishing, and moving jobs
+//! between backends.
 //!
 //! The binary is a thin `main` over [`run`]; every command is also callable
 //! in-process, so tests (and programs that embed the memory backend) can use
@@ -28,11 +29,15 @@ mod error;
 mod migrate;
 mod schedules;
 mod stats;
+mod subscriptions;
 mod table;
 mod terminal;
 mod when;
 
-pub use args::{Cli, Command, DeadCommand, DeadFilter, EnqueueArgs, MigrateArgs, StatsArgs};
+pub use args::{
+    Cli, Command, DeadCommand, DeadFilter, EnqueueArgs, MigrateArgs, PublishArgs, StatsArgs,
+    SubscriptionsCommand,
+};
 pub use error::{Error, Result};
 pub use migrate::{migrate, MigrateOptions, MigrateReport, QueueMoves};
 pub use stats::{sample_rates, StatsRow};
@@ -58,6 +63,10 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 Command::Dead(cmd) => dead::command(&app, cmd, cli.json, out).await,
                 Command::Enqueue(args) => enqueue::command(&app, args, cli.json, out).await,
                 Command::Schedules => schedules::command(&app, cli.json, out).await,
+                Command::Subscriptions { command } => {
+                    subscriptions::command(&app, command, cli.json, out).await
+                }
+                Command::Publish(args) => subscriptions::publish(&app, args, cli.json, out).await,
                 Command::Migrate(_) => unreachable!("handled above"),
             }
         }

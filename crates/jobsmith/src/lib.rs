@@ -65,7 +65,7 @@ pub use jobsmith_core::{
     Inspect, Jitter, Job, JobArg, JobContext, JobDef, JobId, JobOptions, JobRecord, MemoryBackend,
     MetaStore, Migrate, Missed, Outcome, Param, ParamRecord, Publish, Published, Publisher,
     QueueStats, Registry, Result, ResultExt, ScheduleInfo, Settings, SettleExt, Shape, State,
-    StateMap, Subscription, Timestamp, When, Worker, WorkerReport, REFRESH_EVERY,
+    StateMap, Subscribe, Subscription, Timestamp, When, Worker, WorkerReport, REFRESH_EVERY,
 };
 #[doc = include_str!("../docs/jobs.md")]
 pub use jobsmith_macros::job;
