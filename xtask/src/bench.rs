@@ -536,7 +536,7 @@ async fn timed_enqueue(app: &App, sent_us: u64) -> Result<u64, String> {
 
 /// Deletes the keys of a Redis run's namespace (`{tag:queue}:…` and
 /// `tag:…`), so that benches leave nothing behind on a shared server.
-async fn forget_redis_namespace(url: &str) {
+pub(crate) async fn forget_redis_namespace(url: &str) {
     let Some(tag) = url
         .split("prefix=")
         .nth(1)

@@ -3,6 +3,8 @@
 //! - `services`: start Redis, RabbitMQ and moto (SQS) if they are not running.
 //! - `test`: install what is missing (Debian packages, moto, cargo-nextest),
 //!   `services`, then the whole test suite (the README's test command).
+//! - `examples`: `services`, then `examples/events.rs` on every backend
+//!   (`test` runs it too).
 //! - `package`: a verified `cargo package` of every publishable crate.
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, the docs with
 //!   `-D warnings`, a verified `cargo package`, then `test` (what `.ci/run` runs).
@@ -14,6 +16,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod examples;
 mod services;
 mod setup;
 mod soak;
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
             .and_then(|()| test()),
         Some("ci") => ci(),
         Some("package") => package(),
+        Some("examples") => services::ensure_all().and_then(|()| examples::events()),
         Some("bench") => bench::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
         // A soak's worker process, started by `soak`.
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <services | test | package | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
+const USAGE: &str = "usage: cargo xtask <services | test | examples | package | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
@@ -155,6 +159,7 @@ fn test() -> Result<(), String> {
         "--all-features",
         "--no-fail-fast",
     ]))?;
+    examples::events()?;
     ci_soaks()
 }
 

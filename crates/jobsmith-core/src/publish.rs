@@ -261,6 +261,15 @@ impl App {
         Ok(())
     }
 
+    /// Registers the subscription of every `#[job(on = ..)]` linked into this
+    /// binary, whatever its queue, as a worker does for the queues it runs
+    /// when it starts; returns the jobs. For a process that publishes and
+    /// then starts its worker, so that its first publish already reaches its
+    /// own handlers.
+    pub async fn register_subscriptions(&self) -> Result<Vec<String>> {
+        crate::worker::subscribe::register(self, crate::Registry::global()?, None).await
+    }
+
     /// Removes the subscription of `job`; whether there was one. Publishes
     /// stop reaching it within a second ([`App::subscribe`]'s bound); its
     /// jobs already queued stay. A worker that runs the job registers it again when it starts.

@@ -14,7 +14,7 @@ mod outcome;
 mod run;
 mod settle;
 mod shared;
-mod subscribe;
+pub(crate) mod subscribe;
 
 use crate::app::App;
 use crate::context::StateMap;

@@ -172,7 +172,7 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     };
     // Before the first reserve and before `run` goes on: from here, every
     // publish reaches the jobs this worker runs.
-    super::subscribe::register(&worker.app, &registry, &queues).await?;
+    super::subscribe::register(&worker.app, &registry, Some(&queues)).await?;
     let _publish_task = Task::spawn(record::refresh(
         Arc::clone(&backend),
         registry.clone(),

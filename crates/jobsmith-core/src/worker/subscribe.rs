@@ -1,4 +1,5 @@
-//! A worker's subscriptions: registered on the broker before its first reserve.
+//! The subscriptions of the jobs linked in: a worker registers those of the
+//! queues it runs before its first reserve.
 
 use crate::app::App;
 use crate::error::Result;
@@ -6,19 +7,20 @@ use crate::event::{registered_events, Subscription};
 use crate::registry::Registry;
 use crate::time::Timestamp;
 
-/// Registers the subscription of every job the worker runs that has
+/// Registers the subscription of every job of `registry` on `queues` (all
+/// of them when `None`: what [`App::register_subscriptions`] does) that has
 /// `#[job(on = ..)]`, once event names are known to be unique in this
 /// binary. Returns the jobs it registered. When one is new or changed, this
 /// returns only once every later publish reaches it ([`App::subscribe_all`]).
-pub(super) async fn register(
+pub(crate) async fn register(
     app: &App,
     registry: &Registry,
-    queues: &[String],
+    queues: Option<&[String]>,
 ) -> Result<Vec<String>> {
     registered_events()?;
     let subs: Vec<Subscription> = registry
         .defs()
-        .filter(|def| queues.iter().any(|q| q == def.options.queue))
+        .filter(|def| queues.is_none_or(|queues| queues.iter().any(|q| q == def.options.queue)))
         .filter_map(|def| {
             let on = def.options.on?;
             Some(Subscription {
