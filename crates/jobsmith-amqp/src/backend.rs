@@ -489,6 +489,10 @@ impl Backend for AmqpBackend {
         Some(self)
     }
 
+    fn as_events(&self) -> Option<&dyn jobsmith_core::Events> {
+        Some(self)
+    }
+
     fn as_migrate(&self) -> Option<&dyn Migrate> {
         Some(self)
     }

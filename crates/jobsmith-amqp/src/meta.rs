@@ -168,3 +168,30 @@ impl MetaStore for AmqpBackend {
         self.inner.list_meta(prefix).await
     }
 }
+
+/// Subscriptions are metadata, as on every backend; but the jobs a publish
+/// creates are not keyed: a key here is two queues while the job waits and a
+/// third for `unique_for` after (`unique.rs`), which for every job of every
+/// event would fill the broker with queues. A publish whose confirms were
+/// lost with its connection, tried again under its id, may create a job
+/// twice; both carry the event's id (`docs/events.md`).
+#[async_trait::async_trait]
+impl jobsmith_core::Events for AmqpBackend {
+    async fn put_subscription(&self, sub: &jobsmith_core::Subscription) -> Result<()> {
+        jobsmith_core::MetaEvents(self).put_subscription(sub).await
+    }
+
+    async fn remove_subscription(&self, job: &str) -> Result<bool> {
+        jobsmith_core::MetaEvents(self)
+            .remove_subscription(job)
+            .await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<jobsmith_core::Subscription>> {
+        jobsmith_core::MetaEvents(self).subscriptions().await
+    }
+
+    fn keys_jobs(&self) -> bool {
+        false
+    }
+}

@@ -158,6 +158,8 @@ fn harness(settings: Settings) -> BoxFuture<'static, Harness> {
         // A job whose per-message TTL runs out in the work queue is dropped
         // by the broker (into the expired counter), unseen by the process.
         approximations.expired_in_line_dropped_by_broker = true;
+        // An idempotency key costs queues here: the jobs events create carry none.
+        approximations.event_jobs_unkeyed = true;
         Harness {
             backend: Arc::new(backend.clone()),
             faults: Arc::new(AmqpFaults::new(backend, proxy)),

@@ -109,6 +109,11 @@ pub struct Approximations {
     /// but not in the `jobsmith_jobs_expired_total` metric (RabbitMQ: a
     /// per-message TTL dead-letters it to the queue's expired counter).
     pub expired_in_line_dropped_by_broker: bool,
+    /// The jobs a publish creates carry no idempotency key, so a publish
+    /// tried again under its id (its answer lost) can create a job again,
+    /// carrying the same event id (RabbitMQ: a key costs broker queues, see
+    /// [`Events::keys_jobs`](jobsmith_core::Events::keys_jobs)).
+    pub event_jobs_unkeyed: bool,
 }
 
 /// Ways to hurt a backend under test.

@@ -60,7 +60,8 @@ pub use self::url::{closest, redact_url, BackendUrl, UrlQuery};
 pub use app::App;
 pub use backend::{
     settle_by_kind, Backend, DeadJob, DeadLetters, Delivery, Events, Inspect, Lease, LeaseStatus,
-    Malformed, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind, SettleExt,
+    Malformed, MetaEvents, MetaStore, Migrate, Outcome, QueueStats, Settings, SettleByKind,
+    SettleExt,
 };
 pub use backoff::{Backoff, Jitter};
 pub use bounds::{check_queue_name, MAX_AHEAD, MAX_ATTEMPTS, MAX_QUEUE_NAME};

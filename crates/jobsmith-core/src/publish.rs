@@ -164,6 +164,7 @@ impl App {
         batch: &[(&str, Box<RawValue>, EventId)],
     ) -> Result<Vec<Published>> {
         let subs = self.subscription_cache().get(self).await?;
+        let keyed = self.backend().events()?.keys_jobs();
         let now = Timestamp::now();
         let trace = crate::trace::current_traceparent();
         // Built again for each try, the same each time: no copy is kept.
@@ -177,7 +178,7 @@ impl App {
                 };
                 let mut reached = 0;
                 for sub in subs.iter().filter(|s| s.matches(name)) {
-                    envs.push(job_for(sub, &event, payload, now, trace.clone())?);
+                    envs.push(job_for(sub, &event, payload, now, trace.clone(), keyed)?);
                     reached += 1;
                 }
                 answers.push(Published {
@@ -290,13 +291,15 @@ fn count(counts: &mut Vec<(String, u64)>, key: &str) {
 
 /// The job a publish creates for one subscription: its arguments are the
 /// handler's one serialized parameter, the payload (or, for a pattern, the
-/// event's name beside it).
+/// event's name beside it). `keyed`: whether it gets the key of its event
+/// and subscription ([`Events::keys_jobs`](crate::Events::keys_jobs)).
 fn job_for(
     sub: &Subscription,
     event: &EventRef,
     payload: &RawValue,
     now: Timestamp,
     trace: Option<String>,
+    keyed: bool,
 ) -> Result<Envelope> {
     #[derive(serde::Serialize)]
     struct Any<'a> {
@@ -320,7 +323,9 @@ fn job_for(
     env.priority = sub.priority;
     env.max_attempts = sub.max_attempts.max(1);
     env.expires_at = sub.ttl_ms.map(|ms| now.plus(Duration::from_millis(ms)));
-    env.idempotency_key = Some(format!("event:{}:{}", event.id, sub.job));
+    if keyed {
+        env.idempotency_key = Some(format!("event:{}:{}", event.id, sub.job));
+    }
     env.trace = trace;
     env.event = Some(Box::new(event.clone()));
     env.check_bounds()?;

@@ -24,16 +24,28 @@ pub trait Events: Send + Sync + fmt::Debug {
 
     /// Every subscription, sorted by job.
     async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    /// Whether a publish gives each job it creates the idempotency key
+    /// `event:<event id>:<job>`, so that a publish tried again under its id
+    /// creates no job twice. Yes by default; a backend whose keys cost the
+    /// broker more than a small entry each (RabbitMQ: queues) says no, and
+    /// documents that a publish tried again after a lost answer may create a
+    /// job twice, each carrying the event's id.
+    fn keys_jobs(&self) -> bool {
+        true
+    }
 }
 
 /// The metadata entries subscriptions are kept in: this prefix, then the job's name.
 pub(crate) const SUBSCRIPTION_PREFIX: &str = "event-sub:";
 
-/// Subscriptions kept in a backend's [`MetaStore`], one entry per job.
+/// Subscriptions kept in a backend's [`MetaStore`], one entry per job: what
+/// a backend that does not keep them its own way has, and what one that
+/// only changes [`Events::keys_jobs`] delegates to.
 ///
 /// The store has no delete: a removed subscription is an empty entry, which
 /// no listing shows and a later registration overwrites.
-pub(crate) struct MetaEvents<'a>(pub(crate) &'a dyn MetaStore);
+pub struct MetaEvents<'a>(pub &'a dyn MetaStore);
 
 impl fmt::Debug for MetaEvents<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

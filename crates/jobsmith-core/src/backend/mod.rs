@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::time::Timestamp;
 pub use dead::{DeadJob, DeadLetters};
 pub use events::Events;
-pub(crate) use events::MetaEvents;
+pub use events::MetaEvents;
 pub use inspect::{Inspect, QueueStats};
 pub use meta::MetaStore;
 pub use migrate::Migrate;
@@ -311,5 +311,9 @@ impl Events for Native<'_> {
 
     async fn subscriptions(&self) -> Result<Vec<crate::event::Subscription>> {
         self.0.subscriptions().await
+    }
+
+    fn keys_jobs(&self) -> bool {
+        self.0.keys_jobs()
     }
 }
