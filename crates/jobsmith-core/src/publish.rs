@@ -248,9 +248,16 @@ impl App {
         }
         let events = self.backend().events()?;
         let known = events.subscriptions().await?;
+        let now = Timestamp::now();
         let mut changed = false;
         for sub in &subs {
-            changed |= !known.iter().any(|k| k.job == sub.job && k.same_as(sub));
+            // The same one registered moments ago may still be settling (its
+            // registrar waiting, or gone before it finished): wait too.
+            changed |= !known.iter().any(|k| {
+                k.job == sub.job
+                    && k.same_as(sub)
+                    && now.since(k.registered_at) > REGISTRATION_SETTLES
+            });
             events.put_subscription(sub).await?;
         }
         self.subscription_cache().forget().await;
