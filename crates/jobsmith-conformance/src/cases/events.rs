@@ -451,8 +451,9 @@ fn run_welcome(
 /// A worker registers the subscriptions of the jobs it runs before its
 /// first reserve; its handler runs each published event with the
 /// subscriber's retries, and sees the event in its context; an event job whose payload does not fit the
-/// handler (published by name with the wrong shape) is dead-lettered with
-/// its event named, and the worker carries on.
+/// handler (published by name with the wrong shape), and garbage on the
+/// handler's queue, are dead-lettered, the first with its event named, and
+/// the worker carries on.
 pub async fn events_worker_registers_runs_and_dead_letters_misfits(factory: Factory) {
     let h = fresh(factory).await;
     let (app, b) = (app_of(&h), &*h.backend);
@@ -496,6 +497,8 @@ pub async fn events_worker_registers_runs_and_dead_letters_misfits(factory: Fact
             1
         );
     }
+    let garbage: &[u8] = b"\x00{ not an event's job";
+    h.faults.push_raw("ev_worker", garbage).await;
     let misfit = app
         .publish_json(
             SignedUp::NAME,
@@ -512,8 +515,13 @@ pub async fn events_worker_registers_runs_and_dead_letters_misfits(factory: Fact
             .await
             .expect("list");
         let runs = seen.runs();
-        if dead.len() == 1 && runs.len() == 3 {
-            let env = dead[0].envelope().expect("still an envelope");
+        if dead.len() == 2 && runs.len() == 3 {
+            assert!(
+                dead.iter().any(|d| d.raw == garbage),
+                "the garbage is dead, byte for byte"
+            );
+            let misfit_dead = dead.iter().find(|d| d.raw != garbage).expect("two");
+            let env = misfit_dead.envelope().expect("still an envelope");
             let event = env.event.as_ref().expect("the dead job names its event");
             assert_eq!(
                 (&event.id, event.name.as_str()),
