@@ -316,6 +316,7 @@ async fn soak(o: Options) -> Result<bool, String> {
 
     let (wave, depth_limit) = waves(&o.backend);
     if o.events {
+        let reconnect = (o.backend == "amqp").then(|| url.clone());
         return events::run(events::Run {
             o,
             run,
@@ -332,6 +333,7 @@ async fn soak(o: Options) -> Result<bool, String> {
             log_dir,
             wave,
             depth_limit,
+            reconnect,
         })
         .await;
     }
