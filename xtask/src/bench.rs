@@ -8,6 +8,7 @@
 //! the process's own (`/proc/self`), read around the drain at defaults, when
 //! the worker is the only thing running.
 
+mod events;
 mod machine;
 mod report;
 mod usage;
@@ -81,6 +82,8 @@ struct Options {
     markdown: bool,
     /// Write that section into this file, between its `bench:begin` and `bench:end` markers.
     into: Option<String>,
+    /// Publish events beside a plain enqueue (`events.rs`) instead of the whole bench.
+    events: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -90,6 +93,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         json: false,
         markdown: false,
         into: None,
+        events: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -112,6 +116,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 opts.jobs = Some(n.parse().map_err(|_| format!("--jobs {n}: not a number"))?);
             }
             "--json" => opts.json = true,
+            "--events" => opts.events = true,
             "--markdown" => opts.markdown = true,
             "--into" => {
                 opts.into = Some(
@@ -236,6 +241,12 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let opts = parse(args)?;
     if opts.json && opts.markdown {
         return Err("--json and --markdown (or --into) exclude each other".into());
+    }
+    if opts.events {
+        if opts.markdown {
+            return Err("--events prints a table or --json, not --markdown".into());
+        }
+        return events::main(&opts.backends, opts.jobs, opts.json);
     }
     if opts.backends.len() > 1 || opts.markdown {
         return several(&opts);
@@ -576,6 +587,48 @@ pub(crate) async fn forget_redis_namespace(url: &str) {
     };
     if let Err(e) = forget.await {
         eprintln!("bench: could not delete the run's keys (prefix {tag}): {e}");
+    }
+}
+
+/// Deletes every RabbitMQ queue of prefix `tag` on the broker at `url`,
+/// listed by `rabbitmqctl`: idempotency keys are queues named by hash
+/// (`jobsmith-amqp/src/unique.rs`), so only the broker knows them. Without
+/// `rabbitmqctl`, they expire on their own (the run's `expires`).
+pub(crate) async fn forget_amqp_namespace(url: &str, tag: &str) {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "--quiet", "--no-table-headers", "name"])
+        .output();
+    let names: Vec<String> = match listed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with(&format!("{tag}.")) || *n == tag)
+            .map(str::to_owned)
+            .collect(),
+        _ => {
+            eprintln!(
+                "xtask: rabbitmqctl could not list the queues; the run's (prefix {tag}) expire on their own"
+            );
+            return;
+        }
+    };
+    let bare = url.split('?').next().unwrap_or(url);
+    let deleted = async {
+        let conn = lapin::Connection::connect(bare, lapin::ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        for name in &names {
+            ch.queue_delete(
+                name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+        }
+        conn.close(0, "done".into()).await?;
+        Ok::<usize, lapin::Error>(names.len())
+    };
+    match deleted.await {
+        Ok(n) => eprintln!("xtask: deleted the run's {n} RabbitMQ queues (prefix {tag})"),
+        Err(e) => eprintln!("xtask: could not delete the run's queues (prefix {tag}): {e}"),
     }
 }
 

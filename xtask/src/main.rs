@@ -8,11 +8,13 @@
 //! - `package`: a verified `cargo package` of every publishable crate.
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, the docs with
 //!   `-D warnings`, a verified `cargo package`, then `test` (what `.ci/run` runs).
-//! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown]`: the benchmark.
+//! - `bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown]`: the benchmark;
+//!   with `--events`, the events bench instead (`bench/events.rs`).
 //! - `soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S]
-//!   [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S]`:
+//!   [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--events]`:
 //!   kill and restart workers under load, then check job by job that nothing
-//!   was lost, charged unrun or started late (docs/reliability.md).
+//!   was lost, charged unrun or started late (docs/reliability.md); with
+//!   `--events`, N events to three handlers instead of N jobs.
 #![allow(clippy::print_stdout)]
 
 mod bench;
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <services | test | examples | package | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..]>";
+const USAGE: &str = "usage: cargo xtask <services | test | examples | package | ci | bench --backend memory|redis|amqp|sqs|all [--jobs N] [--json | --markdown | --events] | soak --backend memory|redis|amqp|sqs --jobs N [--workers W] [--kill-every S] [--restart-every S] [--restart-broker-every S] [--failure-rate F] [--seed S] [--settings K=V&..] [--events]>";
 
 /// Runs a command, failing with its name when it fails.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
@@ -168,14 +170,15 @@ fn test() -> Result<(), String> {
 /// 20,000 jobs each on memory, Redis and RabbitMQ, 10,000 on SQS (moto).
 /// Then a shorter one with graceful restarts only on memory, Redis and
 /// RabbitMQ, where a kill cannot hide what a graceful stop charged: it must
-/// charge no attempt to a job that did not start. Every run goes ahead even
-/// when one fails.
+/// charge no attempt to a job that did not start. Then an events soak per
+/// backend (`--events`), with kills and graceful restarts. Every run goes
+/// ahead even when one fails.
 fn ci_soaks() -> Result<(), String> {
     let mut failed = Vec::new();
-    for (backend, jobs, kill_every, restart_every) in [
-        ("memory", "20000", Some("4"), "5"),
-        ("redis", "20000", Some("4"), "5"),
-        ("amqp", "20000", Some("4"), "5"),
+    for (backend, jobs, kill_every, restart_every, events) in [
+        ("memory", "20000", Some("4"), "5", false),
+        ("redis", "20000", Some("4"), "5", false),
+        ("amqp", "20000", Some("4"), "5", false),
         // moto runs the soak at about 35 jobs/s on a loaded machine (Redis:
         // over 500), so 10,000 jobs take about 5 minutes (20,000 took 10).
         // A kill every 20 s is still one per ~700 jobs, several times as
@@ -186,13 +189,23 @@ fn ci_soaks() -> Result<(), String> {
         // their ack reaches moto runs out of attempts and is dead-lettered.
         // A graceful restart every 15 s costs no lease, and gives each
         // worker about 45 s between restarts.
-        ("sqs", "10000", Some("20"), "15"),
+        ("sqs", "10000", Some("20"), "15", false),
         // Graceful restarts only, about six in 20 s. Not on SQS: moto at
         // times hands one message to two receivers, which charges an
         // attempt that no stop caused.
-        ("memory", "5000", None, "3"),
-        ("redis", "5000", None, "3"),
-        ("amqp", "5000", None, "3"),
+        ("memory", "5000", None, "3", false),
+        ("redis", "5000", None, "3", false),
+        ("amqp", "5000", None, "3", false),
+        // Events, each reaching three handlers: every handler ran every
+        // event, idempotent ones once, and no event made a second job for a
+        // subscription, with a tenth of them published twice under their id.
+        // About 10 s on memory and Redis, 35 s on RabbitMQ (each event job's
+        // idempotency key is RabbitMQ queues) and 30 s on moto; SQS with
+        // kills every 6 s so that a run of 300 events sees some.
+        ("memory", "60000", Some("4"), "5", true),
+        ("redis", "40000", Some("4"), "5", true),
+        ("amqp", "600", Some("4"), "5", true),
+        ("sqs", "300", Some("6"), "8", true),
     ] {
         let mut soak = cargo();
         soak.args(["run", "--quiet", "--release", "--package", "xtask", "--"])
@@ -209,11 +222,14 @@ fn ci_soaks() -> Result<(), String> {
         if let Some(every) = kill_every {
             soak.args(["--kill-every", every]);
         }
+        if events {
+            soak.arg("--events");
+        }
         if let Err(e) = run(&mut soak) {
-            let what = if kill_every.is_some() {
-                backend.to_owned()
-            } else {
-                format!("{backend} (graceful restarts only)")
+            let what = match (events, kill_every) {
+                (true, _) => format!("{backend} (events)"),
+                (false, Some(_)) => backend.to_owned(),
+                (false, None) => format!("{backend} (graceful restarts only)"),
             };
             eprintln!("xtask: soak on {what} failed: {e}");
             failed.push(what);

@@ -22,6 +22,7 @@
 mod broker;
 mod check;
 mod drive;
+mod events;
 mod inject;
 mod ledger;
 mod options;
@@ -101,6 +102,12 @@ async fn connect(
 ) -> Result<(App, Injector, String, Option<App>), String> {
     // Keep every dead job: the checker reads them all.
     let mut settings = format!("prefix={run}&dead_max=100000000");
+    if o.events && o.backend == "amqp" {
+        // Every event job has an idempotency key, which RabbitMQ keeps, once
+        // the job completes, as a queue of its own for `unique_for` (24 h by
+        // default): on the shared broker, for as long as the run needs it.
+        settings.push_str("&unique_for=15m");
+    }
     if let Some(extra) = &o.settings {
         settings = format!("{settings}&{extra}");
     }
@@ -223,6 +230,9 @@ async fn soak(o: Options) -> Result<bool, String> {
     let dsn = ledger::default_dsn();
     let pg = ledger::connect(&dsn).await?;
     ledger::create(&pg, &run).await?;
+    if o.events {
+        events::create(&pg, &run).await?;
+    }
 
     let pool = Arc::new(Mutex::new(Pool::new(
         WorkerArgs {
@@ -232,6 +242,7 @@ async fn soak(o: Options) -> Result<bool, String> {
             failure_rate: o.failure_rate,
             dsn: dsn.clone(),
             worker: 0,
+            events: o.events,
         },
         memory,
         log_dir.clone(),
@@ -303,8 +314,31 @@ async fn soak(o: Options) -> Result<bool, String> {
         }));
     }
 
-    // Enqueue in waves, with bad payloads mixed in.
     let (wave, depth_limit) = waves(&o.backend);
+    if o.events {
+        let reconnect = (o.backend == "amqp").then(|| url.clone());
+        return events::run(events::Run {
+            o,
+            run,
+            started,
+            app,
+            injector,
+            pg,
+            pool,
+            counts,
+            chaos,
+            ending,
+            restarter,
+            broker,
+            log_dir,
+            wave,
+            depth_limit,
+            reconnect,
+        })
+        .await;
+    }
+
+    // Enqueue in waves, with bad payloads mixed in.
     let bad_each = 10.min(o.jobs as usize / 2 + 1);
     let mut injected = Vec::new();
     let waves_total = o.jobs.div_ceil(wave).max(1);

@@ -165,6 +165,8 @@ pub(crate) struct SoakState {
     pub(crate) seed: u64,
     pub(crate) failure_rate: f64,
     pub(crate) ledger: Ledger,
+    /// The event handlers' ledger, in an events soak (`events.rs`).
+    pub(crate) events: Option<super::events::EventLedger>,
 }
 
 /// The soak's job with retries: records every attempt in the ledger, then

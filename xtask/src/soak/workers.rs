@@ -9,6 +9,7 @@
 //! and its jobs come back only when their leases run out. Such a worker is
 //! stopped gracefully by its stop signal, as SIGTERM stops a process.
 
+use super::events::{soak_on_audit, soak_on_bill, soak_on_mail, EventLedger};
 use super::ledger::Ledger;
 use super::plan::{soak_job, soak_once, SoakState, PROBE_QUEUE, QUEUE};
 use jobsmith::{App, Job, Registry};
@@ -66,6 +67,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) dsn: String,
     /// This worker's number, from 1, in the order the soak started them.
     pub(crate) worker: usize,
+    /// Whether the run publishes events: the workers run the event handlers.
+    pub(crate) events: bool,
 }
 
 impl WorkerArgs {
@@ -78,11 +81,12 @@ impl WorkerArgs {
             self.failure_rate.to_string(),
             self.dsn.clone(),
             self.worker.to_string(),
+            if self.events { "events" } else { "jobs" }.into(),
         ]
     }
 
     fn from_args(args: &[String]) -> Result<Self, String> {
-        let [url, run, seed, rate, dsn, worker] = args else {
+        let [url, run, seed, rate, dsn, worker, mode] = args else {
             return Err("soak-worker is started by `cargo xtask soak`, not by hand".into());
         };
         Ok(Self {
@@ -92,6 +96,7 @@ impl WorkerArgs {
             failure_rate: rate.parse().map_err(|_| "bad failure rate")?,
             dsn: dsn.clone(),
             worker: worker.parse().map_err(|_| "bad worker number")?,
+            events: mode == "events",
         })
     }
 }
@@ -110,9 +115,19 @@ fn quiet_planned_panics() {
     }));
 }
 
-fn registry() -> Result<Registry, String> {
-    Registry::from_defs([<soak_job as Job>::DEF, <soak_once as Job>::DEF])
-        .map_err(|e| e.to_string())
+/// The jobs a worker runs: the plain soak's, or the event handlers (which
+/// the worker subscribes before its first reserve).
+fn registry(events: bool) -> Result<Registry, String> {
+    let defs = if events {
+        vec![
+            <soak_on_mail as Job>::DEF,
+            <soak_on_audit as Job>::DEF,
+            <soak_on_bill as Job>::DEF,
+        ]
+    } else {
+        vec![<soak_job as Job>::DEF, <soak_once as Job>::DEF]
+    };
+    Registry::from_defs(defs).map_err(|e| e.to_string())
 }
 
 /// A worker's whole life, on `app`, until `stop` turns true (or SIGTERM
@@ -124,15 +139,21 @@ async fn work(
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<(), String> {
     let ledger = Ledger::start(&args.dsn, &args.run, args.worker).await?;
+    let events = if args.events {
+        Some(EventLedger::start(&args.dsn, &args.run, args.worker).await?)
+    } else {
+        None
+    };
     let worker = |queue: &str, concurrency: usize| -> Result<_, String> {
         let state = SoakState {
             seed: args.seed,
             failure_rate: args.failure_rate,
             ledger: ledger.clone(),
+            events: events.clone(),
         };
         let mut w = app
             .worker()
-            .registry(registry()?)
+            .registry(registry(args.events)?)
             .queues([queue])
             .concurrency(concurrency)
             .batch_size(concurrency)
