@@ -24,20 +24,6 @@ struct BenchEvent {
 /// Jobs per backend call, as the plain enqueue bench sends them.
 const BATCH: u64 = 1_000;
 
-/// Jobs per backend call on `backend`. RabbitMQ: fewer, as an enqueue of
-/// about 500 new idempotency keys in one call fails there (`NOT_FOUND` on a
-/// key's done queue, after about 1,000 channel reopens), and every event job has a key.
-fn batch_for(backend: &str) -> u64 {
-    if backend == "amqp" {
-        std::env::var("JOBSMITH_BENCH_AMQP_BATCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200)
-    } else {
-        BATCH
-    }
-}
-
 /// The subscription counts measured.
 const SUBSCRIPTIONS: [u64; 3] = [1, 4, 16];
 
@@ -78,16 +64,13 @@ impl Row {
     }
 }
 
-/// The events bench's default job count per measurement. RabbitMQ keeps each
-/// idempotency key as queues of its own (`jobsmith-amqp/src/unique.rs`: a
-/// hold and an owner queue while the job is queued), and every event job has
-/// a key: 50,000 of them would declare 100,000 queues on the broker, whose
-/// open-file limit is about 1,000. A few hundred keep it shallow.
-fn default_event_jobs(backend: &str) -> u64 {
-    match backend {
-        "amqp" => 400,
-        other => default_jobs(other),
-    }
+/// Whether plain jobs that each carry a key are measured too, to show what
+/// the key costs. Not on RabbitMQ: a key there is queues of its own
+/// (`jobsmith-amqp/src/unique.rs`), so its events' jobs carry none, and
+/// thousands of keyed jobs would declare thousands of queues on a broker
+/// whose open-file limit is about 1,000.
+fn keyed_control(backend: &str) -> bool {
+    backend != "amqp"
 }
 
 pub(super) fn main(backends: &[String], jobs: Option<u64>, json: bool) -> Result<(), String> {
@@ -97,7 +80,7 @@ pub(super) fn main(backends: &[String], jobs: Option<u64>, json: bool) -> Result
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let mut rows = Vec::new();
     for backend in backends {
-        let jobs = jobs.unwrap_or_else(|| default_event_jobs(backend));
+        let jobs = jobs.unwrap_or_else(|| default_jobs(backend));
         let url = url_for(backend)?;
         eprintln!(
             "bench: {backend}: events, {jobs} jobs per measurement at {}",
@@ -125,7 +108,7 @@ fn table(rows: &[Row]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |\n",
             r.backend,
             r.subscriptions,
             r.jobs,
@@ -133,7 +116,11 @@ fn table(rows: &[Row]) -> String {
             r.jobs_per_s,
             r.enqueue_jobs_per_s,
             r.ratio(),
-            r.keyed_jobs_per_s
+            if r.keyed_jobs_per_s.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", r.keyed_jobs_per_s)
+            }
         ));
     }
     out
@@ -154,13 +141,7 @@ async fn bench_backend(backend: &str, url: &str, jobs: u64) -> Result<Vec<Row>, 
     let app = jobsmith::connect(url).await.map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for subs in SUBSCRIPTIONS {
-        // RabbitMQ: a connection per subscription count (see `bench_subscriptions`).
-        let app = if backend == "amqp" {
-            jobsmith::connect(url).await.map_err(|e| e.to_string())?
-        } else {
-            app.clone()
-        };
-        rows.push(bench_subscriptions(backend, url, &app, subs, jobs).await?);
+        rows.push(bench_subscriptions(backend, &app, subs, jobs).await?);
         let r = rows.last().map(Row::to_json).unwrap_or_default();
         eprintln!("bench: {r}");
     }
@@ -176,7 +157,6 @@ fn queues_for(subs: u64) -> Vec<String> {
 
 async fn bench_subscriptions(
     backend: &str,
-    url: &str,
     app: &App,
     subs: u64,
     jobs: u64,
@@ -200,13 +180,11 @@ async fn bench_subscriptions(
     .map_err(|e| format!("subscribe: {e}"))?;
 
     // Events per publish, so that each makes as many jobs as a plain batch.
-    let batch = batch_for(backend);
+    let batch = BATCH;
+    let keyed = keyed_control(backend);
     let per_publish = (batch / subs).max(1);
     let events = (jobs / subs).max(SLICES);
     let slice = events.div_ceil(SLICES);
-    // RabbitMQ: nothing is drained (a completed keyed job's key is a queue
-    // kept for `unique_for`); the run's queues are deleted at the end.
-    let drain = backend != "amqp";
     let mut tag = 0u64;
 
     // Warm up, untimed: queues declared, subscriptions read. One publish,
@@ -214,10 +192,12 @@ async fn bench_subscriptions(
     let warm = per_publish.min(slice);
     publish(app, &mut tag, warm, per_publish).await?;
     enqueue(app, &queues, &mut tag, warm * subs, batch, false).await?;
-    enqueue(app, &queues, &mut tag, warm * subs, batch, true).await?;
-    if drain {
-        settle_all(app, &queues, warm * subs * 3).await?;
+    let mut warmed = 2;
+    if keyed {
+        enqueue(app, &queues, &mut tag, warm * subs, batch, true).await?;
+        warmed += 1;
     }
+    settle_all(app, &queues, warm * subs * warmed).await?;
 
     let mut took = [Duration::ZERO; 3];
     let mut made = [0u64; 3];
@@ -228,22 +208,10 @@ async fn bench_subscriptions(
             [Kind::Keyed, Kind::Enqueue, Kind::Publish]
         };
         for kind in order {
+            if matches!(kind, Kind::Keyed) && !keyed {
+                continue;
+            }
             let n = slice * subs;
-            // RabbitMQ: a connection of its own per slice. A new key costs
-            // two channel reopens there (its done queue is looked up before
-            // and after the hold is taken, and a missing queue closes the
-            // channel), and after about 1,000 of them on one connection an
-            // enqueue fails with `NOT_FOUND` on a done queue.
-            let own;
-            let app = if drain {
-                app
-            } else {
-                own = jobsmith::connect(url).await.map_err(|e| e.to_string())?;
-                publish(&own, &mut tag, 1, 1).await?;
-                enqueue(&own, &queues, &mut tag, 1, batch, false).await?;
-                enqueue(&own, &queues, &mut tag, 1, batch, true).await?;
-                &own
-            };
             let started = Instant::now();
             let created = match kind {
                 Kind::Publish => publish(app, &mut tag, slice, per_publish).await?,
@@ -252,15 +220,11 @@ async fn bench_subscriptions(
             };
             took[kind as usize] += started.elapsed();
             made[kind as usize] += created;
-            if drain {
-                settle_all(app, &queues, created).await?;
-            }
+            settle_all(app, &queues, created).await?;
         }
     }
-    if drain {
-        // Once, not per slice: on SQS it waits for the receives under way.
-        let _ = app.backend().stop_reserving(&queues).await;
-    }
+    // Once, not per slice: on SQS it waits for the receives under way.
+    let _ = app.backend().stop_reserving(&queues).await;
     for job in &names {
         app.unsubscribe(job)
             .await

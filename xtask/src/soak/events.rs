@@ -385,11 +385,9 @@ pub(crate) async fn wait_for_subscriptions(app: &App) -> Result<(), String> {
 
 /// Publishes `events` events in waves of `wave` (with `publish_all`),
 /// keeping the queues below `depth_limit` jobs, and the republished ones
-/// again under their ids. With `reconnect`, each wave publishes on a
-/// connection of its own, made from that URL (see [`Run::reconnect`]).
+/// again under their ids.
 pub(crate) async fn drive(
     app: &App,
-    reconnect: Option<&str>,
     events: u64,
     wave: u64,
     depth_limit: u64,
@@ -403,21 +401,6 @@ pub(crate) async fn drive(
     while next < events {
         wait_below(app, depth_limit).await;
         let end = (next + wave).min(events);
-        let own;
-        let app = match reconnect {
-            None => app,
-            Some(url) => match jobsmith::connect(url).await {
-                Ok(a) => {
-                    own = a;
-                    &own
-                }
-                Err(e) => {
-                    done.failed += 1;
-                    done.note(format!("connecting the publisher again failed: {e}"));
-                    app
-                }
-            },
-        };
         match app.publish_all((next..end).map(|n| SoakEvent { n })).await {
             Ok(answers) => {
                 // The last wave's held-back events: their jobs may have run by now.
@@ -503,13 +486,6 @@ pub(super) struct Run {
     pub(super) log_dir: std::path::PathBuf,
     pub(super) wave: u64,
     pub(super) depth_limit: u64,
-    /// RabbitMQ: the URL each wave of events is published on a connection of
-    /// its own from. A new idempotency key costs two channel reopens there
-    /// (its done queue is looked up before and after the hold is taken, and
-    /// a missing queue closes the channel), and after about 1,000 of them on
-    /// one connection a publish fails with `NOT_FOUND` on a done queue (seen
-    /// 2026-12-08, at about 530 event jobs); remove this to see it.
-    pub(super) reconnect: Option<String>,
 }
 
 /// The rest of an events soak: publish, drain, stop, check, print its line, clean up.
@@ -530,29 +506,13 @@ pub(super) async fn run(r: Run) -> Result<bool, String> {
         log_dir,
         wave,
         depth_limit,
-        reconnect,
     } = r;
     // Three jobs per event: waves of a third as many events keep the queues
-    // as shallow. RabbitMQ: 100 events (300 keys) per connection at most.
-    let wave = if reconnect.is_some() {
-        100
-    } else {
-        (wave / 3).max(1)
-    };
+    // as shallow.
+    let wave = (wave / 3).max(1);
     let ready = wait_for_subscriptions(&app).await;
     let driven = match &ready {
-        Ok(()) => {
-            drive(
-                &app,
-                reconnect.as_deref(),
-                o.jobs,
-                wave,
-                depth_limit,
-                &counts,
-                started,
-            )
-            .await
-        }
+        Ok(()) => drive(&app, o.jobs, wave, depth_limit, &counts, started).await,
         Err(e) => Driven {
             failed: 1,
             examples: vec![e.clone()],
@@ -597,7 +557,7 @@ pub(super) async fn run(r: Run) -> Result<bool, String> {
     }
     let jobs = driven.events * Handler::ALL.len() as u64;
     println!(
-        "soak events backend={} events={} jobs={} workers={} kills={} restarts={} (slowest stop {:.1} s, unclean: {}) republished={} reached_wrong={} publish_failed={} lost={} second_jobs={} idempotency_broken={} duplicates={} (absorbed by idempotency: {}) attempts={} attempts_over_policy={} dead={} unexpected_worker_deaths={} seconds={:.0} events_per_s={:.0} jobs_per_s={:.0} {}",
+        "soak events backend={} events={} jobs={} workers={} kills={} restarts={} (slowest stop {:.1} s, unclean: {}) republished={} reached_wrong={} publish_failed={} lost={} second_jobs={} (unkeyed, republished: {}) idempotency_broken={} duplicates={} (absorbed by idempotency: {}) attempts={} attempts_over_policy={} dead={} unexpected_worker_deaths={} seconds={:.0} events_per_s={:.0} jobs_per_s={:.0} {}",
         o.backend,
         driven.events,
         jobs,
@@ -611,6 +571,7 @@ pub(super) async fn run(r: Run) -> Result<bool, String> {
         driven.failed,
         f.lost,
         f.second_jobs,
+        f.second_jobs_unkeyed,
         f.idempotency_broken,
         f.duplicates,
         f.absorbed,

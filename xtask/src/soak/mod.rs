@@ -102,12 +102,6 @@ async fn connect(
 ) -> Result<(App, Injector, String, Option<App>), String> {
     // Keep every dead job: the checker reads them all.
     let mut settings = format!("prefix={run}&dead_max=100000000");
-    if o.events && o.backend == "amqp" {
-        // Every event job has an idempotency key, which RabbitMQ keeps, once
-        // the job completes, as a queue of its own for `unique_for` (24 h by
-        // default): on the shared broker, for as long as the run needs it.
-        settings.push_str("&unique_for=15m");
-    }
     if let Some(extra) = &o.settings {
         settings = format!("{settings}&{extra}");
     }
@@ -316,7 +310,6 @@ async fn soak(o: Options) -> Result<bool, String> {
 
     let (wave, depth_limit) = waves(&o.backend);
     if o.events {
-        let reconnect = (o.backend == "amqp").then(|| url.clone());
         return events::run(events::Run {
             o,
             run,
@@ -333,7 +326,6 @@ async fn soak(o: Options) -> Result<bool, String> {
             log_dir,
             wave,
             depth_limit,
-            reconnect,
         })
         .await;
     }

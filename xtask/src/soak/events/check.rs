@@ -12,8 +12,12 @@ pub(crate) struct Findings {
     /// (event, handler) pairs that never succeeded, and jobs left in the queues.
     pub(crate) lost: u64,
     /// (event, handler) pairs run by more than one job: an event that made a
-    /// second job for one subscription.
+    /// second job for one subscription. On a backend whose event jobs carry
+    /// no key (RabbitMQ, `Events::keys_jobs`), a republished event may make
+    /// exactly one more: those are counted in `second_jobs_unkeyed` instead.
     pub(crate) second_jobs: u64,
+    /// Republished events' second jobs on a backend that documents them.
+    pub(crate) second_jobs_unkeyed: u64,
     /// Idempotent handlers whose effect was recorded more than once for an event.
     pub(crate) idempotency_broken: u64,
     /// Successes beyond the first of the handler that is not idempotent
@@ -69,6 +73,11 @@ pub(crate) async fn check(
     left_in_queue: u64,
 ) -> Result<Findings, String> {
     let mut f = Findings::default();
+    let unkeyed = !app
+        .backend()
+        .events()
+        .map_err(|e| e.to_string())?
+        .keys_jobs();
     for d in dead_letters(app).await? {
         f.dead += 1;
         f.note(format!(
@@ -130,7 +139,9 @@ pub(crate) async fn check(
                 ));
                 continue;
             }
-            if t.jobs > 1 {
+            if unkeyed && t.jobs == 2 && super::republished(n) {
+                f.second_jobs_unkeyed += 1;
+            } else if t.jobs > 1 {
                 f.second_jobs += 1;
                 f.note(format!(
                     "event {n} made {} jobs for the subscription of {}",
