@@ -29,26 +29,38 @@ const REGISTRATION_SETTLES: Duration =
 /// How many times a publish tries its enqueue through transient errors.
 const PUBLISH_TRIES: usize = 4;
 
+/// What a publish needs from the backend's [`Events`](crate::Events): its
+/// subscriptions, and whether the jobs they make are keyed.
+#[derive(Debug)]
+struct Reading {
+    subs: Vec<Subscription>,
+    keyed: bool,
+}
+
 /// The subscriptions an app read last, and when it began reading them.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionCache {
-    read: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Subscription>>)>>,
+    read: tokio::sync::Mutex<Option<(Instant, Arc<Reading>)>>,
 }
 
 impl SubscriptionCache {
     /// The subscriptions, read again when the last read began over
     /// [`SUBSCRIPTIONS_FRESH_FOR`] ago. One read at a time per app.
-    async fn get(&self, app: &App) -> Result<Arc<Vec<Subscription>>> {
+    async fn get(&self, app: &App) -> Result<Arc<Reading>> {
         let mut read = self.read.lock().await;
-        if let Some((at, subs)) = &*read {
+        if let Some((at, reading)) = &*read {
             if at.elapsed() < SUBSCRIPTIONS_FRESH_FOR {
-                return Ok(Arc::clone(subs));
+                return Ok(Arc::clone(reading));
             }
         }
         let began = Instant::now();
-        let subs = Arc::new(app.backend().events()?.subscriptions().await?);
-        *read = Some((began, Arc::clone(&subs)));
-        Ok(subs)
+        let events = app.backend().events()?;
+        let reading = Arc::new(Reading {
+            subs: events.subscriptions().await?,
+            keyed: events.keys_jobs(),
+        });
+        *read = Some((began, Arc::clone(&reading)));
+        Ok(reading)
     }
 
     /// Forgets what was read, so that the next publish reads again.
@@ -163,8 +175,8 @@ impl App {
         &self,
         batch: &[(&str, Box<RawValue>, EventId)],
     ) -> Result<Vec<Published>> {
-        let subs = self.subscription_cache().get(self).await?;
-        let keyed = self.backend().events()?.keys_jobs();
+        let reading = self.subscription_cache().get(self).await?;
+        let (subs, keyed) = (&reading.subs, reading.keyed);
         let now = Timestamp::now();
         let trace = crate::trace::current_traceparent();
         // Built again for each try, the same each time: no copy is kept.
