@@ -25,7 +25,6 @@ use jobsmith::{EventId, Published};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
 /// The soak's event: its number in the run.
@@ -176,14 +175,9 @@ pub(crate) struct EventRow {
     job: String,
 }
 
-type Pending = (EventRow, oneshot::Sender<Result<(), String>>);
-
-/// A worker's handle on the event ledger: one writer task behind it, as the
-/// plain soak's [`Ledger`](super::ledger::Ledger) has.
-#[derive(Debug, Clone)]
-pub(crate) struct EventLedger {
-    tx: mpsc::UnboundedSender<Pending>,
-}
+/// A worker's handle on the event ledger: the plain soak's group writer,
+/// writing event rows.
+pub(crate) type EventLedger = super::ledger::Writer<EventRow>;
 
 /// The event attempts table of `run`: one row per handler attempt.
 pub(crate) fn attempts_table(run: &str) -> String {
@@ -225,90 +219,40 @@ pub(crate) async fn drop_tables(client: &Client, run: &str) -> Result<(), String
         .map_err(|e| format!("dropping the event ledger tables: {e}"))
 }
 
-impl EventLedger {
-    /// Starts the writer task of worker number `worker` on the current runtime.
-    pub(crate) async fn start(dsn: &str, run: &str, worker: usize) -> Result<Self, String> {
-        let client = super::ledger::connect(dsn).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(client, dsn.to_owned(), run.to_owned(), worker, rx));
-        Ok(Self { tx })
-    }
+impl super::ledger::Rows for EventRow {
+    const WHAT: &'static str = "event ledger";
 
-    /// Records one attempt; returns once it is committed.
-    async fn record(&self, row: EventRow) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send((row, done))
-            .map_err(|_| "the event ledger writer has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the event ledger writer has stopped".to_owned())?
-    }
-}
-
-/// The most rows one statement writes.
-const GROUP: usize = 1000;
-
-async fn writer(
-    mut client: Client,
-    dsn: String,
-    run: String,
-    worker: usize,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-) {
-    let pid = std::process::id();
-    let mut group: Vec<Pending> = Vec::with_capacity(GROUP);
-    while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+    /// One statement for a group, as the plain ledger's: an idempotent handler's
+    /// success claims its effect (event, handler), and every attempt gets its
+    /// row, `dup` where the effect was already claimed.
+    fn statement(
+        run: &str,
+        worker: usize,
+        pid: u32,
+        group: &[super::ledger::Pending<Self>],
+    ) -> String {
+        let mut values = String::new();
+        for (i, (r, _)) in group.iter().enumerate() {
+            if i > 0 {
+                values.push(',');
             }
-        }
-        let sql = statement(&run, worker, pid, &group);
-        let mut result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
-        if result.is_err() && client.is_closed() {
-            if let Ok(c) = super::ledger::connect(&dsn).await {
-                client = c;
-                result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
-            }
-        }
-        for (_, done) in group.drain(..) {
-            let _ = done.send(
-                result
-                    .clone()
-                    .map_err(|e| format!("event ledger write: {e}")),
+            // A job id is a UUID; keep anything else out of the SQL.
+            let job: String = r
+                .job
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            let _ = write!(
+                values,
+                "({i},{},'{}',{},'{}',{},'{job}')",
+                r.n,
+                r.handler.as_str(),
+                r.attempt,
+                if r.ok { "ok" } else { "fail" },
+                r.handler.idempotent(),
             );
         }
-    }
-}
-
-/// One statement for a group, as the plain ledger's: an idempotent handler's
-/// success claims its effect (event, handler), and every attempt gets its
-/// row, `dup` where the effect was already claimed.
-fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
-    let mut values = String::new();
-    for (i, (r, _)) in group.iter().enumerate() {
-        if i > 0 {
-            values.push(',');
-        }
-        // A job id is a UUID; keep anything else out of the SQL.
-        let job: String = r
-            .job
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        let _ = write!(
-            values,
-            "({i},{},'{}',{},'{}',{},'{job}')",
-            r.n,
-            r.handler.as_str(),
-            r.attempt,
-            if r.ok { "ok" } else { "fail" },
-            r.handler.idempotent(),
-        );
-    }
-    format!(
+        format!(
         "WITH v0(i, n, h, attempt, outcome, idem, job) AS (VALUES {values}), \
          v AS (SELECT *, row_number() OVER (PARTITION BY n, h, idem AND outcome = 'ok' ORDER BY i) = 1 AS first FROM v0), \
          e AS (INSERT INTO {eff} (n, handler, pid) SELECT n, h, {pid} FROM v \
@@ -320,6 +264,7 @@ fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
         eff = effects_table(run),
         att = attempts_table(run),
     )
+    }
 }
 
 /// What the driver did.
@@ -525,29 +470,10 @@ pub(super) async fn run(r: Run) -> Result<bool, String> {
         started.elapsed().as_secs_f64()
     );
     let left = super::drive::drain(&app, &pg, &run, Instant::now(), &counts).await;
-    let _ = ending.send(true);
-    if let Some(t) = restarter {
-        let _ = t.await;
-    }
-    for t in &chaos {
-        t.abort();
-    }
-    for t in chaos {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed();
-    let mut pool = std::sync::Arc::try_unwrap(pool)
-        .map_err(|_| "the worker pool is still shared".to_owned())?
-        .into_inner();
-    pool.stop_all().await;
+    let (pool, elapsed) = super::wind_down(&ending, restarter, chaos, pool, started).await?;
     let f = check(&app, &pg, &run, o.seed, o.failure_rate, o.jobs, left).await?;
     let deaths = pool.unexpected.len();
-    let unclean = std::mem::take(
-        &mut *counts
-            .unclean_stops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+    let unclean = super::take_unclean(&counts);
     let pass = f.pass(&driven) && deaths == 0 && unclean.is_empty();
     for e in driven.examples.iter().chain(&f.examples) {
         eprintln!("soak: problem: {e}");
@@ -611,14 +537,6 @@ pub(super) async fn run(r: Run) -> Result<bool, String> {
     }
     drop(app);
     drop(injector);
-    let own = broker
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
-    if let Some(mut b) = own {
-        tokio::task::spawn_blocking(move || b.stop())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    super::stop_own_broker(&broker).await?;
     Ok(pass)
 }

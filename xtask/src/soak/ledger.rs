@@ -62,13 +62,36 @@ pub(crate) struct Row {
     pub(crate) started_ms: u64,
 }
 
-type Pending = (Row, oneshot::Sender<Result<(), String>>);
+/// A row waiting for its group, with where to say that the group committed.
+pub(crate) type Pending<R> = (R, oneshot::Sender<Result<(), String>>);
 
-/// A worker's handle on the ledger. Cheap to share; one writer task behind it.
-#[derive(Debug, Clone)]
-pub(crate) struct Ledger {
-    tx: mpsc::UnboundedSender<Pending>,
+/// Rows a [`Writer`] writes: how one group of them becomes one statement.
+pub(crate) trait Rows: std::fmt::Debug + Send + Sized + 'static {
+    /// The ledger's name in errors (`ledger`, `event ledger`).
+    const WHAT: &'static str;
+
+    /// One statement writing `group`, attempts of worker number `worker`
+    /// (process `pid`) in run `run`.
+    fn statement(run: &str, worker: usize, pid: u32, group: &[Pending<Self>]) -> String;
 }
+
+/// A worker's handle on a ledger. Cheap to share; one writer task behind
+/// it, which writes the rows handed to it in groups.
+#[derive(Debug)]
+pub(crate) struct Writer<R> {
+    tx: mpsc::UnboundedSender<Pending<R>>,
+}
+
+impl<R> Clone for Writer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// The plain soak's ledger.
+pub(crate) type Ledger = Writer<Row>;
 
 /// The default ledger: the local PostgreSQL, database `test`.
 pub(crate) fn default_dsn() -> String {
@@ -127,7 +150,7 @@ pub(crate) async fn drop_tables(client: &Client, run: &str) -> Result<(), String
         .map_err(|e| format!("dropping the ledger tables: {e}"))
 }
 
-impl Ledger {
+impl<R: Rows> Writer<R> {
     /// Starts the writer task of worker number `worker` on the current runtime.
     pub(crate) async fn start(dsn: &str, run: &str, worker: usize) -> Result<Self, String> {
         let client = connect(dsn).await?;
@@ -137,28 +160,26 @@ impl Ledger {
     }
 
     /// Records one attempt; returns once it is committed.
-    pub(crate) async fn record(&self, row: Row) -> Result<(), String> {
+    pub(crate) async fn record(&self, row: R) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((row, done))
-            .map_err(|_| "the ledger writer has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the ledger writer has stopped".to_owned())?
+        let stopped = || format!("the {} writer has stopped", R::WHAT);
+        self.tx.send((row, done)).map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 }
 
 /// The most rows one statement writes.
 const GROUP: usize = 1000;
 
-async fn writer(
+async fn writer<R: Rows>(
     mut client: Client,
     dsn: String,
     run: String,
     worker: usize,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::UnboundedReceiver<Pending<R>>,
 ) {
     let pid = std::process::id();
-    let mut group: Vec<Pending> = Vec::with_capacity(GROUP);
+    let mut group: Vec<Pending<R>> = Vec::with_capacity(GROUP);
     while let Some(first) = rx.recv().await {
         group.push(first);
         while group.len() < GROUP {
@@ -167,7 +188,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let sql = statement(&run, worker, pid, &group);
+        let sql = R::statement(&run, worker, pid, &group);
         let mut result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
         if result.is_err() && client.is_closed() {
             // Reconnect once; the handlers retry their attempts if this fails too.
@@ -177,33 +198,40 @@ async fn writer(
             }
         }
         for (_, done) in group.drain(..) {
-            let _ = done.send(result.clone().map_err(|e| format!("ledger write: {e}")));
+            let _ = done.send(
+                result
+                    .clone()
+                    .map_err(|e| format!("{} write: {e}", R::WHAT)),
+            );
         }
     }
 }
 
-/// One statement for a group: idempotent successes claim their effect, and
-/// every attempt gets its row, `dup` where the effect was already claimed.
-fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
-    let mut values = String::new();
-    for (i, (r, _)) in group.iter().enumerate() {
-        if i > 0 {
-            values.push(',');
+impl Rows for Row {
+    const WHAT: &'static str = "ledger";
+
+    /// One statement for a group: idempotent successes claim their effect, and
+    /// every attempt gets its row, `dup` where the effect was already claimed.
+    fn statement(run: &str, worker: usize, pid: u32, group: &[Pending<Self>]) -> String {
+        let mut values = String::new();
+        for (i, (r, _)) in group.iter().enumerate() {
+            if i > 0 {
+                values.push(',');
+            }
+            let _ = write!(
+                values,
+                "({i},{},{},'{}',{},{},{})",
+                r.n,
+                r.attempt,
+                r.outcome.as_str(),
+                r.idempotent,
+                r.due_ms,
+                r.started_ms
+            );
         }
-        let _ = write!(
-            values,
-            "({i},{},{},'{}',{},{},{})",
-            r.n,
-            r.attempt,
-            r.outcome.as_str(),
-            r.idempotent,
-            r.due_ms,
-            r.started_ms
-        );
-    }
-    // Two deliveries of one job can meet in one group: only the first may
-    // claim the effect (`first`), the other is a `dup` like any re-delivery.
-    format!(
+        // Two deliveries of one job can meet in one group: only the first may
+        // claim the effect (`first`), the other is a `dup` like any re-delivery.
+        format!(
         "WITH v0(i, n, attempt, outcome, idem, due, started) AS (VALUES {values}), \
          v AS (SELECT *, row_number() OVER (PARTITION BY n, idem AND outcome = 'ok' ORDER BY i) = 1 AS first FROM v0), \
          e AS (INSERT INTO {eff} (n, pid) SELECT n, {pid} FROM v \
@@ -215,4 +243,5 @@ fn statement(run: &str, worker: usize, pid: u32, group: &[Pending]) -> String {
         eff = effects_table(run),
         att = attempts_table(run),
     )
+    }
 }

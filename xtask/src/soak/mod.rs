@@ -426,22 +426,7 @@ async fn soak(o: Options) -> Result<bool, String> {
         // What is left now includes whatever the first drain left.
         left = drain(&app, &pg, &run, Instant::now(), &counts).await;
     }
-    // A graceful restart under way finishes (its stop is checked) before the end.
-    let _ = ending.send(true);
-    if let Some(t) = restarter {
-        let _ = t.await;
-    }
-    for t in &chaos {
-        t.abort();
-    }
-    for t in chaos {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed();
-    let mut pool = Arc::try_unwrap(pool)
-        .map_err(|_| "the worker pool is still shared".to_owned())?
-        .into_inner();
-    pool.stop_all().await;
+    let (pool, elapsed) = wind_down(&ending, restarter, chaos, pool, started).await?;
 
     let mut outages: Vec<check::Outage> = pool
         .killed
@@ -481,12 +466,7 @@ async fn soak(o: Options) -> Result<bool, String> {
     )
     .await?;
     let deaths = pool.unexpected.len();
-    let unclean = std::mem::take(
-        &mut *counts
-            .unclean_stops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+    let unclean = take_unclean(&counts);
     let pass = f.pass() && deaths == 0 && unclean.is_empty();
     for e in &f.examples {
         eprintln!("soak: problem: {e}");
@@ -549,6 +529,51 @@ async fn soak(o: Options) -> Result<bool, String> {
     }
     drop(app);
     drop(injector);
+    stop_own_broker(&broker).await?;
+    Ok(pass)
+}
+
+/// Ends a run's chaos once its jobs are done: a graceful restart under way
+/// finishes (its stop is checked), the chaos tasks stop, and then every
+/// worker. Returns the pool, with what it saw, and the run's time up to the
+/// workers' stop.
+async fn wind_down(
+    ending: &tokio::sync::watch::Sender<bool>,
+    restarter: Option<tokio::task::JoinHandle<()>>,
+    chaos: Vec<tokio::task::JoinHandle<()>>,
+    pool: Arc<Mutex<Pool>>,
+    started: Instant,
+) -> Result<(Pool, Duration), String> {
+    let _ = ending.send(true);
+    if let Some(t) = restarter {
+        let _ = t.await;
+    }
+    for t in &chaos {
+        t.abort();
+    }
+    for t in chaos {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed();
+    let mut pool = Arc::try_unwrap(pool)
+        .map_err(|_| "the worker pool is still shared".to_owned())?
+        .into_inner();
+    pool.stop_all().await;
+    Ok((pool, elapsed))
+}
+
+/// The workers' stops that were not clean, taken out of the counts.
+fn take_unclean(counts: &Counts) -> Vec<String> {
+    std::mem::take(
+        &mut *counts
+            .unclean_stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+/// Stops the private broker the run started, if it started one.
+async fn stop_own_broker(broker: &std::sync::Mutex<Option<Broker>>) -> Result<(), String> {
     let own = broker
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -558,5 +583,5 @@ async fn soak(o: Options) -> Result<bool, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(pass)
+    Ok(())
 }
