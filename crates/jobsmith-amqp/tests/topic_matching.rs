@@ -1,12 +1,12 @@
 //! Events match topic patterns exactly as RabbitMQ's topic exchange matches
 //! binding keys: every pattern of up to three words over `a`, `*` and `#`,
 //! bound on a real topic exchange, gets exactly the event names of up to
-//! three words over `a` and `b` that `Subscription::matches` says it does.
+//! three words over `a` and `b` that jobsmith's `topic_matches` says it does.
 
 mod support;
 
 use futures_util::future::try_join_all;
-use jobsmith_core::{Subscription, Timestamp};
+use jobsmith_grammar::topic_matches;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -33,21 +33,6 @@ fn sequences(words: &[&str]) -> Vec<String> {
         all.extend(last.iter().cloned());
     }
     all.into_iter().map(|seq| seq.join(".")).collect()
-}
-
-fn matches(pattern: &str, name: &str) -> bool {
-    Subscription {
-        job: "j".into(),
-        queue: "q".into(),
-        pattern: pattern.into(),
-        any: true,
-        param: "e".into(),
-        priority: 0,
-        max_attempts: 1,
-        ttl_ms: None,
-        registered_at: Timestamp::now(),
-    }
-    .matches(name)
 }
 
 #[tokio::test]
@@ -124,7 +109,7 @@ async fn patterns_match_as_the_topic_exchange_does() {
         }
         let ours: BTreeSet<String> = names
             .iter()
-            .filter(|n| matches(pattern, n))
+            .filter(|n| topic_matches(pattern, n))
             .cloned()
             .collect();
         if routed != ours {
