@@ -92,12 +92,8 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
     let mut opts = RawOptions::default();
     let parser = syn::meta::parser(|meta| {
         errors.position += 1;
-        let key = match meta.path.get_ident() {
-            Some(key) => key.clone(),
-            None => {
-                errors.push(meta.error(unknown(&meta.path, OPTION_NAMES)));
-                return skip_value(&meta);
-            }
+        let Some(key) = meta.path.get_ident().cloned() else {
+            return reject_unknown(&meta, OPTION_NAMES, errors);
         };
         match key.to_string().as_str() {
             "name" => parse_str(&meta, &key, errors, &mut opts.name),
@@ -133,19 +129,24 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> RawOptions {
             }
             "on" => parse_on(&meta, &key, errors, &mut opts.on),
             "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
-            _ => {
-                errors.push(syn::Error::new(
-                    key.span(),
-                    unknown(&meta.path, OPTION_NAMES),
-                ));
-                skip_value(&meta)
-            }
+            _ => reject_unknown(&meta, OPTION_NAMES, errors),
         }
     });
     if let Err(e) = syn::parse::Parser::parse2(parser, args) {
         errors.push(e);
     }
     opts
+}
+
+/// An option that is not one of `names`: an error on its name, with a
+/// suggestion when one is close, and its value skipped so that parsing goes on.
+pub(crate) fn reject_unknown(
+    meta: &ParseNestedMeta<'_>,
+    names: &[&str],
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    errors.push(meta.error(unknown(&meta.path, names)));
+    skip_value(meta)
 }
 
 /// The message for an option that is not one of `names`, with a suggestion

@@ -1,7 +1,7 @@
 //! Parsing: every `#[event(..)]` attribute's options into set-once slots,
 //! with the same errors as `#[job(..)]`'s. Only syntax is checked here.
 
-use crate::parse::{parse_crate, parse_str, skip_value, unknown, Slot};
+use crate::parse::{parse_crate, parse_str, reject_unknown, Slot};
 use crate::Errors;
 use syn::{Attribute, LitStr, Path};
 
@@ -23,19 +23,12 @@ pub(super) fn options(attrs: &[Attribute], errors: &mut Errors) -> RawOptions {
         let parsed = attr.parse_nested_meta(|meta| {
             errors.position += 1;
             let Some(key) = meta.path.get_ident().cloned() else {
-                errors.push(meta.error(unknown(&meta.path, OPTION_NAMES)));
-                return skip_value(&meta);
+                return reject_unknown(&meta, OPTION_NAMES, errors);
             };
             match key.to_string().as_str() {
                 "name" => parse_str(&meta, &key, errors, &mut opts.name),
                 "crate" => parse_crate(&meta, &key, errors, &mut opts.krate),
-                _ => {
-                    errors.push(syn::Error::new(
-                        key.span(),
-                        unknown(&meta.path, OPTION_NAMES),
-                    ));
-                    skip_value(&meta)
-                }
+                _ => reject_unknown(&meta, OPTION_NAMES, errors),
             }
         });
         if let Err(e) = parsed {
