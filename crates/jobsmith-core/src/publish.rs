@@ -98,7 +98,7 @@ impl<'a> IntoFuture for Publish<'a> {
         Box::pin(async move {
             let payload = self.payload?;
             let id = self.id.unwrap_or_default();
-            self.app.publish_raw(self.name, &payload, id).await
+            self.app.publish_one(self.name, payload, id).await
         })
     }
 }
@@ -145,7 +145,7 @@ impl App {
     ) -> Result<Published> {
         jobsmith_grammar::parse_event_name(name).map_err(Error::Config)?;
         let payload = crate::args::to_json(payload)?;
-        self.publish_raw(name, &payload, id.unwrap_or_default())
+        self.publish_one(name, payload, id.unwrap_or_default())
             .await
     }
 
@@ -163,10 +163,13 @@ impl App {
         self.publish_batch(&batch).await
     }
 
-    async fn publish_raw(&self, name: &str, payload: &RawValue, id: EventId) -> Result<Published> {
-        let mut one = self
-            .publish_batch(&[(name, payload.to_owned(), id)])
-            .await?;
+    async fn publish_one(
+        &self,
+        name: &str,
+        payload: Box<RawValue>,
+        id: EventId,
+    ) -> Result<Published> {
+        let mut one = self.publish_batch(&[(name, payload, id)]).await?;
         one.pop()
             .ok_or_else(|| Error::backend("a publish of one event gave no answer"))
     }
