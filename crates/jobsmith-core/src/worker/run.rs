@@ -99,6 +99,10 @@ async fn release(shared: &Shared, leases: Vec<Lease>) {
 }
 
 pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
+    // Listened for from the start: a deploy's SIGTERM while the worker is
+    // still starting (registering its subscriptions can wait a second) stops
+    // it cleanly instead of killing the process.
+    let mut stop = worker.stop.unwrap_or_else(os_signal);
     let registry = match worker.registry {
         Some(r) => r,
         None => Registry::global()?.clone(),
@@ -172,7 +176,15 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     };
     // Before the first reserve and before `run` goes on: from here, every
     // publish reaches the jobs this worker runs.
-    super::subscribe::register(&worker.app, &registry, Some(&queues)).await?;
+    tokio::select! {
+        registered = super::subscribe::register(&worker.app, &registry, Some(&queues)) => {
+            registered?;
+        }
+        () = &mut stop => {
+            tracing::info!("worker stopped while starting, before its first reserve");
+            return Ok(WorkerReport::default());
+        }
+    }
     let _publish_task = Task::spawn(record::refresh(
         Arc::clone(&backend),
         registry.clone(),
@@ -221,7 +233,6 @@ pub(super) async fn run(worker: Worker) -> Result<WorkerReport> {
     let endpoint_task = endpoint
         .map(|(exporter, listener)| Task::spawn(super::endpoint::serve(exporter, listener)));
 
-    let mut stop = worker.stop.unwrap_or_else(os_signal);
     // A backend that takes jobs in ahead by itself needs no more of it.
     let prefetch = if backend.prefetches() {
         0
